@@ -1,0 +1,256 @@
+//! A unary call from the client side: the builder that generated stubs return, and the
+//! future that waits for the answer.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+use super::Channel;
+use crate::codec::Codec;
+use crate::metadata::{Metadata, MetadataKey};
+use crate::status::{Code, Status};
+use crate::wire::{Frame, FrameKind};
+
+/// A response message with the metadata the server sent along.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response<T> {
+    message: T,
+    metadata: Metadata,
+}
+
+impl<T> Response<T> {
+    /// A response with no metadata.
+    pub fn new(message: T) -> Response<T> {
+        Response { message, metadata: Metadata::new() }
+    }
+
+    /// The message.
+    pub fn get_ref(&self) -> &T {
+        &self.message
+    }
+
+    /// The metadata the server sent.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The message, dropping the metadata.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+
+    /// The metadata and the message.
+    pub fn into_parts(self) -> (Metadata, T) {
+        (self.metadata, self.message)
+    }
+}
+
+/// A unary call being prepared: set per-call options, then `.await` it.
+///
+/// Generated clients return one from every unary method:
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use rpc_core::{Context, Status, client::Channel};
+/// # #[derive(Clone, PartialEq, prost::Message)] pub struct HelloRequest {}
+/// # #[derive(Clone, PartialEq, prost::Message)] pub struct HelloReply {}
+/// # #[rpc_core::service] pub trait Greeter {
+/// #     async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+/// # }
+/// # async fn run(channel: Channel) -> Result<(), Status> {
+/// let client = GreeterClient::new(channel);
+///
+/// // The plain call: the message, or the status it failed with.
+/// let reply: HelloReply = client.say_hello(HelloRequest {}).await?;
+///
+/// // With a timeout and metadata, keeping the response's metadata.
+/// let response = client
+///     .say_hello(HelloRequest {})
+///     .timeout(Duration::from_millis(200))
+///     .metadata("x-request-id", "42")
+///     .full()
+///     .await?;
+/// println!("{:?} {:?}", response.metadata(), response.get_ref());
+/// # Ok(()) }
+/// ```
+#[must_use = "a call does nothing until it is awaited"]
+pub struct UnaryCall<'a, Req, Resp, C> {
+    channel: &'a Channel,
+    method: &'static str,
+    request: Req,
+    timeout: Option<Duration>,
+    metadata: Metadata,
+    _marker: PhantomData<fn() -> (Resp, C)>,
+}
+
+impl<'a, Req, Resp, C> UnaryCall<'a, Req, Resp, C>
+where
+    C: Codec<Req> + Codec<Resp>,
+{
+    pub(super) fn new(channel: &'a Channel, method: &'static str, request: Req) -> Self {
+        UnaryCall { channel, method, request, timeout: None, metadata: Metadata::new(), _marker: PhantomData }
+    }
+
+    /// Fails the call with `DeadlineExceeded` if no answer came within `timeout`. The
+    /// remaining time travels with the request, so the server stops working at the same
+    /// moment. Overrides the channel's default timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a metadata entry to the request.
+    ///
+    /// # Panics
+    /// If `key` is a `&'static str` that is not a valid key (see [`MetadataKey`]).
+    pub fn metadata(mut self, key: impl Into<MetadataKey>, value: impl Into<Bytes>) -> Self {
+        self.metadata.append(key, value);
+        self
+    }
+
+    /// Adds every entry of `metadata` to the request.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.extend(metadata);
+        self
+    }
+
+    /// Sends the call; the future yields the message with the response's metadata.
+    pub fn full(self) -> ResponseFuture<'a, Resp, C> {
+        let shared = &self.channel.shared;
+        let timeout = self.timeout.or(shared.config.default_timeout);
+        let id = shared.next_call_id();
+        let mut frame = Frame::new(FrameKind::Request, id);
+        frame.header.method = Some(Bytes::from_static(self.method.as_bytes()));
+        frame.header.timeout = timeout;
+        frame.header.metadata = self.metadata;
+        frame.body = <C as Codec<Req>>::encode_to_bytes(&self.request);
+        let state = match self.channel.send_call(frame) {
+            Ok(rx) => State::Waiting(rx),
+            Err(status) => State::Failed(status),
+        };
+        ResponseFuture {
+            channel: self.channel,
+            id,
+            method: self.method,
+            state,
+            timeout,
+            sleep: timeout.map(tokio::time::sleep),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<'a, Req, Resp, C> IntoFuture for UnaryCall<'a, Req, Resp, C>
+where
+    C: Codec<Req> + Codec<Resp>,
+{
+    type Output = Result<Resp, Status>;
+    type IntoFuture = MessageFuture<'a, Resp, C>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        MessageFuture { inner: self.full() }
+    }
+}
+
+enum State {
+    Waiting(oneshot::Receiver<Result<Frame, Status>>),
+    Failed(Status),
+    Done,
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to a unary call, with its metadata: see [`UnaryCall::full`].
+    ///
+    /// Dropping it before it completes cancels the call: the server is told, and stops.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<'a, Resp, C> {
+        channel: &'a Channel,
+        id: u64,
+        method: &'static str,
+        state: State,
+        timeout: Option<Duration>,
+        #[pin]
+        sleep: Option<Sleep>,
+        _marker: PhantomData<fn() -> (Resp, C)>,
+    }
+
+    impl<'a, Resp, C> PinnedDrop for ResponseFuture<'a, Resp, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if matches!(this.state, State::Waiting(_)) {
+                this.channel.cancel(*this.id);
+            }
+        }
+    }
+}
+
+impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
+    type Output = Result<Response<Resp>, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match std::mem::replace(this.state, State::Done) {
+            State::Waiting(mut rx) => {
+                if let Poll::Ready(answer) = Pin::new(&mut rx).poll(cx) {
+                    return Poll::Ready(match answer {
+                        Ok(Ok(frame)) => decode_response::<Resp, C>(frame),
+                        Ok(Err(status)) => Err(status),
+                        Err(_) => Err(Status::unavailable("the channel's connection task ended")),
+                    });
+                }
+                if let Some(sleep) = this.sleep.as_pin_mut() {
+                    if sleep.poll(cx).is_ready() {
+                        this.channel.cancel(*this.id);
+                        let timeout = this.timeout.unwrap_or_default();
+                        return Poll::Ready(Err(Status::deadline_exceeded(format!(
+                            "{} got no answer within {timeout:?}",
+                            this.method
+                        ))));
+                    }
+                }
+                *this.state = State::Waiting(rx);
+                Poll::Pending
+            }
+            State::Failed(status) => Poll::Ready(Err(status)),
+            State::Done => Poll::Ready(Err(Status::internal("response future polled after it completed"))),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to a unary call: what awaiting a [`UnaryCall`] gives.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct MessageFuture<'a, Resp, C> {
+        #[pin]
+        inner: ResponseFuture<'a, Resp, C>,
+    }
+}
+
+impl<Resp, C: Codec<Resp>> Future for MessageFuture<'_, Resp, C> {
+    type Output = Result<Resp, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(|r| r.map(Response::into_inner))
+    }
+}
+
+/// Turns a `Response` frame into the message, or the status it carries.
+fn decode_response<Resp, C: Codec<Resp>>(frame: Frame) -> Result<Response<Resp>, Status> {
+    let header = frame.header;
+    let code = header.status_code.map_or(Code::Ok, Code::from_u32);
+    if code != Code::Ok {
+        let message =
+            header.status_message.map(|m| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
+        return Err(Status::new(code, message).with_metadata(header.metadata));
+    }
+    match C::decode(frame.body) {
+        Ok(message) => Ok(Response { message, metadata: header.metadata }),
+        Err(err) => Err(Status::internal(format!("response does not decode: {err}"))),
+    }
+}

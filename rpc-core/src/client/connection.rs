@@ -1,0 +1,261 @@
+//! One client connection: calls in flight by id, responses routed back, keepalive.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use super::ChannelConfig;
+use crate::status::{Code, Status};
+use crate::transport::FrameIo;
+use crate::wire::{Frame, FrameCodec, FrameKind, WireError};
+
+/// Frames handled per poll before the task yields.
+const POLL_BUDGET: usize = 128;
+
+/// The body of keepalive pings.
+const KEEPALIVE_PING: [u8; 8] = *b"keepaliv";
+
+/// Where a call's answer goes: the response frame, or why there is none.
+pub(crate) type Reply = oneshot::Sender<Result<Frame, Status>>;
+
+/// A connection to the channel's target, owned by the channel task.
+pub(crate) struct ClientConnection {
+    io: FrameIo<TcpStream>,
+    pending: HashMap<u64, Reply>,
+    ready_waiters: Vec<oneshot::Sender<Result<(), Status>>>,
+    goaway: Option<Status>,
+    keepalive: Option<Keepalive>,
+    frames_read: u64,
+}
+
+impl ClientConnection {
+    pub(crate) fn new(stream: TcpStream, config: &ChannelConfig) -> ClientConnection {
+        let codec = FrameCodec::new().with_max_frame_size(config.max_frame_size);
+        let mut io = FrameIo::new(stream, codec);
+        let mut settings = Frame::new(FrameKind::Settings, 0);
+        settings.header.max_frame_size = Some(config.max_frame_size as u64);
+        // A settings frame is a few bytes: below any limit a server could announce.
+        let _ = io.queue(&settings);
+        ClientConnection {
+            io,
+            pending: HashMap::new(),
+            ready_waiters: Vec::new(),
+            goaway: None,
+            keepalive: config
+                .keepalive_interval
+                .map(|interval| Keepalive::new(interval, config.keepalive_timeout)),
+            frames_read: 0,
+        }
+    }
+
+    /// Whether the server answered with a valid preface: it speaks the protocol.
+    pub(crate) fn is_established(&self) -> bool {
+        self.io.peer_preface_received()
+    }
+
+    /// Whether new calls may be sent here (no `GOAWAY` received).
+    pub(crate) fn accepts_calls(&self) -> bool {
+        self.goaway.is_none()
+    }
+
+    /// Resolves `waiter` once the server has proven it speaks the protocol.
+    pub(crate) fn when_established(&mut self, waiter: oneshot::Sender<Result<(), Status>>) {
+        if self.is_established() {
+            let _ = waiter.send(Ok(()));
+        } else {
+            self.ready_waiters.push(waiter);
+        }
+    }
+
+    /// Queues a request frame and remembers where its answer goes.
+    pub(crate) fn start_call(&mut self, frame: Frame, reply: Reply) {
+        match self.io.queue(&frame) {
+            Ok(()) => {
+                self.pending.insert(frame.call_id, reply);
+            }
+            Err(WireError::FrameTooLarge { len, max }) => {
+                let _ = reply.send(Err(Status::resource_exhausted(format!(
+                    "request of {len} bytes exceeds the server's limit of {max} bytes"
+                ))));
+            }
+            Err(err) => {
+                let _ = reply.send(Err(Status::internal(format!("request could not be encoded: {err}"))));
+            }
+        }
+    }
+
+    /// Abandons call `id` if it is in flight here, telling the server. Returns whether it was.
+    pub(crate) fn cancel(&mut self, id: u64) -> bool {
+        if self.pending.remove(&id).is_none() {
+            return false;
+        }
+        // A cancel frame is a few bytes: below any limit.
+        let _ = self.io.queue(&Frame::new(FrameKind::Cancel, id));
+        true
+    }
+
+    /// Drives the connection. `Ready(reason)` when it is over: every call still in flight
+    /// has been failed with `reason`.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
+        let mut budget = POLL_BUDGET;
+        while budget > 0 {
+            match self.io.poll_read_frame(cx) {
+                Poll::Ready(Ok(Some(frame))) => {
+                    self.frames_read += 1;
+                    if let Err(status) = self.handle_frame(frame) {
+                        return Poll::Ready(self.fail_all(status));
+                    }
+                }
+                Poll::Ready(Ok(None)) => {
+                    let reason = match &self.goaway {
+                        Some(goaway) => {
+                            Status::unavailable(format!("server went away: {}", goaway.message()))
+                        }
+                        None => Status::unavailable("connection closed by the server"),
+                    };
+                    return Poll::Ready(self.fail_all(reason));
+                }
+                Poll::Ready(Err(err)) => {
+                    let reason = Status::unavailable(format!("connection failed: {err}"));
+                    return Poll::Ready(self.fail_all(reason));
+                }
+                Poll::Pending => break,
+            }
+            budget -= 1;
+        }
+        if budget == 0 {
+            cx.waker().wake_by_ref();
+        }
+        if !self.ready_waiters.is_empty() && self.is_established() {
+            for waiter in self.ready_waiters.drain(..) {
+                let _ = waiter.send(Ok(()));
+            }
+        }
+        if let Some(keepalive) = &mut self.keepalive {
+            if let Err(status) = keepalive.poll(cx, self.frames_read, &mut self.io) {
+                return Poll::Ready(self.fail_all(status));
+            }
+        }
+        if let Poll::Ready(Err(err)) = self.io.poll_write(cx) {
+            return Poll::Ready(self.fail_all(Status::unavailable(format!("connection failed: {err}"))));
+        }
+        if let Some(goaway) = &self.goaway {
+            if self.pending.is_empty() && !self.io.has_pending_writes() {
+                // Drained: every call sent here has its answer.
+                return Poll::Ready(goaway.clone());
+            }
+        }
+        Poll::Pending
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<(), Status> {
+        match frame.kind {
+            FrameKind::Response => {
+                // No entry: the call was cancelled or timed out, and nobody waits.
+                if let Some(reply) = self.pending.remove(&frame.call_id) {
+                    let _ = reply.send(Ok(frame));
+                }
+            }
+            FrameKind::Settings => {
+                if let Some(max) = frame.header.max_frame_size {
+                    let max = usize::try_from(max).unwrap_or(usize::MAX);
+                    self.io.codec_mut().set_max_send_frame_size(max);
+                }
+            }
+            FrameKind::GoAway => {
+                let code = frame.header.status_code.map_or(Code::Ok, Code::from_u32);
+                let message = frame
+                    .header
+                    .status_message
+                    .map(|m| String::from_utf8_lossy(&m).into_owned())
+                    .unwrap_or_default();
+                tracing::debug!(%code, %message, "server sent GOAWAY");
+                self.goaway = Some(Status::new(code, message));
+            }
+            FrameKind::Ping => {
+                let mut pong = Frame::new(FrameKind::Pong, frame.call_id);
+                pong.body = frame.body;
+                // A pong is as large as the server's own ping, which it accepts.
+                let _ = self.io.queue(&pong);
+            }
+            FrameKind::Request | FrameKind::StreamOpen => {
+                return Err(Status::internal("protocol violation: the server opened a call"));
+            }
+            // Keepalive answers count as activity already; the rest is not for clients.
+            FrameKind::Pong
+            | FrameKind::Cancel
+            | FrameKind::StreamMessage
+            | FrameKind::StreamEnd
+            | FrameKind::WindowUpdate => {}
+        }
+        Ok(())
+    }
+
+    /// Fails every call in flight, and every waiter, with `reason`; returns it.
+    pub(crate) fn fail_all(&mut self, reason: Status) -> Status {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(reason.clone()));
+        }
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(Err(reason.clone()));
+        }
+        reason
+    }
+}
+
+/// Pings an idle connection, and declares it dead when a ping goes unanswered.
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+    frames_seen: u64,
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration) -> Keepalive {
+        Keepalive {
+            interval,
+            timeout,
+            timer: Box::pin(tokio::time::sleep(interval)),
+            awaiting_pong: false,
+            frames_seen: 0,
+        }
+    }
+
+    /// Checks for activity when the timer fires; a received frame of any kind counts, so
+    /// busy connections never ping. The timer is re-armed only when it fires, not per frame.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames_read: u64,
+        io: &mut FrameIo<TcpStream>,
+    ) -> Result<(), Status> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if frames_read != self.frames_seen {
+                self.frames_seen = frames_read;
+                self.awaiting_pong = false;
+                self.timer.as_mut().reset(Instant::now() + self.interval);
+            } else if self.awaiting_pong {
+                return Err(Status::unavailable(format!(
+                    "keepalive ping unanswered for {:?}: connection presumed dead",
+                    self.timeout
+                )));
+            } else {
+                let mut ping = Frame::new(FrameKind::Ping, 0);
+                ping.body = Bytes::from_static(&KEEPALIVE_PING);
+                let _ = io.queue(&ping);
+                self.awaiting_pong = true;
+                self.timer.as_mut().reset(Instant::now() + self.timeout);
+            }
+        }
+        Ok(())
+    }
+}

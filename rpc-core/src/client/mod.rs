@@ -1,0 +1,227 @@
+//! The client: a [`Channel`] to one server address, shared by any number of callers.
+//!
+//! A channel is one TCP connection carrying every call made through it, multiplexed by
+//! call id and answered in any order. Cloning it is cheap (an `Arc`), and every clone uses
+//! the same connection. It connects on first use (or up front with
+//! [`ChannelBuilder::connect`]), reconnects after the connection drops, and fails the calls
+//! that were in flight on a dead connection with `Unavailable`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rpc_core::client::Channel;
+//!
+//! # async fn run() -> Result<(), rpc_core::Status> {
+//! let channel = Channel::builder("127.0.0.1:50051")
+//!     .timeout(Duration::from_secs(2))       // default per-call timeout
+//!     .connect_timeout(Duration::from_secs(1))
+//!     .connect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod call;
+mod connection;
+mod task;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use call::{MessageFuture, Response, ResponseFuture, UnaryCall};
+
+use crate::codec::Codec;
+use crate::status::Status;
+use crate::wire::{DEFAULT_MAX_FRAME_SIZE, Frame};
+use task::{ChannelTask, Command};
+
+/// The default time allowed to establish a TCP connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default idle time after which the client pings the server.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The default time a keepalive ping may go unanswered before the connection is dropped.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default delay before the first reconnection attempt after a failed connect.
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+
+/// The default cap on the reconnection delay.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A channel's limits and options.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelConfig {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) max_frame_size: usize,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            default_timeout: None,
+            tcp_nodelay: true,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            backoff_initial: DEFAULT_BACKOFF_INITIAL,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+        }
+    }
+}
+
+/// A multiplexed connection to one server; see the [module docs](self).
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tx: mpsc::UnboundedSender<Command>,
+    next_call_id: AtomicU64,
+    target: Arc<str>,
+    config: Arc<ChannelConfig>,
+}
+
+impl Shared {
+    fn next_call_id(&self) -> u64 {
+        // Ids are unique for the channel's life, so they never repeat on any connection.
+        self.next_call_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel").field("target", &self.shared.target).finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// Connects to `target` (`host:port`) with default options, failing if it cannot.
+    pub async fn connect(target: impl ToString) -> Result<Channel, Status> {
+        Channel::builder(target).connect().await
+    }
+
+    /// A builder for a channel to `target` (`host:port`, resolved at each connect).
+    pub fn builder(target: impl ToString) -> ChannelBuilder {
+        ChannelBuilder { target: target.to_string(), config: ChannelConfig::default() }
+    }
+
+    /// The address this channel connects to.
+    pub fn target(&self) -> &str {
+        &self.shared.target
+    }
+
+    /// Starts a unary call to `method` (a full name, `/package.Service/Method`). Generated
+    /// clients call this; it is public for hand-written ones.
+    pub fn unary<Req, Resp, C>(&self, method: &'static str, request: Req) -> UnaryCall<'_, Req, Resp, C>
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        UnaryCall::new(self, method, request)
+    }
+
+    fn send_call(&self, frame: Frame) -> Result<oneshot::Receiver<Result<Frame, Status>>, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Command::Call { frame, reply })
+            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
+        Ok(rx)
+    }
+
+    fn cancel(&self, id: u64) {
+        let _ = self.shared.tx.send(Command::Cancel { id });
+    }
+}
+
+/// Options for a [`Channel`]. Every limit has a default, named by a constant in this module.
+#[derive(Debug, Clone)]
+pub struct ChannelBuilder {
+    target: String,
+    config: ChannelConfig,
+}
+
+impl ChannelBuilder {
+    /// The time allowed to establish the TCP connection (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ChannelBuilder {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// A timeout for calls that set none themselves (default: none).
+    pub fn timeout(mut self, timeout: Duration) -> ChannelBuilder {
+        self.config.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `TCP_NODELAY` (default on).
+    pub fn tcp_nodelay(mut self, enabled: bool) -> ChannelBuilder {
+        self.config.tcp_nodelay = enabled;
+        self
+    }
+
+    /// The largest response frame accepted (default 4 MiB); announced to the server, which
+    /// answers `ResourceExhausted` rather than send a larger one.
+    pub fn max_frame_size(mut self, bytes: usize) -> ChannelBuilder {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Pings the server after this much silence (default 30 s); `None` turns keepalive off.
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> ChannelBuilder {
+        self.config.keepalive_interval = interval;
+        self
+    }
+
+    /// How long a keepalive ping may go unanswered before the connection is declared dead
+    /// and its calls fail with `Unavailable` (default 10 s).
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> ChannelBuilder {
+        self.config.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Delays between failed connection attempts: `initial`, doubling up to `max`, with
+    /// jitter (defaults 100 ms and 5 s). While waiting, calls fail fast with `Unavailable`.
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> ChannelBuilder {
+        self.config.backoff_initial = initial;
+        self.config.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Connects now; fails with `Unavailable` if the server cannot be reached or does not
+    /// speak the protocol. Must be called inside a Tokio runtime.
+    pub async fn connect(self) -> Result<Channel, Status> {
+        let channel = self.connect_lazy();
+        let (reply, rx) = oneshot::channel();
+        channel
+            .shared
+            .tx
+            .send(Command::WaitReady { reply })
+            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(channel),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::unavailable("the channel's connection task has stopped")),
+        }
+    }
+
+    /// A channel that connects on its first call. Must be called inside a Tokio runtime.
+    pub fn connect_lazy(self) -> Channel {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let target: Arc<str> = self.target.into();
+        let config = Arc::new(self.config);
+        tokio::spawn(ChannelTask::new(rx, Arc::clone(&target), Arc::clone(&config)));
+        Channel { shared: Arc::new(Shared { tx, next_call_id: AtomicU64::new(1), target, config }) }
+    }
+}

@@ -1,0 +1,257 @@
+//! The channel task: the one task behind a [`Channel`](super::Channel) that connects,
+//! reconnects with backoff, and drives its connections.
+//!
+//! States: `Idle` (no connection; the next call connects), `Connecting` (calls queue),
+//! `Ready` (calls go straight to the connection) and `Backoff` (after a failed connect:
+//! calls fail fast with `Unavailable` until the next attempt is due). A connection that was
+//! up and then dropped returns to `Idle` with no delay, so a restarted server is reached by
+//! the very next call. A connection that received `GOAWAY` keeps running in `draining`
+//! until its calls are answered, while new calls open a fresh connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Sleep;
+
+use super::ChannelConfig;
+use super::connection::{ClientConnection, Reply};
+use crate::status::Status;
+use crate::wire::Frame;
+
+/// Commands handled per poll before the task yields.
+const POLL_BUDGET: usize = 256;
+
+/// What callers ask of the channel task.
+pub(crate) enum Command {
+    /// Send a request frame; the answer goes to `reply`.
+    Call { frame: Frame, reply: Reply },
+    /// The caller stopped waiting for call `id`.
+    Cancel { id: u64 },
+    /// Answer once a connection is established (or has failed).
+    WaitReady { reply: oneshot::Sender<Result<(), Status>> },
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Status>> + Send>>;
+
+enum State {
+    Idle,
+    Connecting { connect: ConnectFuture, queued: Vec<Command> },
+    Ready(ClientConnection),
+    Backoff { until: Pin<Box<Sleep>>, error: Status },
+}
+
+pub(crate) struct ChannelTask {
+    rx: mpsc::UnboundedReceiver<Command>,
+    target: Arc<str>,
+    config: Arc<ChannelConfig>,
+    state: State,
+    draining: Vec<ClientConnection>,
+    failures: u32,
+}
+
+impl ChannelTask {
+    pub(crate) fn new(
+        rx: mpsc::UnboundedReceiver<Command>,
+        target: Arc<str>,
+        config: Arc<ChannelConfig>,
+    ) -> Self {
+        ChannelTask { rx, target, config, state: State::Idle, draining: Vec::new(), failures: 0 }
+    }
+
+    fn handle(&mut self, command: Command) {
+        if let Command::Cancel { id } = command {
+            return self.cancel(id);
+        }
+        match &mut self.state {
+            State::Ready(conn) => apply(conn, command),
+            State::Connecting { queued, .. } => queued.push(command),
+            State::Backoff { error, .. } => fail(command, error.clone()),
+            State::Idle => self.state = State::Connecting { connect: self.connect(), queued: vec![command] },
+        }
+    }
+
+    fn cancel(&mut self, id: u64) {
+        match &mut self.state {
+            State::Ready(conn) => {
+                if conn.cancel(id) {
+                    return;
+                }
+            }
+            State::Connecting { queued, .. } => {
+                queued.retain(|c| !matches!(c, Command::Call { frame, .. } if frame.call_id == id));
+            }
+            State::Idle | State::Backoff { .. } => {}
+        }
+        for conn in &mut self.draining {
+            if conn.cancel(id) {
+                return;
+            }
+        }
+    }
+
+    fn connect(&self) -> ConnectFuture {
+        let target = Arc::clone(&self.target);
+        let config = Arc::clone(&self.config);
+        Box::pin(async move {
+            let connecting = TcpStream::connect(&*target);
+            let stream = match tokio::time::timeout(config.connect_timeout, connecting).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    return Err(Status::unavailable(format!("cannot connect to {target}: {err}")));
+                }
+                Err(_) => {
+                    let limit = config.connect_timeout;
+                    return Err(Status::unavailable(format!(
+                        "connecting to {target} timed out after {limit:?}"
+                    )));
+                }
+            };
+            stream
+                .set_nodelay(config.tcp_nodelay)
+                .map_err(|err| Status::unavailable(format!("cannot configure socket to {target}: {err}")))?;
+            Ok(stream)
+        })
+    }
+
+    fn enter_backoff(&mut self, error: Status) {
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff_delay(&self.config, self.failures);
+        tracing::debug!(target = %self.target, ?delay, %error, "connection failed; backing off");
+        let error = Status::unavailable(format!("{} (next attempt in {delay:?})", error.message()));
+        self.state = State::Backoff { until: Box::pin(tokio::time::sleep(delay)), error };
+    }
+
+    /// Advances the connection state as far as it goes without waiting.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        loop {
+            match &mut self.state {
+                State::Idle => return,
+                State::Connecting { connect, queued } => match connect.as_mut().poll(cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Ok(stream)) => {
+                        let mut conn = ClientConnection::new(stream, &self.config);
+                        for command in queued.drain(..) {
+                            apply(&mut conn, command);
+                        }
+                        self.state = State::Ready(conn);
+                    }
+                    Poll::Ready(Err(error)) => {
+                        for command in queued.drain(..) {
+                            fail(command, error.clone());
+                        }
+                        self.enter_backoff(error);
+                    }
+                },
+                State::Ready(conn) => match conn.poll(cx) {
+                    Poll::Pending => {
+                        if !conn.accepts_calls() {
+                            // GOAWAY: let it finish its calls aside; new calls reconnect.
+                            if let State::Ready(conn) = std::mem::replace(&mut self.state, State::Idle) {
+                                self.draining.push(conn);
+                            }
+                        }
+                        return;
+                    }
+                    Poll::Ready(reason) => {
+                        if conn.is_established() {
+                            tracing::debug!(target = %self.target, %reason, "connection ended");
+                            self.failures = 0;
+                            self.state = State::Idle;
+                        } else {
+                            self.enter_backoff(reason);
+                        }
+                    }
+                },
+                State::Backoff { until, .. } => {
+                    if until.as_mut().poll(cx).is_pending() {
+                        return;
+                    }
+                    self.state = State::Idle;
+                }
+            }
+        }
+    }
+}
+
+impl Future for ChannelTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let mut budget = POLL_BUDGET;
+        loop {
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                break;
+            }
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(command)) => this.handle(command),
+                // Every Channel handle is gone, and with them every caller.
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+            budget -= 1;
+        }
+        this.drive(cx);
+        this.draining.retain_mut(|conn| conn.poll(cx).is_pending());
+        Poll::Pending
+    }
+}
+
+/// Hands a command to a live connection.
+fn apply(conn: &mut ClientConnection, command: Command) {
+    match command {
+        Command::Call { frame, reply } => conn.start_call(frame, reply),
+        Command::WaitReady { reply } => conn.when_established(reply),
+        Command::Cancel { id } => {
+            conn.cancel(id);
+        }
+    }
+}
+
+/// Answers a command that cannot be served.
+fn fail(command: Command, error: Status) {
+    match command {
+        Command::Call { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        Command::WaitReady { reply } => {
+            let _ = reply.send(Err(error));
+        }
+        Command::Cancel { .. } => {}
+    }
+}
+
+/// Exponential backoff: `initial * 2^(failures-1)`, capped, with ±20% jitter so that many
+/// clients of one restarted server do not reconnect in lockstep.
+fn backoff_delay(config: &ChannelConfig, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let base = config.backoff_initial.saturating_mul(1 << exp).min(config.backoff_max);
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let config = ChannelConfig {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ..ChannelConfig::default()
+        };
+        let first = backoff_delay(&config, 1);
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120), "{first:?}");
+        let third = backoff_delay(&config, 3);
+        assert!(third >= Duration::from_millis(320) && third <= Duration::from_millis(480), "{third:?}");
+        for failures in [10, 1000, u32::MAX] {
+            assert!(backoff_delay(&config, failures) <= Duration::from_millis(2400));
+        }
+    }
+}

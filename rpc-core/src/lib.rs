@@ -1,0 +1,90 @@
+//! A multiplexed binary RPC framework over TCP, with protobuf messages.
+//!
+//! Declare a service as a Rust trait with [`#[service]`](service), implement it, mount the
+//! generated `FooServer` on a [`Server`], and call it through the generated `FooClient`
+//! over a [`Channel`](client::Channel). Many calls share one connection, answered in any
+//! order; deadlines, metadata and status codes travel with every call.
+//!
+//! ```no_run
+//! use rpc_core::{Context, Server, Status, client::Channel};
+//!
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! pub struct HelloRequest { #[prost(string, tag = "1")] pub name: String }
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! pub struct HelloReply { #[prost(string, tag = "1")] pub message: String }
+//!
+//! /// Greets people.
+//! #[rpc_core::service(package = "helloworld")]
+//! pub trait Greeter {
+//!     /// Says hello to `req.name`.
+//!     async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+//! }
+//!
+//! struct MyGreeter;
+//!
+//! impl Greeter for MyGreeter {
+//!     async fn say_hello(&self, _ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status> {
+//!         Ok(HelloReply { message: format!("Hello {}!", req.name) })
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! tokio::spawn(Server::builder().add_service(GreeterServer::new(MyGreeter)).serve("127.0.0.1:50051"));
+//!
+//! let client = GreeterClient::new(Channel::connect("127.0.0.1:50051").await?);
+//! let reply = client.say_hello(HelloRequest { name: "world".into() }).await?;
+//! assert_eq!(reply.message, "Hello world!");
+//! # Ok(()) }
+//! ```
+//!
+//! The wire protocol is specified in `docs/PROTOCOL.md`.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod client;
+pub mod codec;
+pub mod metadata;
+pub mod server;
+pub mod status;
+mod transport;
+pub mod wire;
+
+pub use client::Channel;
+pub use metadata::Metadata;
+pub use server::{Context, Server};
+pub use status::{Code, Status};
+
+/// Turns a trait into an RPC service: a client stub, server dispatch and the service name.
+///
+/// ```
+/// use rpc_core::{Context, Status};
+/// # #[derive(Clone, PartialEq, prost::Message)] pub struct GetUser { #[prost(uint64, tag = "1")] pub id: u64 }
+/// # #[derive(Clone, PartialEq, prost::Message)] pub struct User { #[prost(string, tag = "1")] pub name: String }
+///
+/// /// User accounts.
+/// #[rpc_core::service(package = "acme.users.v1")]
+/// pub trait Users {
+///     /// Looks a user up by id.
+///     async fn get_user(&self, ctx: &mut Context, req: GetUser) -> Result<User, Status>;
+/// }
+///
+/// assert_eq!(UsersClient::SERVICE_NAME, "acme.users.v1.Users");
+/// ```
+///
+/// The trait must contain only `async fn`s of the shape
+/// `async fn name(&self, ctx: &mut Context, request: In) -> Result<Out, Status>`, where `In`
+/// and `Out` are protobuf messages (`prost::Message + Default`). For a trait `Foo` it
+/// generates:
+///
+/// - the trait itself, with `Send` futures and `Send + Sync + 'static` as supertraits;
+/// - `FooClient`, wrapping a [`Channel`], with one method per RPC returning a
+///   [`UnaryCall`](client::UnaryCall) to await (optionally after setting a timeout or
+///   metadata);
+/// - `FooServer<T: Foo>`, a [`Service`](server::Service) to mount on a [`Server`];
+/// - `SERVICE_NAME` on both, the full name `package.Foo`.
+///
+/// Options: `package = "a.b"` prefixes the service name; `name = "Other"` changes the name
+/// used on the wire. On a method, `#[rpc(name = "Other")]` changes the method's wire name,
+/// which by default is the Rust name in `UpperCamelCase` (`say_hello` → `SayHello`), as
+/// protobuf service definitions spell them.
+pub use rpc_macros::service;

@@ -1,0 +1,315 @@
+//! One server connection: a single task that reads requests, spawns their handlers, writes
+//! their responses, and drains on shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::ServerConfig;
+use super::context::Context;
+use super::routes::Routes;
+use super::service::{MethodKind, Outgoing, ServerCall, error_response};
+use crate::status::{Code, Status};
+use crate::transport::FrameIo;
+use crate::wire::{Frame, FrameCodec, FrameKind, WireError, flags};
+
+/// Frames handled per poll before the task yields to others on its worker.
+const POLL_BUDGET: usize = 128;
+
+/// How long a closing connection may take to flush its last frames.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The body of the `PING` sent after a shutdown `GOAWAY`: its `PONG` proves the client has
+/// read the `GOAWAY`, so no request of its can still be on the way.
+pub(crate) const DRAIN_PING: [u8; 8] = *b"draining";
+
+/// Serves one accepted connection until the peer leaves, it breaks a rule, or shutdown
+/// drains it.
+pub(crate) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    routes: Arc<Routes>,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let mut conn = ServerConnection::new(stream, peer, routes, &config, shutdown);
+    let outcome = std::future::poll_fn(|cx| conn.poll(cx)).await;
+    match outcome {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(err) => {
+            tracing::warn!(%peer, %err, "closing connection");
+            if let Some(goaway) = goaway_for(&err) {
+                let _ = conn.io.queue(&goaway);
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, conn.io.close()).await;
+}
+
+/// The `GOAWAY` that tells a misbehaving peer why it is being disconnected; none when the
+/// peer does not speak the protocol or the socket itself failed.
+fn goaway_for(err: &WireError) -> Option<Frame> {
+    let code = match err {
+        WireError::BadPreface { .. }
+        | WireError::TruncatedPreface { .. }
+        | WireError::PrefaceTimeout
+        | WireError::TruncatedFrame { .. }
+        | WireError::Io(_) => return None,
+        WireError::FrameTooLarge { .. } => Code::ResourceExhausted,
+        WireError::UnsupportedVersion(_) => Code::Unimplemented,
+        _ => Code::Internal,
+    };
+    let mut frame = error_response(0, Status::new(code, err.to_string()));
+    frame.kind = FrameKind::GoAway;
+    Some(frame)
+}
+
+/// A call in flight: its handler task, and whether the caller cancelled it.
+struct CallEntry {
+    abort: Option<AbortHandle>,
+    cancelled: bool,
+}
+
+struct ServerConnection {
+    io: FrameIo<TcpStream>,
+    peer: SocketAddr,
+    routes: Arc<Routes>,
+    max_concurrent_calls: usize,
+    calls: HashMap<u64, CallEntry>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    preface_timer: Option<Pin<Box<Sleep>>>,
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    draining: bool,
+    drain_acked: bool,
+}
+
+impl ServerConnection {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        routes: Arc<Routes>,
+        config: &ServerConfig,
+        shutdown: CancellationToken,
+    ) -> ServerConnection {
+        let codec = FrameCodec::new().with_max_frame_size(config.max_frame_size);
+        let mut io = FrameIo::new(stream, codec);
+        let mut settings = Frame::new(FrameKind::Settings, 0);
+        settings.header.max_frame_size = Some(config.max_frame_size as u64);
+        settings.header.max_concurrent_calls = Some(config.max_concurrent_calls as u64);
+        // A settings frame is a few bytes: below any limit a peer could have announced yet.
+        let _ = io.queue(&settings);
+        let (tx, rx) = mpsc::unbounded_channel();
+        ServerConnection {
+            io,
+            peer,
+            routes,
+            max_concurrent_calls: config.max_concurrent_calls,
+            calls: HashMap::new(),
+            tx,
+            rx,
+            preface_timer: Some(Box::pin(tokio::time::sleep(config.preface_timeout))),
+            shutdown: Some(Box::pin(shutdown.cancelled_owned())),
+            draining: false,
+            drain_acked: false,
+        }
+    }
+
+    /// Drives the connection. `Ready(Ok)` when it is done: the peer left, or it drained.
+    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), WireError>> {
+        if let Some(timer) = &mut self.preface_timer {
+            if self.io.peer_preface_received() {
+                self.preface_timer = None;
+            } else if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(WireError::PrefaceTimeout));
+            }
+        }
+        if let Some(signal) = &mut self.shutdown {
+            if signal.as_mut().poll(cx).is_ready() {
+                self.shutdown = None;
+                self.start_drain()?;
+            }
+        }
+
+        // Responses from handler tasks.
+        let mut budget = POLL_BUDGET;
+        while budget > 0 {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Outgoing::Response(frame))) => self.send_response(frame)?,
+                Poll::Ready(Some(Outgoing::Finished(id))) => {
+                    self.calls.remove(&id);
+                }
+                // We hold a sender ourselves, so the channel never closes.
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+            budget -= 1;
+        }
+
+        // Frames from the peer.
+        while budget > 0 {
+            match self.io.poll_read_frame(cx) {
+                Poll::Ready(Ok(Some(frame))) => self.handle_frame(frame)?,
+                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => break,
+            }
+            budget -= 1;
+        }
+        if budget == 0 {
+            // More may be ready: come back after other tasks had a turn.
+            cx.waker().wake_by_ref();
+        }
+
+        // Everything queued above goes out in one write.
+        if let Poll::Ready(Err(err)) = self.io.poll_write(cx) {
+            return Poll::Ready(Err(err.into()));
+        }
+
+        if self.draining && self.drain_acked && self.calls.is_empty() && !self.io.has_pending_writes() {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<(), WireError> {
+        match frame.kind {
+            FrameKind::Request => self.start_call(frame),
+            FrameKind::Settings => {
+                if let Some(max) = frame.header.max_frame_size {
+                    let max = usize::try_from(max).unwrap_or(usize::MAX);
+                    self.io.codec_mut().set_max_send_frame_size(max);
+                }
+                Ok(())
+            }
+            FrameKind::Cancel => {
+                if let Some(entry) = self.calls.get_mut(&frame.call_id) {
+                    entry.cancelled = true;
+                    if let Some(abort) = &entry.abort {
+                        abort.abort();
+                    }
+                }
+                Ok(())
+            }
+            FrameKind::Ping => {
+                let mut pong = Frame::new(FrameKind::Pong, frame.call_id);
+                pong.body = frame.body;
+                self.io.queue(&pong)
+            }
+            FrameKind::Pong => {
+                if self.draining && frame.body.as_ref() == DRAIN_PING {
+                    self.drain_acked = true;
+                }
+                Ok(())
+            }
+            FrameKind::StreamOpen => {
+                let status = Status::unimplemented("this server does not support streaming calls");
+                self.io.queue(&error_response(frame.call_id, status))
+            }
+            FrameKind::Response => Err(WireError::Protocol("a client sent a RESPONSE frame")),
+            // The client is leaving; it closes the connection when its calls are done.
+            FrameKind::GoAway => Ok(()),
+            // Reserved kinds this version does not act on.
+            FrameKind::StreamMessage | FrameKind::StreamEnd | FrameKind::WindowUpdate => Ok(()),
+        }
+    }
+
+    fn start_call(&mut self, frame: Frame) -> Result<(), WireError> {
+        let id = frame.call_id;
+        if id == 0 {
+            return Err(WireError::Protocol("REQUEST frame with call id 0"));
+        }
+        let Some(method) = frame.header.method else {
+            return Err(WireError::Protocol("REQUEST frame without a method"));
+        };
+        if self.calls.contains_key(&id) {
+            return Err(WireError::Protocol("call id reused while its call is in flight"));
+        }
+        if self.draining {
+            return self.refuse(id, Status::unavailable("server is shutting down"));
+        }
+        if self.calls.len() >= self.max_concurrent_calls {
+            let limit = self.max_concurrent_calls;
+            return self.refuse(
+                id,
+                Status::resource_exhausted(format!("over {limit} calls in flight on one connection")),
+            );
+        }
+        let Some(route) = self.routes.get(&method) else {
+            let name = String::from_utf8_lossy(&method);
+            return self
+                .io
+                .queue(&error_response(id, Status::unimplemented(format!("unknown method {name}"))));
+        };
+        if route.kind != MethodKind::Unary {
+            let status = Status::unimplemented(format!("{} is a streaming method, not unary", route.path));
+            return self.io.queue(&error_response(id, status));
+        }
+        // A timeout too large to add to now is no deadline at all.
+        let deadline = frame.header.timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let context = Context::new(route.path, self.peer, frame.header.metadata, deadline);
+        let call = ServerCall { id, body: frame.body, context, out: self.tx.clone() };
+        let spawned = route.service.call(route.index, call);
+        self.calls.insert(id, CallEntry { abort: spawned.0, cancelled: false });
+        Ok(())
+    }
+
+    /// Answers a call that was not processed, flagged so the caller knows it may retry it.
+    fn refuse(&mut self, id: u64, status: Status) -> Result<(), WireError> {
+        let mut frame = error_response(id, status);
+        frame.flags |= flags::REFUSED;
+        self.io.queue(&frame)
+    }
+
+    fn send_response(&mut self, frame: Frame) -> Result<(), WireError> {
+        let id = frame.call_id;
+        let Some(entry) = self.calls.remove(&id) else {
+            return Ok(());
+        };
+        if entry.cancelled {
+            return Ok(());
+        }
+        match self.io.queue(&frame) {
+            Err(WireError::FrameTooLarge { len, max }) => {
+                let status = Status::resource_exhausted(format!(
+                    "response of {len} bytes exceeds the client's limit of {max} bytes"
+                ));
+                self.io.queue(&error_response(id, status))
+            }
+            other => other,
+        }
+    }
+
+    /// Tells the client to stop sending calls, and asks it to prove it heard.
+    fn start_drain(&mut self) -> Result<(), WireError> {
+        self.draining = true;
+        let mut goaway = error_response(0, Status::unavailable("server is shutting down"));
+        goaway.kind = FrameKind::GoAway;
+        self.io.queue(&goaway)?;
+        let mut ping = Frame::new(FrameKind::Ping, 0);
+        ping.body = Bytes::from_static(&DRAIN_PING);
+        self.io.queue(&ping)
+    }
+}
+
+impl Drop for ServerConnection {
+    /// However the connection ends (the peer left, it broke a rule, or the server was
+    /// stopped) nobody is left to answer: its handlers are stopped too.
+    fn drop(&mut self) {
+        for entry in self.calls.values() {
+            if let Some(abort) = &entry.abort {
+                abort.abort();
+            }
+        }
+    }
+}

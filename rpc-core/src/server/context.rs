@@ -1,0 +1,89 @@
+//! [`Context`]: what a handler knows about the call it is serving.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::metadata::Metadata;
+
+/// The call a handler is serving: who called, which method, the caller's metadata and
+/// deadline, and the metadata to send back.
+///
+/// Every service method receives it as `ctx: &mut Context`:
+///
+/// ```
+/// use rpc_core::{Context, Status};
+/// # #[derive(Clone, PartialEq, prost::Message)] pub struct Req {}
+/// # #[derive(Clone, PartialEq, prost::Message)] pub struct Reply {}
+///
+/// async fn handler(ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
+///     let user = ctx.metadata().get_str("x-user").unwrap_or("anonymous").to_owned();
+///     if let Some(left) = ctx.remaining() {
+///         tracing::debug!(?left, %user, "time left for this call");
+///     }
+///     ctx.response_metadata_mut().insert("x-served-by", "replica-1");
+///     Ok(Reply {})
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Context {
+    method: &'static str,
+    peer: SocketAddr,
+    metadata: Metadata,
+    deadline: Option<tokio::time::Instant>,
+    response_metadata: Metadata,
+}
+
+impl Context {
+    pub(crate) fn new(
+        method: &'static str,
+        peer: SocketAddr,
+        metadata: Metadata,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Context {
+        Context { method, peer, metadata, deadline, response_metadata: Metadata::new() }
+    }
+
+    /// The full method name, e.g. `/helloworld.Greeter/SayHello`.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// The caller's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The metadata the caller sent.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The caller's metadata, to change (for example in an interceptor).
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
+    /// When the caller stops waiting, if it set a timeout. The server abandons the handler
+    /// at this instant and answers `DeadlineExceeded`.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.map(tokio::time::Instant::into_std)
+    }
+
+    /// The time left before the deadline; zero once it has passed, `None` without one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// Metadata sent back with the response, whether it succeeds or fails.
+    pub fn response_metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.response_metadata
+    }
+
+    pub(crate) fn deadline_instant(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    pub(crate) fn take_response_metadata(&mut self) -> Metadata {
+        std::mem::take(&mut self.response_metadata)
+    }
+}

@@ -1,0 +1,233 @@
+//! The server: mount services, serve them on a TCP listener, shut down gracefully.
+//!
+//! ```no_run
+//! use rpc_core::{Context, Server, Status};
+//!
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! pub struct Ping { #[prost(uint64, tag = "1")] pub n: u64 }
+//!
+//! #[rpc_core::service]
+//! pub trait Pinger {
+//!     async fn ping(&self, ctx: &mut Context, req: Ping) -> Result<Ping, Status>;
+//! }
+//!
+//! struct MyPinger;
+//! impl Pinger for MyPinger {
+//!     async fn ping(&self, _ctx: &mut Context, req: Ping) -> Result<Ping, Status> {
+//!         Ok(req)
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
+//! Server::builder()
+//!     .add_service(PingerServer::new(MyPinger))
+//!     .serve_with_shutdown("127.0.0.1:50051", shutdown)
+//!     .await
+//! # }
+//! ```
+
+mod connection;
+mod context;
+mod routes;
+mod service;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use context::Context;
+pub use service::{MethodDescriptor, MethodKind, ServerCall, Service, ServiceDescriptor, Spawned};
+
+use crate::wire::DEFAULT_MAX_FRAME_SIZE;
+use routes::Routes;
+
+/// The default cap on calls running at once on one connection; past it, calls are refused
+/// with `ResourceExhausted`.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 4096;
+
+/// The default time in-flight calls get to finish once shutdown starts.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The default time a new connection gets to send its preface.
+pub const DEFAULT_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pause after an accept error such as running out of file descriptors, so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The server's limits and options.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub(crate) max_frame_size: usize,
+    pub(crate) max_concurrent_calls: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) preface_timeout: Duration,
+    pub(crate) tcp_nodelay: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            preface_timeout: DEFAULT_PREFACE_TIMEOUT,
+            tcp_nodelay: true,
+        }
+    }
+}
+
+/// Entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with default limits and no services.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder { routes: Routes::default(), config: ServerConfig::default() }
+    }
+}
+
+/// Mounts services, sets limits, and serves.
+pub struct ServerBuilder {
+    routes: Routes,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("services", &self.routes.service_names())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Mounts a service, such as a generated `FooServer::new(my_impl)`.
+    ///
+    /// # Panics
+    /// If a service with the same full name is already mounted.
+    pub fn add_service(mut self, service: impl Service) -> ServerBuilder {
+        self.routes.add(Arc::new(service));
+        self
+    }
+
+    /// The largest frame accepted from a client (default 4 MiB, [`DEFAULT_MAX_FRAME_SIZE`]).
+    /// It is announced to clients, which refuse to send larger requests.
+    pub fn max_frame_size(mut self, bytes: usize) -> ServerBuilder {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// The most calls run at once on one connection (default
+    /// [`DEFAULT_MAX_CONCURRENT_CALLS`]). Calls past it are refused with `ResourceExhausted`.
+    pub fn max_concurrent_calls(mut self, calls: usize) -> ServerBuilder {
+        self.config.max_concurrent_calls = calls;
+        self
+    }
+
+    /// How long in-flight calls may run after shutdown starts (default 30 s); connections
+    /// still busy then are closed.
+    pub fn shutdown_grace(mut self, grace: Duration) -> ServerBuilder {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// How long a new connection may take to send its preface (default 10 s).
+    pub fn preface_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.preface_timeout = timeout;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on accepted sockets (default on: no 40 ms delayed-ACK stalls).
+    pub fn tcp_nodelay(mut self, enabled: bool) -> ServerBuilder {
+        self.config.tcp_nodelay = enabled;
+        self
+    }
+
+    /// Binds `addr` and serves until an error stops the listener.
+    pub async fn serve(self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        self.serve_with_shutdown(addr, std::future::pending()).await
+    }
+
+    /// Binds `addr` and serves until `signal` completes, then shuts down gracefully.
+    pub async fn serve_with_shutdown(
+        self,
+        addr: impl ToSocketAddrs,
+        signal: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve_with_listener(listener, signal).await
+    }
+
+    /// Serves on a listener the caller bound (for example to port 0, to learn the port),
+    /// until `signal` completes, then shuts down gracefully:
+    ///
+    /// 1. the listener is closed, so new connections are refused;
+    /// 2. every connection gets a `GOAWAY`: its client sends no new calls on it, and calls
+    ///    that still arrive are refused (`Unavailable`, flagged as not processed);
+    /// 3. in-flight calls finish, up to the [grace period](Self::shutdown_grace), after which
+    ///    the remaining connections are closed.
+    pub async fn serve_with_listener(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let routes = Arc::new(self.routes);
+        let config = Arc::new(self.config);
+        let shutdown = CancellationToken::new();
+        let mut connections = JoinSet::new();
+        let local = listener.local_addr()?;
+        tracing::info!(%local, services = ?routes.service_names(), "serving");
+
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if let Err(err) = configure(&stream, &config) {
+                            tracing::warn!(%peer, %err, "cannot configure accepted socket");
+                        }
+                        let conn = connection::serve_connection(
+                            stream, peer, Arc::clone(&routes), Arc::clone(&config), shutdown.clone(),
+                        );
+                        connections.spawn(conn);
+                    }
+                    Err(err) => {
+                        // Per-connection failures (a reset before accept, no descriptors
+                        // left) must not end the server.
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+
+        drop(listener);
+        let open = connections.len();
+        tracing::info!(%local, open, "shutting down: draining connections");
+        shutdown.cancel();
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(still_open = connections.len(), "grace period over: closing busy connections");
+            connections.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+fn configure(stream: &TcpStream, config: &ServerConfig) -> io::Result<()> {
+    stream.set_nodelay(config.tcp_nodelay)
+}

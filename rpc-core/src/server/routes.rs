@@ -1,0 +1,53 @@
+//! The route table: full method name on the wire to the service and method that serve it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::service::{MethodKind, Service};
+
+/// Where one method name leads.
+pub(crate) struct Route {
+    pub(crate) service: Arc<dyn Service>,
+    pub(crate) index: usize,
+    pub(crate) path: &'static str,
+    pub(crate) kind: MethodKind,
+}
+
+/// Every method of every mounted service, by its full name.
+#[derive(Default)]
+pub(crate) struct Routes {
+    by_path: HashMap<Box<[u8]>, Route>,
+    services: Vec<&'static str>,
+}
+
+impl Routes {
+    /// Mounts `service`.
+    ///
+    /// # Panics
+    /// If a service of the same name is already mounted: that is a programming error,
+    /// caught when the server is built rather than by a surprised caller.
+    pub(crate) fn add(&mut self, service: Arc<dyn Service>) {
+        let descriptor = service.descriptor();
+        assert!(
+            !self.services.contains(&descriptor.name),
+            "service {} is mounted twice on one server",
+            descriptor.name
+        );
+        self.services.push(descriptor.name);
+        for (index, method) in descriptor.methods.iter().enumerate() {
+            let route = Route { service: Arc::clone(&service), index, path: method.path, kind: method.kind };
+            self.by_path.insert(method.path.as_bytes().into(), route);
+        }
+    }
+
+    /// The route for a method name as received on the wire.
+    #[inline]
+    pub(crate) fn get(&self, path: &[u8]) -> Option<&Route> {
+        self.by_path.get(path)
+    }
+
+    /// The names of the mounted services.
+    pub(crate) fn service_names(&self) -> &[&'static str] {
+        &self.services
+    }
+}

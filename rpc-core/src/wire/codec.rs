@@ -1,0 +1,304 @@
+//! [`FrameCodec`]: the tokio-util `Decoder`/`Encoder` that turns bytes into frames and back.
+
+use bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::frame::Frame;
+use super::varint::{self, VarintError};
+use super::{DEFAULT_MAX_FRAME_SIZE, MAGIC, PREFACE_LEN, VERSION, WireError};
+
+/// Decodes and encodes frames, enforcing the frame-size limits.
+///
+/// The receive limit is checked against the length prefix *before* any of the body is
+/// buffered, so a peer announcing a huge frame costs nothing but an error. When built with
+/// [`expect_preface`](FrameCodec::expect_preface), the decoder first checks the peer's
+/// 8-byte connection preface and fails on a wrong one.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use rpc_core::wire::{Frame, FrameCodec, FrameKind};
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// let mut codec = FrameCodec::new();
+/// let mut buf = BytesMut::new();
+/// codec.encode(Frame::new(FrameKind::Ping, 0), &mut buf).unwrap();
+/// let frame = codec.decode(&mut buf).unwrap().unwrap();
+/// assert_eq!(frame.kind, FrameKind::Ping);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_recv: usize,
+    max_send: usize,
+    awaiting_preface: bool,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameCodec {
+    /// A codec with the default 4 MiB limit both ways, expecting no preface.
+    pub fn new() -> FrameCodec {
+        FrameCodec {
+            max_recv: DEFAULT_MAX_FRAME_SIZE,
+            max_send: DEFAULT_MAX_FRAME_SIZE,
+            awaiting_preface: false,
+        }
+    }
+
+    /// Sets the largest frame payload this side accepts.
+    pub fn with_max_frame_size(mut self, max: usize) -> FrameCodec {
+        self.max_recv = max;
+        self
+    }
+
+    /// Makes the decoder check the peer's connection preface before the first frame.
+    pub fn expect_preface(mut self) -> FrameCodec {
+        self.awaiting_preface = true;
+        self
+    }
+
+    /// The largest frame payload this side accepts.
+    pub fn max_frame_size(&self) -> usize {
+        self.max_recv
+    }
+
+    /// The largest frame payload the encoder writes: the peer's announced limit.
+    pub fn max_send_frame_size(&self) -> usize {
+        self.max_send
+    }
+
+    /// Sets the encoder's limit, normally from the peer's `SETTINGS`.
+    pub fn set_max_send_frame_size(&mut self, max: usize) {
+        self.max_send = max;
+    }
+
+    /// Whether the peer's preface is still to come.
+    pub fn is_awaiting_preface(&self) -> bool {
+        self.awaiting_preface
+    }
+
+    fn decode_preface(&mut self, src: &mut BytesMut) -> Result<bool, WireError> {
+        let seen = src.len().min(MAGIC.len());
+        // Fail on the first wrong byte rather than waiting for all eight: an HTTP client
+        // that sent "GET / HTTP/1.1" gets its answer at once.
+        if src[..seen] != MAGIC[..seen] {
+            let found = src[..src.len().min(PREFACE_LEN)].to_vec();
+            return Err(WireError::BadPreface { found });
+        }
+        if src.len() < PREFACE_LEN {
+            return Ok(false);
+        }
+        let version = src[MAGIC.len()];
+        if version != VERSION {
+            return Err(WireError::UnsupportedVersion(version));
+        }
+        src.advance(PREFACE_LEN);
+        self.awaiting_preface = false;
+        Ok(true)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if self.awaiting_preface && !self.decode_preface(src)? {
+            return Ok(None);
+        }
+        loop {
+            let (len, prefix) = match varint::decode(src) {
+                Ok(parsed) => parsed,
+                Err(VarintError::Incomplete) => return Ok(None),
+                Err(VarintError::TooLong) => return Err(WireError::VarintTooLong),
+            };
+            // The limit is checked from the prefix alone: nothing is reserved for an
+            // oversized frame.
+            if len > self.max_recv as u64 {
+                return Err(WireError::FrameTooLarge { len, max: self.max_recv });
+            }
+            let total = prefix + len as usize;
+            if src.len() < total {
+                src.reserve(total - src.len());
+                return Ok(None);
+            }
+            src.advance(prefix);
+            let payload = src.split_to(len as usize).freeze();
+            if let Some(frame) = Frame::decode_payload(payload)? {
+                return Ok(Some(frame));
+            }
+            // A kind this version does not know: skipped.
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        if src.is_empty() {
+            return Ok(None);
+        }
+        if self.awaiting_preface {
+            return Err(WireError::TruncatedPreface { received: src.len() });
+        }
+        let expected = match varint::decode(src) {
+            Ok((len, prefix)) => Some(len + prefix as u64),
+            Err(_) => None,
+        };
+        Err(WireError::TruncatedFrame { received: src.len(), expected })
+    }
+}
+
+impl Encoder<&Frame> for FrameCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        let len = frame.payload_len();
+        if len > self.max_send {
+            return Err(WireError::FrameTooLarge { len: len as u64, max: self.max_send });
+        }
+        frame.encode_unchecked(dst);
+        Ok(())
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        self.encode(&frame, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, Bytes};
+
+    use super::*;
+    use crate::wire::{FrameKind, PREFACE};
+
+    fn encoded(frame: &Frame) -> BytesMut {
+        let mut buf = BytesMut::new();
+        FrameCodec::new().encode(frame, &mut buf).expect("encodes");
+        buf
+    }
+
+    #[test]
+    fn frame_arriving_byte_by_byte_decodes_once_complete() {
+        let mut frame = Frame::new(FrameKind::Request, 7);
+        frame.body = Bytes::from_static(b"hello");
+        let wire = encoded(&frame);
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::new();
+        for (i, byte) in wire.iter().enumerate() {
+            buf.put_u8(*byte);
+            let out = codec.decode(&mut buf).expect("no error");
+            assert_eq!(out.is_some(), i == wire.len() - 1, "byte {i}");
+            if let Some(decoded) = out {
+                assert_eq!(decoded, frame);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_before_allocation() {
+        let mut codec = FrameCodec::new().with_max_frame_size(1024);
+        let mut buf = BytesMut::with_capacity(16);
+        varint::encode(1 << 30, &mut buf);
+        let capacity = buf.capacity();
+        let err = codec.decode(&mut buf).expect_err("too large");
+        assert!(matches!(err, WireError::FrameTooLarge { len, max: 1024 } if len == 1 << 30));
+        assert_eq!(buf.capacity(), capacity, "nothing was reserved for the body");
+    }
+
+    #[test]
+    fn frame_at_the_limit_is_accepted_and_one_past_is_not() {
+        let mut frame = Frame::new(FrameKind::Request, 1);
+        frame.body = Bytes::from(vec![0u8; 100]);
+        let limit = frame.payload_len();
+        let mut at_limit = encoded(&frame);
+        let mut codec = FrameCodec::new().with_max_frame_size(limit);
+        assert!(codec.decode(&mut at_limit).expect("at the limit").is_some());
+
+        let mut codec = FrameCodec::new().with_max_frame_size(limit - 1);
+        let mut over = encoded(&frame);
+        assert!(matches!(codec.decode(&mut over), Err(WireError::FrameTooLarge { .. })));
+
+        let mut sender = FrameCodec::new();
+        sender.set_max_send_frame_size(limit - 1);
+        let err = sender.encode(&frame, &mut BytesMut::new()).expect_err("sender checks too");
+        assert!(matches!(err, WireError::FrameTooLarge { .. }));
+    }
+
+    #[test]
+    fn varint_longer_than_ten_bytes_is_rejected() {
+        let mut buf = BytesMut::from(&[0xffu8; 11][..]);
+        let err = FrameCodec::new().decode(&mut buf).expect_err("too long");
+        assert!(matches!(err, WireError::VarintTooLong));
+    }
+
+    #[test]
+    fn truncated_frame_at_eof_is_a_typed_error() {
+        let mut frame = Frame::new(FrameKind::Request, 1);
+        frame.body = Bytes::from_static(b"0123456789");
+        let wire = encoded(&frame);
+        let mut buf = BytesMut::from(&wire[..wire.len() - 3]);
+        let err = FrameCodec::new().decode_eof(&mut buf).expect_err("truncated");
+        match err {
+            WireError::TruncatedFrame { received, expected } => {
+                assert_eq!(received, wire.len() - 3);
+                assert_eq!(expected, Some(wire.len() as u64));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_header_inside_a_complete_frame_is_a_typed_error() {
+        // Length 4: kind, flags, call id 1, header length 9 -- but no header bytes follow.
+        let mut buf = BytesMut::from(&[0x04, 0x02, 0x00, 0x01, 0x09][..]);
+        let err = FrameCodec::new().decode(&mut buf).expect_err("truncated header");
+        assert!(matches!(err, WireError::TruncatedHeader { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn wrong_preface_is_rejected_on_the_first_wrong_byte() {
+        let mut codec = FrameCodec::new().expect_preface();
+        let mut buf = BytesMut::from(&b"GET"[..]);
+        let err = codec.decode(&mut buf).expect_err("bad preface");
+        assert!(matches!(err, WireError::BadPreface { ref found } if found == b"GET"));
+    }
+
+    #[test]
+    fn unsupported_version_is_reported() {
+        let mut codec = FrameCodec::new().expect_preface();
+        let mut preface = PREFACE;
+        preface[6] = 9;
+        let mut buf = BytesMut::from(&preface[..]);
+        let err = codec.decode(&mut buf).expect_err("version");
+        assert!(matches!(err, WireError::UnsupportedVersion(9)));
+    }
+
+    #[test]
+    fn preface_then_frames_decode() {
+        let mut codec = FrameCodec::new().expect_preface();
+        let mut buf = BytesMut::from(&PREFACE[..4]);
+        assert!(codec.decode(&mut buf).expect("partial preface is fine").is_none());
+        buf.put_slice(&PREFACE[4..]);
+        buf.put_slice(&encoded(&Frame::new(FrameKind::Ping, 0)));
+        let frame = codec.decode(&mut buf).expect("ok").expect("frame");
+        assert_eq!(frame.kind, FrameKind::Ping);
+        assert!(!codec.is_awaiting_preface());
+    }
+
+    #[test]
+    fn unknown_frame_kinds_are_skipped() {
+        let mut buf = BytesMut::from(&[0x03, 0x7e, 0x00, 0x00][..]);
+        buf.put_slice(&encoded(&Frame::new(FrameKind::Pong, 0)));
+        let frame = FrameCodec::new().decode(&mut buf).expect("ok").expect("frame");
+        assert_eq!(frame.kind, FrameKind::Pong);
+    }
+}

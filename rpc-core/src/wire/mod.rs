@@ -1,0 +1,104 @@
+//! The wire protocol, version 1: connection preface, frames, and their codec.
+//!
+//! `docs/PROTOCOL.md` is the normative specification; this module is its implementation.
+//! In short, after an 8-byte preface each side exchanges frames:
+//!
+//! ```text
+//! frame   = length:varint payload
+//! payload = kind:u8 flags:u8 call_id:varint header_len:varint header body
+//! header  = *(tag:varint len:varint value)
+//! ```
+
+mod codec;
+mod frame;
+pub(crate) mod varint;
+
+pub use codec::FrameCodec;
+pub use frame::{Frame, FrameKind, Header, flags, tag};
+pub use varint::MAX_VARINT_LEN;
+
+use crate::metadata::InvalidMetadataKey;
+
+/// The first six bytes of the preface: `0x89 'R' 'P' 'C' '\r' '\n'`.
+///
+/// The high-bit first byte rejects 7-bit text peers and the CR LF catches line-ending
+/// translation, the same tricks as PNG's signature.
+pub const MAGIC: [u8; 6] = [0x89, b'R', b'P', b'C', b'\r', b'\n'];
+
+/// The protocol version this implementation speaks.
+pub const VERSION: u8 = 1;
+
+/// The length of the connection preface.
+pub const PREFACE_LEN: usize = 8;
+
+/// The preface each side sends first: magic, version, and a reserved zero byte.
+pub const PREFACE: [u8; PREFACE_LEN] =
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], MAGIC[4], MAGIC[5], VERSION, 0];
+
+/// The default largest frame payload a peer accepts: 4 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 4 * 1024 * 1024;
+
+/// Everything that can go wrong reading or writing frames. Each is fatal to the
+/// connection it happened on, and to nothing else.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The peer's first bytes are not the preface: it does not speak this protocol.
+    #[error("bad connection preface {found:02x?}: the peer does not speak this protocol")]
+    BadPreface {
+        /// Up to eight bytes the peer sent.
+        found: Vec<u8>,
+    },
+    /// The connection closed inside the preface.
+    #[error("connection closed after {received} bytes of the 8-byte preface")]
+    TruncatedPreface {
+        /// Bytes received.
+        received: usize,
+    },
+    /// The peer sent no preface within the time allowed.
+    #[error("no connection preface within the timeout")]
+    PrefaceTimeout,
+    /// The peer speaks another version of the protocol.
+    #[error("unsupported protocol version {0} (this peer speaks version {VERSION})")]
+    UnsupportedVersion(u8),
+    /// A frame is larger than the receiver's (or, sending, the peer's) limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The frame's payload length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A varint runs past ten bytes, or past 64 bits.
+    #[error("varint longer than {MAX_VARINT_LEN} bytes")]
+    VarintTooLong,
+    /// The connection closed in the middle of a frame.
+    #[error("connection closed mid-frame: {received} bytes of {expected:?} received")]
+    TruncatedFrame {
+        /// Bytes of the frame received.
+        received: usize,
+        /// The frame's full size, when its length prefix was complete.
+        expected: Option<u64>,
+    },
+    /// A frame ends inside its fixed part or its header fields.
+    #[error("truncated frame header: {what} runs past the end of the frame")]
+    TruncatedHeader {
+        /// The part that was cut short.
+        what: &'static str,
+    },
+    /// A header field's value does not have the shape its tag requires.
+    #[error("malformed header field: {what}")]
+    MalformedField {
+        /// The field.
+        what: &'static str,
+    },
+    /// A metadata key breaks the key rules.
+    #[error(transparent)]
+    InvalidMetadataKey(#[from] InvalidMetadataKey),
+    /// The peer broke a rule of the protocol above the framing (e.g. a request with no
+    /// method, or a call id used twice).
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,134 @@
+//! Every limit, at its boundary, over a real socket.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rpc_core::{Channel, Code};
+use tokio::net::TcpListener;
+
+use crate::common::{self, Echo, Size, Sleep, TestClient};
+use crate::raw::RawClient;
+
+/// Echo's encoding adds a tag byte and a varint length to the payload; the request frame
+/// adds kind, flags, call id, header length and the method field.
+fn echo_frame_payload(payload: usize, call_id: u64) -> usize {
+    let varint = |n: u64| ((64 - (n | 1).leading_zeros()) as usize).div_ceil(7);
+    let body = 1 + varint(payload as u64) + payload;
+    let method = "/test.v1.Test/Echo".len();
+    let header = 1 + 1 + method;
+    2 + varint(call_id) + varint(header as u64) + header + body
+}
+
+#[tokio::test]
+async fn request_at_the_servers_frame_limit_passes_and_one_byte_over_is_refused_locally() {
+    const LIMIT: usize = 64 * 1024;
+    let server = common::serve_with(|b| b.max_frame_size(LIMIT)).await;
+    // The client accepts larger frames, so only the server's announced limit applies.
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    client.echo(Echo::default()).await.expect("settings exchanged");
+
+    // Call ids so far: 1. The next two calls are ids 2 and 3 (both one varint byte).
+    let fits = (1..LIMIT).rev().find(|&n| echo_frame_payload(n, 2) <= LIMIT).expect("a size that fits");
+    assert_eq!(echo_frame_payload(fits, 2), LIMIT, "the test must probe the exact boundary");
+    let reply = client.echo(Echo { payload: Bytes::from(vec![1; fits]) }).await;
+    // The response is the same size, and the client's limit is the 4 MiB default.
+    assert_eq!(reply.expect("at the limit").payload.len(), fits);
+
+    let status = client.echo(Echo { payload: Bytes::from(vec![1; fits + 1]) }).await.expect_err("over");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("exceeds the server's limit"), "{status}");
+
+    // Refused locally: the connection is intact.
+    client.echo(Echo::default()).await.expect("still connected");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn response_over_the_clients_frame_limit_is_resource_exhausted() {
+    let server = common::serve().await;
+    let channel = Channel::builder(server.addr).max_frame_size(16 * 1024).connect().await.expect("connect");
+    let client = TestClient::new(channel);
+    let reply = client.big(Size { bytes: 8 * 1024 }).await.expect("under the limit");
+    assert_eq!(reply.payload.len(), 8 * 1024);
+    let status = client.big(Size { bytes: 64 * 1024 }).await.expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("client's limit of 16384"), "{status}");
+    client.echo(Echo::default()).await.expect("connection intact");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_past_max_concurrent_calls_are_refused() {
+    const LIMIT: usize = 4;
+    let server = common::serve_with(|b| b.max_concurrent_calls(LIMIT)).await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    let mut held = Vec::new();
+    for id in 0..LIMIT as u64 {
+        let client = client.clone();
+        held.push(tokio::spawn(async move { client.sleep(Sleep { id, millis: 30_000 }).await }));
+    }
+    common::eventually("the limit is reached", || {
+        server.probe.started.load(std::sync::atomic::Ordering::SeqCst) == LIMIT
+    })
+    .await;
+    let status = client.echo(Echo::default()).await.expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("over 4 calls"), "{status}");
+    for call in &held {
+        call.abort();
+    }
+    // Once the held calls are cancelled, there is room again.
+    common::eventually("the held calls are abandoned", || server.probe.abandoned() == LIMIT).await;
+    client.echo(Echo::default()).await.expect("room again");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_without_a_preface_is_closed_after_the_preface_timeout() {
+    let server = common::serve_with(|b| b.preface_timeout(Duration::from_millis(200))).await;
+    let mut raw = RawClient::connect_bare(server.addr).await;
+    // Silence: the server gives up and closes.
+    let _ = raw.raw_until_closed().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    client.echo(Echo::default()).await.expect("others still served");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_keepalive_fails_the_calls_in_flight_with_unavailable() {
+    // A "server" that speaks the preface and then never answers anything, pings included.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let silent = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &rpc_core::wire::PREFACE).await.expect("preface");
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink).await;
+    });
+    let channel = Channel::builder(addr)
+        .keepalive_interval(Some(Duration::from_millis(100)))
+        .keepalive_timeout(Duration::from_millis(100))
+        .connect()
+        .await
+        .expect("connect");
+    let status = TestClient::new(channel).echo(Echo::default()).await.expect_err("dead connection");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("keepalive"), "{status}");
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_busy_connection_is_not_declared_dead_by_keepalive() {
+    let server = common::serve().await;
+    let channel = Channel::builder(server.addr)
+        .keepalive_interval(Some(Duration::from_millis(20)))
+        .keepalive_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .expect("connect");
+    let client = TestClient::new(channel);
+    // A call longer than many keepalive periods: the server answers pings meanwhile.
+    let reply = client.sleep(Sleep { id: 1, millis: 600 }).await.expect("survives keepalive");
+    assert_eq!(reply.id, 1);
+    server.shutdown().await;
+}

@@ -1,0 +1,143 @@
+//! Unary calls over a real socket: results, statuses, metadata, failures of one call.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use rpc_core::codec::ProstCodec;
+use rpc_core::{Channel, Code, Context, Status};
+
+use crate::common::{self, Echo, Empty, Fail, TestClient};
+
+#[tokio::test]
+async fn echo_returns_the_request() {
+    let server = common::serve().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    let payload = Bytes::from_static(b"hello over the wire");
+    let reply = client.echo(Echo { payload: payload.clone() }).await.expect("echo");
+    assert_eq!(reply.payload, payload);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn metadata_travels_both_ways() {
+    let server = common::serve().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    let response = client
+        .echo(Echo::default())
+        .metadata("x-echo", Bytes::from_static(&[0, 159, 146, 150]))
+        .full()
+        .await
+        .expect("echo");
+    assert_eq!(response.metadata().get("x-echo").map(|v| v.as_ref()), Some(&[0, 159, 146, 150][..]));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handler_status_reaches_the_caller_with_code_message_and_metadata() {
+    let server = common::serve().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    let status = client
+        .fail(Fail { code: Code::NotFound as u32, message: "no user 42".into() })
+        .await
+        .expect_err("fails");
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "no user 42");
+    assert_eq!(status.metadata().get_str("x-detail"), Some("yes"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_status_code_round_trips() {
+    let server = common::serve().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    for code in 1..=16 {
+        let status = client.fail(Fail { code, message: format!("code {code}") }).await.expect_err("fails");
+        assert_eq!(status.code().as_u32(), code);
+        assert_eq!(status.message(), format!("code {code}"));
+    }
+    server.shutdown().await;
+}
+
+/// A service the test server does not mount, sharing its package.
+#[rpc_core::service(package = "test.v1")]
+pub trait Missing {
+    async fn nothing(&self, ctx: &mut Context, request: Empty) -> Result<Empty, Status>;
+}
+
+#[tokio::test]
+async fn unknown_method_is_unimplemented() {
+    let server = common::serve().await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let status = MissingClient::new(channel.clone()).nothing(Empty {}).await.expect_err("unknown");
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(status.message().contains("/test.v1.Missing/Nothing"), "{status}");
+    // The connection is fine afterwards.
+    TestClient::new(channel).echo(Echo::default()).await.expect("echo after");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handler_panic_is_internal_and_the_next_call_succeeds() {
+    let server = common::serve().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    let status = client.panic(Empty {}).await.expect_err("panics");
+    assert_eq!(status.code(), Code::Internal);
+    assert!(status.message().contains("panicked"), "{status}");
+    let reply = client.echo(Echo { payload: Bytes::from_static(b"still here") }).await.expect("next call");
+    assert_eq!(reply.payload.as_ref(), b"still here");
+    server.shutdown().await;
+}
+
+/// A message whose field 1 is a varint: the wrong wire type for `Echo.payload`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAnEcho {
+    #[prost(uint64, tag = "1")]
+    number: u64,
+}
+
+#[tokio::test]
+async fn request_that_does_not_decode_is_invalid_argument() {
+    let server = common::serve().await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let status = channel
+        .unary::<NotAnEcho, Echo, ProstCodec>("/test.v1.Test/Echo", NotAnEcho { number: 5 })
+        .await
+        .expect_err("does not decode");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("does not decode"), "{status}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn response_that_does_not_decode_is_internal_on_the_client() {
+    let server = common::serve().await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let status = channel
+        .unary::<Echo, NotAnEcho, ProstCodec>(
+            "/test.v1.Test/Echo",
+            Echo { payload: Bytes::from_static(b"x") },
+        )
+        .await
+        .expect_err("does not decode");
+    assert_eq!(status.code(), Code::Internal);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn clones_of_a_channel_share_one_connection() {
+    let server = common::serve().await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let a = TestClient::new(channel.clone());
+    let b = TestClient::new(channel);
+    a.sleep(common::Sleep { id: 1, millis: 0 }).await.expect("a");
+    b.sleep(common::Sleep { id: 2, millis: 0 }).await.expect("b");
+    assert_eq!(server.probe.peers.lock().expect("lock").len(), 1);
+    assert_eq!(server.probe.finished.load(Ordering::SeqCst), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn service_name_constants_follow_the_package() {
+    assert_eq!(TestClient::SERVICE_NAME, "test.v1.Test");
+    assert_eq!(common::TestServer::<common::TestService>::SERVICE_NAME, "test.v1.Test");
+}

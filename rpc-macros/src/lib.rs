@@ -1,0 +1,452 @@
+//! `#[service]`: the trait front end of the generator. It reads an annotated trait into
+//! `rpc_codegen`'s service model, checking its shape with errors at the offending span,
+//! and emits whatever the generator makes of it.
+//!
+//! Use it through `rpc_core::service`, whose documentation describes the accepted shape.
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::ToTokens;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Expr, ExprLit, FnArg, GenericArgument, ItemTrait, Lit, LitStr, Meta, MetaNameValue,
+    PathArguments, ReturnType, Token, TraitItem, TraitItemFn, Type,
+};
+
+/// Turns a trait into an RPC service; see `rpc_core::service`.
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand(attr.into(), item.into()) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    let options = ServiceOptions::parse(attr)?;
+    let item: ItemTrait = syn::parse2(item)?;
+    let (model, spelled) = read_trait(&item, options)?;
+    let generated = rpc_codegen::generate(&model);
+    let checks = type_checks(&model.runtime, &spelled);
+    Ok(quote::quote! {
+        #generated
+        #checks
+    })
+}
+
+/// The context and error types as the user spelled them in one method.
+struct Spelled {
+    context: Type,
+    error: Type,
+}
+
+/// Asserts that the user's `Context` and `Status` are the runtime's, with the error at the
+/// user's type if not. It also keeps the user's imports of those names in use.
+fn type_checks(runtime: &TokenStream2, spelled: &[Spelled]) -> TokenStream2 {
+    let checks = spelled.iter().map(|Spelled { context, error }| {
+        let context_check = quote::quote_spanned! {context.span()=>
+            let _: fn(#context) -> &mut #runtime::Context = |ctx| ctx;
+        };
+        let error_check = quote::quote_spanned! {error.span()=>
+            let _: fn(#error) -> #runtime::Status = |status| status;
+        };
+        quote::quote!(#context_check #error_check)
+    });
+    quote::quote! {
+        const _: () = {
+            #[allow(dead_code, clippy::all)]
+            fn assert_runtime_types() {
+                #(#checks)*
+            }
+        };
+    }
+}
+
+/// Collects every error found, so that one compile shows them all.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, span: impl ToTokens, message: impl std::fmt::Display) {
+        let err = syn::Error::new_spanned(span, message);
+        match &mut self.0 {
+            Some(all) => all.combine(err),
+            None => self.0 = Some(err),
+        }
+    }
+
+    fn push_err(&mut self, err: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(err),
+            None => self.0 = Some(err),
+        }
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// `#[service(package = "...", name = "...")]`.
+#[derive(Default)]
+struct ServiceOptions {
+    package: Option<LitStr>,
+    name: Option<LitStr>,
+}
+
+impl ServiceOptions {
+    fn parse(attr: TokenStream2) -> syn::Result<ServiceOptions> {
+        let mut options = ServiceOptions::default();
+        if attr.is_empty() {
+            return Ok(options);
+        }
+        let args =
+            syn::parse::Parser::parse2(Punctuated::<MetaNameValue, Token![,]>::parse_terminated, attr)?;
+        let mut errors = Errors::default();
+        for arg in args {
+            let value = match string_value(&arg.value) {
+                Ok(value) => value,
+                Err(err) => {
+                    errors.push_err(err);
+                    continue;
+                }
+            };
+            if arg.path.is_ident("package") {
+                if !is_dotted_identifier(&value.value()) {
+                    errors
+                        .push(&value, "`package` must be dot-separated identifiers, like `acme.billing.v1`");
+                }
+                options.package = Some(value);
+            } else if arg.path.is_ident("name") {
+                if !is_identifier(&value.value()) {
+                    errors.push(&value, "`name` must be an identifier");
+                }
+                options.name = Some(value);
+            } else {
+                errors.push(&arg.path, "unknown option: expected `package = \"...\"` or `name = \"...\"`");
+            }
+        }
+        errors.finish()?;
+        Ok(options)
+    }
+}
+
+fn string_value(expr: &Expr) -> syn::Result<LitStr> {
+    match expr {
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
+        other => Err(syn::Error::new_spanned(other, "expected a string literal")),
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_dotted_identifier(s: &str) -> bool {
+    s.split('.').all(is_identifier)
+}
+
+/// Reads the trait into the model, or explains everything wrong with it.
+fn read_trait(
+    item: &ItemTrait,
+    options: ServiceOptions,
+) -> syn::Result<(rpc_codegen::Service, Vec<Spelled>)> {
+    let mut errors = Errors::default();
+    if let Some(unsafety) = &item.unsafety {
+        errors.push(unsafety, "a service trait cannot be `unsafe`");
+    }
+    if let Some(auto) = &item.auto_token {
+        errors.push(auto, "a service trait cannot be an auto trait");
+    }
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errors
+            .push(&item.generics, "a service trait cannot be generic: its messages are fixed by its schema");
+    }
+    if !item.supertraits.is_empty() {
+        errors.push(
+            &item.supertraits,
+            "a service trait cannot declare supertraits: the generated trait is `Send + Sync + 'static`",
+        );
+    }
+    let docs = read_attrs(&item.attrs, &mut errors, "service trait").docs;
+
+    let package = options.package.map(|p| p.value()).unwrap_or_default();
+    let mut service = rpc_codegen::Service::new(item.ident.clone(), package);
+    if let Some(name) = options.name {
+        service.wire_name = name.value();
+    }
+    service.docs = docs;
+    service.vis = item.vis.to_token_stream();
+
+    let mut spelled = Vec::new();
+    for trait_item in &item.items {
+        match trait_item {
+            TraitItem::Fn(method) => {
+                if let Some((method, types)) = read_method(method, &mut errors) {
+                    spelled.push(types);
+                    if let Some(clash) = service.methods.iter().find(|m| m.wire_name == method.wire_name) {
+                        let message = format!(
+                            "two methods share the wire name `{}` (`{}` and `{}`)",
+                            method.wire_name, clash.name, method.name
+                        );
+                        errors.push(&method.name, message);
+                    }
+                    service.methods.push(method);
+                }
+            }
+            other => errors.push(other, "a service trait may contain only `async fn` methods"),
+        }
+    }
+    errors.finish()?;
+    Ok((service, spelled))
+}
+
+/// What a trait or method's attributes say.
+struct Attrs {
+    docs: Vec<String>,
+    wire_name: Option<LitStr>,
+}
+
+fn read_attrs(attrs: &[Attribute], errors: &mut Errors, what: &str) -> Attrs {
+    let mut out = Attrs { docs: Vec::new(), wire_name: None };
+    for attr in attrs {
+        if attr.path().is_ident("doc") {
+            if let Meta::NameValue(nv) = &attr.meta {
+                if let Ok(doc) = string_value(&nv.value) {
+                    out.docs.push(doc.value());
+                }
+            }
+        } else if attr.path().is_ident("rpc") && what == "method" {
+            let parsed = attr.parse_args_with(Punctuated::<MetaNameValue, Token![,]>::parse_terminated);
+            match parsed {
+                Ok(args) => {
+                    for arg in args {
+                        if !arg.path.is_ident("name") {
+                            errors.push(&arg.path, "unknown option: expected `name = \"...\"`");
+                            continue;
+                        }
+                        match string_value(&arg.value) {
+                            Ok(name) if is_identifier(&name.value()) => out.wire_name = Some(name),
+                            Ok(name) => errors.push(&name, "`name` must be an identifier"),
+                            Err(err) => errors.push_err(err),
+                        }
+                    }
+                }
+                Err(err) => errors.push_err(err),
+            }
+        } else {
+            let allowed =
+                if what == "method" { "doc comments and `#[rpc(name = \"...\")]`" } else { "doc comments" };
+            errors.push(attr, format!("unsupported attribute on a {what}: only {allowed} are allowed"));
+        }
+    }
+    out
+}
+
+const SHAPE: &str =
+    "expected `async fn name(&self, ctx: &mut Context, request: Request) -> Result<Response, Status>`";
+
+/// Reads one method; `None` (with its errors recorded) when it does not have the shape.
+fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_codegen::Method, Spelled)> {
+    let sig = &method.sig;
+    let mut errors = Errors::default();
+    let attrs = read_attrs(&method.attrs, &mut errors, "method");
+
+    if let Some(constness) = &sig.constness {
+        errors.push(constness, "service methods cannot be `const`");
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(unsafety, "service methods cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(abi, "service methods cannot declare an ABI");
+    }
+    if sig.asyncness.is_none() {
+        errors.push(sig.fn_token, format!("service methods must be `async fn`; {SHAPE}"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors
+            .push(&sig.generics, "service methods cannot be generic: their messages are fixed by the schema");
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(variadic, "service methods cannot be variadic");
+    }
+    if let Some(body) = &method.default {
+        errors.push(body, "service methods cannot have a default body: implement them on your type");
+    }
+
+    let (input, context) = read_inputs(sig, &mut errors);
+    let output = match &sig.output {
+        ReturnType::Default => {
+            let span = sig.paren_token.span.close();
+            errors.push_err(syn::Error::new(
+                span,
+                "service methods must return `Result<Response, Status>`: add a return type",
+            ));
+            None
+        }
+        ReturnType::Type(_, ty) => result_types(ty).map_err(|err| errors.push_err(err)).ok(),
+    };
+
+    if let Err(err) = errors.finish() {
+        all_errors.push_err(err);
+        return None;
+    }
+    let name = sig.ident.clone();
+    let wire_name = match attrs.wire_name {
+        Some(name) => name.value(),
+        None => upper_camel_case(&name.to_string()),
+    };
+    let (output, error) = output?;
+    let method = rpc_codegen::Method {
+        name,
+        wire_name,
+        input: input?,
+        output,
+        client_streaming: false,
+        server_streaming: false,
+        docs: attrs.docs,
+    };
+    Some((method, Spelled { context: context?, error }))
+}
+
+/// Checks `(&self, ctx: &mut Context, request: Request)`; returns the request type and the
+/// context type as spelled.
+fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> (Option<TokenStream2>, Option<Type>) {
+    let count = sig.inputs.len();
+    if count != 3 {
+        let span: &dyn ToTokens = if count == 0 { &sig.ident } else { &sig.inputs };
+        errors.push(span, format!("wrong number of arguments: found {count}, {SHAPE}"));
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver))
+            if receiver.reference.is_some()
+                && receiver.mutability.is_none()
+                && receiver.colon_token.is_none() => {}
+        Some(other) => errors.push(other, "the first argument must be `&self`"),
+        None => {}
+    }
+    let context = match inputs.next() {
+        Some(FnArg::Typed(ctx)) if matches!(&*ctx.ty, Type::Reference(r) if r.mutability.is_some()) => {
+            Some((*ctx.ty).clone())
+        }
+        Some(other) => {
+            errors.push(other, "the second argument must be the call context, `ctx: &mut Context`");
+            None
+        }
+        None => None,
+    };
+    let request = match inputs.next() {
+        Some(FnArg::Typed(request)) => match &*request.ty {
+            Type::Reference(_) => {
+                errors.push(
+                    &request.ty,
+                    "the request must be taken by value: a message type like `HelloRequest`",
+                );
+                None
+            }
+            Type::ImplTrait(_) => {
+                errors.push(&request.ty, "the request must be a concrete message type");
+                None
+            }
+            ty => Some(ty.to_token_stream()),
+        },
+        Some(other) => {
+            errors.push(other, "the third argument must be the request message");
+            None
+        }
+        None => None,
+    };
+    (request, context)
+}
+
+/// For `Result<Out, Status>`, the tokens of `Out` and the error type as spelled.
+fn result_types(ty: &Type) -> syn::Result<(TokenStream2, Type)> {
+    let wrong = || syn::Error::new(ty.span(), "service methods must return `Result<Response, Status>`");
+    let Type::Path(path) = ty else {
+        return Err(wrong());
+    };
+    let Some(last) = path.path.segments.last() else {
+        return Err(wrong());
+    };
+    if last.ident != "Result" {
+        return Err(wrong());
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return Err(wrong());
+    };
+    let types: Vec<&Type> = args
+        .args
+        .iter()
+        .filter_map(|arg| match arg {
+            GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        })
+        .collect();
+    let [ok, err] = types.as_slice() else {
+        return Err(wrong());
+    };
+    let is_status =
+        matches!(err, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Status"));
+    if !is_status {
+        return Err(syn::Error::new(err.span(), "the error type must be `rpc_core::Status`"));
+    }
+    if let Type::Reference(_) | Type::ImplTrait(_) = ok {
+        return Err(syn::Error::new(ok.span(), "the response must be a concrete message type"));
+    }
+    Ok((ok.to_token_stream(), (*err).clone()))
+}
+
+/// `say_hello` → `SayHello`, as protobuf spells method names.
+fn upper_camel_case(name: &str) -> String {
+    let name = name.trim_start_matches("r#");
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_become_upper_camel_case() {
+        assert_eq!(upper_camel_case("say_hello"), "SayHello");
+        assert_eq!(upper_camel_case("get"), "Get");
+        assert_eq!(upper_camel_case("r#type"), "Type");
+        assert_eq!(upper_camel_case("list_v2_items"), "ListV2Items");
+    }
+
+    #[test]
+    fn packages_are_dotted_identifiers() {
+        assert!(is_dotted_identifier("acme.billing.v1"));
+        assert!(!is_dotted_identifier("acme..v1"));
+        assert!(!is_dotted_identifier("1acme"));
+        assert!(!is_dotted_identifier(""));
+    }
+
+    #[test]
+    fn a_valid_trait_expands() {
+        let item = quote! {
+            pub trait Greeter {
+                async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+            }
+        };
+        let out = expand(quote!(package = "helloworld"), item).expect("expands").to_string();
+        assert!(out.contains("\"/helloworld.Greeter/SayHello\""), "{out}");
+    }
+}
