@@ -78,7 +78,7 @@ fn generate_client(service: &Service) -> TokenStream {
     let Service { vis, runtime, codec, .. } = service;
     let client = format_ident!("{}Client", service.name, span = Span::call_site());
     let full_name = service.full_name();
-    let doc = format!("Client for the `{full_name}` service: one method per RPC.");
+    let doc = format!(" Client for the `{full_name}` service: one method per RPC.");
     let methods = service.methods.iter().map(|method| {
         let Method { name, input, output, .. } = method;
         let method_docs = docs(&method.docs);
@@ -123,7 +123,7 @@ fn generate_server(service: &Service) -> TokenStream {
     let Service { name: service_trait, vis, runtime, codec, .. } = service;
     let server = format_ident!("{}Server", service.name, span = Span::call_site());
     let full_name = service.full_name();
-    let doc = format!("Serves the `{full_name}` service with an implementation of [`{service_trait}`].");
+    let doc = format!(" Serves the `{full_name}` service with an implementation of [`{service_trait}`].");
     let descriptors = service.methods.iter().map(|method| {
         let wire_name = &method.wire_name;
         let path = service.method_path(method);

@@ -26,6 +26,7 @@
 
 mod generate;
 mod model;
+pub mod naming;
 
 pub use generate::generate;
 pub use model::{Method, Service};

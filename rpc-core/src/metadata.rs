@@ -38,6 +38,7 @@ impl MetadataKey {
     ///
     /// # Panics
     /// If `key` is not a valid key; use `MetadataKey::try_from` for keys that come from input.
+    #[allow(clippy::panic)] // A literal key is the programmer's, like `HeaderName::from_static`.
     pub fn from_static(key: &'static str) -> Self {
         match Self::validate(key.as_bytes()) {
             true => Self(Bytes::from_static(key.as_bytes())),

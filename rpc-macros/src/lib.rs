@@ -17,10 +17,27 @@ use syn::{
 /// Turns a trait into an RPC service; see `rpc_core::service`.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
-    match expand(attr.into(), item.into()) {
+    let item = TokenStream2::from(item);
+    match expand(attr.into(), item.clone()) {
         Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
+        Err(err) => {
+            // The trait goes out as written too, so that its impls and uses do not add a
+            // cascade of "trait not found" errors to the one that matters.
+            let errors = err.to_compile_error();
+            let original = syn::parse2::<ItemTrait>(item).map(strip_rpc_attrs).ok();
+            quote::quote!(#errors #original).into()
+        }
     }
+}
+
+/// The trait without our `#[rpc(...)]` method attributes, which mean nothing to rustc.
+fn strip_rpc_attrs(mut item: ItemTrait) -> ItemTrait {
+    for trait_item in &mut item.items {
+        if let TraitItem::Fn(method) = trait_item {
+            method.attrs.retain(|attr| !attr.path().is_ident("rpc"));
+        }
+    }
+    item
 }
 
 fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
@@ -214,10 +231,10 @@ fn read_attrs(attrs: &[Attribute], errors: &mut Errors, what: &str) -> Attrs {
     let mut out = Attrs { docs: Vec::new(), wire_name: None };
     for attr in attrs {
         if attr.path().is_ident("doc") {
-            if let Meta::NameValue(nv) = &attr.meta {
-                if let Ok(doc) = string_value(&nv.value) {
-                    out.docs.push(doc.value());
-                }
+            if let Meta::NameValue(nv) = &attr.meta
+                && let Ok(doc) = string_value(&nv.value)
+            {
+                out.docs.push(doc.value());
             }
         } else if attr.path().is_ident("rpc") && what == "method" {
             let parsed = attr.parse_args_with(Punctuated::<MetaNameValue, Token![,]>::parse_terminated);
@@ -298,7 +315,7 @@ fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_cod
     let name = sig.ident.clone();
     let wire_name = match attrs.wire_name {
         Some(name) => name.value(),
-        None => upper_camel_case(&name.to_string()),
+        None => rpc_codegen::naming::wire_method_name(&name.to_string()),
     };
     let (output, error) = output?;
     let method = rpc_codegen::Method {
@@ -401,35 +418,11 @@ fn result_types(ty: &Type) -> syn::Result<(TokenStream2, Type)> {
     Ok((ok.to_token_stream(), (*err).clone()))
 }
 
-/// `say_hello` → `SayHello`, as protobuf spells method names.
-fn upper_camel_case(name: &str) -> String {
-    let name = name.trim_start_matches("r#");
-    let mut out = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use quote::quote;
 
-    #[test]
-    fn method_names_become_upper_camel_case() {
-        assert_eq!(upper_camel_case("say_hello"), "SayHello");
-        assert_eq!(upper_camel_case("get"), "Get");
-        assert_eq!(upper_camel_case("r#type"), "Type");
-        assert_eq!(upper_camel_case("list_v2_items"), "ListV2Items");
-    }
+    use super::*;
 
     #[test]
     fn packages_are_dotted_identifiers() {

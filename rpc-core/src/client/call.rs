@@ -204,15 +204,15 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
                         Err(_) => Err(Status::unavailable("the channel's connection task ended")),
                     });
                 }
-                if let Some(sleep) = this.sleep.as_pin_mut() {
-                    if sleep.poll(cx).is_ready() {
-                        this.channel.cancel(*this.id);
-                        let timeout = this.timeout.unwrap_or_default();
-                        return Poll::Ready(Err(Status::deadline_exceeded(format!(
-                            "{} got no answer within {timeout:?}",
-                            this.method
-                        ))));
-                    }
+                if let Some(sleep) = this.sleep.as_pin_mut()
+                    && sleep.poll(cx).is_ready()
+                {
+                    this.channel.cancel(*this.id);
+                    let timeout = this.timeout.unwrap_or_default();
+                    return Poll::Ready(Err(Status::deadline_exceeded(format!(
+                        "{} got no answer within {timeout:?}",
+                        this.method
+                    ))));
                 }
                 *this.state = State::Waiting(rx);
                 Poll::Pending

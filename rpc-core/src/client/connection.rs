@@ -138,19 +138,20 @@ impl ClientConnection {
                 let _ = waiter.send(Ok(()));
             }
         }
-        if let Some(keepalive) = &mut self.keepalive {
-            if let Err(status) = keepalive.poll(cx, self.frames_read, &mut self.io) {
-                return Poll::Ready(self.fail_all(status));
-            }
+        if let Some(keepalive) = &mut self.keepalive
+            && let Err(status) = keepalive.poll(cx, self.frames_read, &mut self.io)
+        {
+            return Poll::Ready(self.fail_all(status));
         }
         if let Poll::Ready(Err(err)) = self.io.poll_write(cx) {
             return Poll::Ready(self.fail_all(Status::unavailable(format!("connection failed: {err}"))));
         }
-        if let Some(goaway) = &self.goaway {
-            if self.pending.is_empty() && !self.io.has_pending_writes() {
-                // Drained: every call sent here has its answer.
-                return Poll::Ready(goaway.clone());
-            }
+        if let Some(goaway) = &self.goaway
+            && self.pending.is_empty()
+            && !self.io.has_pending_writes()
+        {
+            // Drained: every call sent here has its answer.
+            return Poll::Ready(goaway.clone());
         }
         Poll::Pending
     }

@@ -135,11 +135,11 @@ impl ServerConnection {
                 return Poll::Ready(Err(WireError::PrefaceTimeout));
             }
         }
-        if let Some(signal) = &mut self.shutdown {
-            if signal.as_mut().poll(cx).is_ready() {
-                self.shutdown = None;
-                self.start_drain()?;
-            }
+        if let Some(signal) = &mut self.shutdown
+            && signal.as_mut().poll(cx).is_ready()
+        {
+            self.shutdown = None;
+            self.start_drain()?;
         }
 
         // Responses from handler tasks.

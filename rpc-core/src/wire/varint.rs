@@ -1,5 +1,9 @@
 //! Unsigned LEB128 varints, as protobuf writes them: seven bits a byte, low bits first,
 //! the high bit set on every byte but the last. A value takes at most ten bytes.
+//!
+//! Encoding is prost's. Decoding is ours: reading a frame's length prefix from a socket
+//! buffer needs three outcomes (a value, "not all here yet", or "invalid") without
+//! consuming input, and prost's decoder reports the last two alike.
 
 use bytes::BufMut;
 
@@ -40,20 +44,14 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(u64, usize), VarintError> {
 
 /// Appends `value` as a varint.
 #[inline]
-pub(crate) fn encode(mut value: u64, dst: &mut impl BufMut) {
-    while value >= 0x80 {
-        dst.put_u8((value as u8) | 0x80);
-        value >>= 7;
-    }
-    dst.put_u8(value as u8);
+pub(crate) fn encode(value: u64, dst: &mut impl BufMut) {
+    prost::encoding::encode_varint(value, dst);
 }
 
 /// How many bytes `value` takes as a varint.
 #[inline]
-pub(crate) const fn encoded_len(value: u64) -> usize {
-    // Each byte carries seven bits; zero still takes one byte.
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+pub(crate) fn encoded_len(value: u64) -> usize {
+    prost::encoding::encoded_len_varint(value)
 }
 
 #[cfg(test)]

@@ -1,0 +1,14 @@
+use rpc_core::{Context, Status};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Req {}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reply {}
+
+#[rpc_core::service]
+pub trait Greeter {
+    async fn by_value(self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    async fn by_mut(&mut self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+}
+
+fn main() {}

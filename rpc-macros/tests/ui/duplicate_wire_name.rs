@@ -1,0 +1,16 @@
+use rpc_core::{Context, Status};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Req {}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reply {}
+
+#[rpc_core::service]
+pub trait Greeter {
+    #[rpc(name = "Hello")]
+    async fn say_hello(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    #[rpc(name = "Hello")]
+    async fn say_hi(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use rpc_core::{Context, Status};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Req {}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reply {}
+
+#[rpc_core::service]
+pub trait Greeter {
+    async fn no_return(&self, ctx: &mut Context, req: Req);
+    async fn plain_return(&self, ctx: &mut Context, req: Req) -> Reply;
+}
+
+fn main() {}
