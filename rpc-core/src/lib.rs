@@ -2,7 +2,7 @@
 //!
 //! Declare a service as a Rust trait with [`#[service]`](service), implement it, mount the
 //! generated `FooServer` on a [`Server`], and call it through the generated `FooClient`
-//! over a [`Channel`](client::Channel). Many calls share one connection, answered in any
+//! over a [`Channel`]. Many calls share one connection, answered in any
 //! order; deadlines, metadata and status codes travel with every call.
 //!
 //! ```no_run
@@ -29,7 +29,9 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! tokio::spawn(Server::builder().add_service(GreeterServer::new(MyGreeter)).serve("127.0.0.1:50051"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+//! let server = Server::builder().add_service(GreeterServer::new(MyGreeter));
+//! tokio::spawn(server.serve_with_listener(listener, std::future::pending()));
 //!
 //! let client = GreeterClient::new(Channel::connect("127.0.0.1:50051").await?);
 //! let reply = client.say_hello(HelloRequest { name: "world".into() }).await?;
@@ -48,6 +50,11 @@ pub mod server;
 pub mod status;
 mod transport;
 pub mod wire;
+
+/// The README's examples, compiled as doctests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 pub use client::Channel;
 pub use metadata::Metadata;
