@@ -68,6 +68,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
         !self.write_buf.is_empty()
     }
 
+    /// How many queued bytes are still to be written.
+    pub(crate) fn pending_write_bytes(&self) -> usize {
+        self.write_buf.len()
+    }
+
     /// The next frame. `Ok(None)` is a clean end of stream between frames.
     pub(crate) fn poll_read_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, WireError>> {
         loop {

@@ -27,6 +27,11 @@ use crate::wire::{Frame, FrameCodec, FrameKind, WireError, flags};
 /// Frames handled per poll before the task yields to others on its worker.
 const POLL_BUDGET: usize = 128;
 
+/// Past this many unwritten bytes the connection stops reading requests until the client
+/// has read its responses: a client that sends but never reads cannot make the server
+/// buffer without bound.
+pub(crate) const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -156,8 +161,8 @@ impl ServerConnection {
             budget -= 1;
         }
 
-        // Frames from the peer.
-        while budget > 0 {
+        // Frames from the peer, unless the peer is not reading what we already owe it.
+        while budget > 0 && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
             match self.io.poll_read_frame(cx) {
                 Poll::Ready(Ok(Some(frame))) => self.handle_frame(frame)?,
                 Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
@@ -172,8 +177,13 @@ impl ServerConnection {
         }
 
         // Everything queued above goes out in one write.
+        let paused = self.io.pending_write_bytes() >= WRITE_HIGH_WATER;
         if let Poll::Ready(Err(err)) = self.io.poll_write(cx) {
             return Poll::Ready(Err(err.into()));
+        }
+        if paused && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
+            // The write drained below the mark without waiting: read again now.
+            cx.waker().wake_by_ref();
         }
 
         if self.draining && self.drain_acked && self.calls.is_empty() && !self.io.has_pending_writes() {
@@ -246,10 +256,8 @@ impl ServerConnection {
             );
         }
         let Some(route) = self.routes.get(&method) else {
-            let name = String::from_utf8_lossy(&method);
-            return self
-                .io
-                .queue(&error_response(id, Status::unimplemented(format!("unknown method {name}"))));
+            let status = Status::unimplemented(self.routes.describe_unknown(&method));
+            return self.io.queue(&error_response(id, status));
         };
         if route.kind != MethodKind::Unary {
             let status = Status::unimplemented(format!("{} is a streaming method, not unary", route.path));

@@ -46,6 +46,19 @@ impl Routes {
         self.by_path.get(path)
     }
 
+    /// Why a method name from the wire has no route, for the `UNIMPLEMENTED` message.
+    pub(crate) fn describe_unknown(&self, path: &[u8]) -> String {
+        let path = String::from_utf8_lossy(path);
+        let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(service, _)| service);
+        match service {
+            Some(service) if self.services.contains(&service) => {
+                format!("service {service} has no method {path}")
+            }
+            Some(service) => format!("unknown service {service} (method {path})"),
+            None => format!("malformed method name {path:?}: expected /package.Service/Method"),
+        }
+    }
+
     /// The names of the mounted services.
     pub(crate) fn service_names(&self) -> &[&'static str] {
         &self.services

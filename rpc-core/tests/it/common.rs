@@ -65,7 +65,7 @@ pub trait Test {
     async fn panic(&self, ctx: &mut Context, request: Empty) -> Result<Empty, Status>;
     /// Reports the deadline the handler sees.
     async fn deadline(&self, ctx: &mut Context, request: Empty) -> Result<DeadlineInfo, Status>;
-    /// Answers a payload of the size asked for.
+    /// Answers a payload of the size asked for. Counts as a start.
     async fn big(&self, ctx: &mut Context, request: Size) -> Result<Echo, Status>;
 }
 
@@ -140,6 +140,7 @@ impl Test for TestService {
     }
 
     async fn big(&self, _ctx: &mut Context, request: Size) -> Result<Echo, Status> {
+        self.probe.started.fetch_add(1, Ordering::SeqCst);
         Ok(Echo { payload: Bytes::from(vec![7u8; request.bytes as usize]) })
     }
 }

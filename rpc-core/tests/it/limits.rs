@@ -1,8 +1,10 @@
 //! Every limit, at its boundary, over a real socket.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rpc_core::wire::{Frame, FrameKind};
 use rpc_core::{Channel, Code};
 use tokio::net::TcpListener;
 
@@ -80,6 +82,40 @@ async fn calls_past_max_concurrent_calls_are_refused() {
     // Once the held calls are cancelled, there is room again.
     common::eventually("the held calls are abandoned", || server.probe.abandoned() == LIMIT).await;
     client.echo(Echo::default()).await.expect("room again");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_responses_stops_being_read_from() {
+    const CALLS: u64 = 100;
+    const RESPONSE: u64 = 1024 * 1024;
+    let server = common::serve().await;
+    let mut raw = RawClient::connect(server.addr).await;
+    for id in 1..=CALLS {
+        let mut request = Frame::new(FrameKind::Request, id);
+        request.header.method = Some(Bytes::from_static(b"/test.v1.Test/Big"));
+        request.body = prost::Message::encode_to_vec(&Size { bytes: RESPONSE }).into();
+        raw.send(&request).await;
+    }
+    // 100 MiB of answers are owed, and the client reads none: the server takes on only as
+    // much as its buffers and the socket's hold, then stops reading requests.
+    let started = &server.probe.started;
+    common::eventually("some calls run", || started.load(Ordering::SeqCst) > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let taken = started.load(Ordering::SeqCst);
+    assert!(
+        taken < CALLS as usize / 2,
+        "the server took {taken} of {CALLS} calls without the client reading"
+    );
+
+    // Once the client reads, every call is served.
+    let mut answered = 0;
+    while answered < CALLS {
+        let response = raw.next_of(FrameKind::Response).await;
+        assert_eq!(response.header.status_code, None);
+        answered += 1;
+    }
+    drop(raw);
     server.shutdown().await;
 }
 

@@ -70,7 +70,7 @@ async fn unknown_method_is_unimplemented() {
     let channel = Channel::connect(server.addr).await.expect("connect");
     let status = MissingClient::new(channel.clone()).nothing(Empty {}).await.expect_err("unknown");
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("/test.v1.Missing/Nothing"), "{status}");
+    assert!(status.message().contains("unknown service test.v1.Missing"), "{status}");
     // The connection is fine afterwards.
     TestClient::new(channel).echo(Echo::default()).await.expect("echo after");
     server.shutdown().await;
@@ -85,6 +85,19 @@ async fn handler_panic_is_internal_and_the_next_call_succeeds() {
     assert!(status.message().contains("panicked"), "{status}");
     let reply = client.echo(Echo { payload: Bytes::from_static(b"still here") }).await.expect("next call");
     assert_eq!(reply.payload.as_ref(), b"still here");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_method_of_a_known_service_is_unimplemented_and_says_so() {
+    let server = common::serve().await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let status = channel
+        .unary::<Empty, Empty, ProstCodec>("/test.v1.Test/Nope", Empty {})
+        .await
+        .expect_err("unknown method");
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(status.message().contains("service test.v1.Test has no method /test.v1.Test/Nope"), "{status}");
     server.shutdown().await;
 }
 
