@@ -154,6 +154,52 @@ mod tests {
         assert_eq!(ids, (1..=50).collect::<Vec<_>>());
     }
 
+    /// A sink that accepts everything and counts the writes and flushes it was given.
+    #[derive(Default)]
+    struct CountingSink {
+        writes: usize,
+        flushes: usize,
+        bytes: usize,
+    }
+
+    impl AsyncRead for CountingSink {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for CountingSink {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            self.bytes += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_queued_together_go_out_in_one_write_and_one_flush() {
+        let mut io = FrameIo::new(CountingSink::default(), FrameCodec::new());
+        let mut expected = PREFACE.len();
+        for id in 1..=100 {
+            let frame = Frame::new(FrameKind::Cancel, id);
+            expected += frame.encoded_len();
+            io.queue(&frame).expect("queued");
+        }
+        std::future::poll_fn(|cx| io.poll_write(cx)).await.expect("written");
+        assert_eq!((io.io.writes, io.io.flushes, io.io.bytes), (1, 1, expected));
+    }
+
     #[tokio::test]
     async fn oversized_length_prefix_does_not_grow_the_read_buffer() {
         let (mut a, b) = tokio::io::duplex(1024);
