@@ -32,11 +32,6 @@ fn check(service: &Service) -> TokenStream {
     for method in &service.methods {
         let span = method.name.span();
         let name = method.name.to_string();
-        if method.is_streaming() {
-            let message =
-                format!("method `{name}` is a streaming method; this version generates unary methods only");
-            errors.extend(quote_spanned!(span=> ::core::compile_error!(#message);));
-        }
         if service.emit_client && RESERVED_CLIENT_NAMES.contains(&name.as_str()) {
             let message = format!("a method may not be named `{name}`: the generated client uses that name");
             errors.extend(quote_spanned!(span=> ::core::compile_error!(#message);));
@@ -55,14 +50,25 @@ fn generate_trait(service: &Service) -> TokenStream {
     let methods = service.methods.iter().map(|method| {
         let Method { name, input, output, .. } = method;
         let method_docs = docs(&method.docs);
+        let (args, ok) = match (method.client_streaming, method.server_streaming) {
+            (false, false) => (quote!(request: #input), quote!(#output)),
+            (false, true) => {
+                (quote!(request: #input, responses: #runtime::StreamSender<#output>), quote!(()))
+            }
+            (true, false) => (quote!(requests: #runtime::Streaming<#input>), quote!(#output)),
+            (true, true) => (
+                quote!(requests: #runtime::Streaming<#input>, responses: #runtime::StreamSender<#output>),
+                quote!(()),
+            ),
+        };
         quote! {
             #method_docs
             fn #name(
                 &self,
                 ctx: &mut #runtime::Context,
-                request: #input,
+                #args,
             ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<#output, #runtime::Status>,
+                Output = ::core::result::Result<#ok, #runtime::Status>,
             > + ::core::marker::Send;
         }
     });
@@ -83,14 +89,35 @@ fn generate_client(service: &Service) -> TokenStream {
         let Method { name, input, output, .. } = method;
         let method_docs = docs(&method.docs);
         let path = service.method_path(method);
-        quote! {
-            #method_docs
-            pub fn #name(
-                &self,
-                request: #input,
-            ) -> #runtime::client::UnaryCall<'_, #input, #output, #codec> {
-                self.channel.unary(#path, request)
-            }
+        let client = quote!(#runtime::client);
+        match (method.client_streaming, method.server_streaming) {
+            (false, false) => quote! {
+                #method_docs
+                pub fn #name(&self, request: #input) -> #client::UnaryCall<'_, #input, #output, #codec> {
+                    self.channel.unary(#path, request)
+                }
+            },
+            (false, true) => quote! {
+                #method_docs
+                pub fn #name(
+                    &self,
+                    request: #input,
+                ) -> #client::StreamingCall<'_, #input, #output, #codec, #client::ServerStreaming> {
+                    self.channel.server_streaming(#path, request)
+                }
+            },
+            (true, false) => quote! {
+                #method_docs
+                pub fn #name(&self) -> #client::StreamingCall<'_, #input, #output, #codec, #client::ClientStreaming> {
+                    self.channel.client_streaming(#path)
+                }
+            },
+            (true, true) => quote! {
+                #method_docs
+                pub fn #name(&self) -> #client::StreamingCall<'_, #input, #output, #codec, #client::BidiStreaming> {
+                    self.channel.bidi_streaming(#path)
+                }
+            },
         }
     });
     quote! {
@@ -127,21 +154,33 @@ fn generate_server(service: &Service) -> TokenStream {
     let descriptors = service.methods.iter().map(|method| {
         let wire_name = &method.wire_name;
         let path = service.method_path(method);
+        let kind = match (method.client_streaming, method.server_streaming) {
+            (false, false) => quote!(Unary),
+            (false, true) => quote!(ServerStreaming),
+            (true, false) => quote!(ClientStreaming),
+            (true, true) => quote!(BidiStreaming),
+        };
         quote! {
             #runtime::server::MethodDescriptor {
                 name: #wire_name,
                 path: #path,
-                kind: #runtime::server::MethodKind::Unary,
+                kind: #runtime::server::MethodKind::#kind,
             }
         }
     });
     let arms = service.methods.iter().enumerate().map(|(index, method)| {
         let Method { name, input, output, .. } = method;
+        let (spawn, args) = match (method.client_streaming, method.server_streaming) {
+            (false, false) => (quote!(spawn_unary), quote!(request)),
+            (false, true) => (quote!(spawn_server_streaming), quote!(request, responses)),
+            (true, false) => (quote!(spawn_client_streaming), quote!(requests)),
+            (true, true) => (quote!(spawn_bidi_streaming), quote!(requests, responses)),
+        };
         quote! {
             #index => {
                 let service = ::std::sync::Arc::clone(&self.inner);
-                call.spawn_unary::<#input, #output, #codec, _, _>(move |mut ctx, request| async move {
-                    let result = <T as #service_trait>::#name(&*service, &mut ctx, request).await;
+                call.#spawn::<#input, #output, #codec, _, _>(move |mut ctx, #args| async move {
+                    let result = <T as #service_trait>::#name(&*service, &mut ctx, #args).await;
                     (ctx, result)
                 })
             }

@@ -48,6 +48,7 @@ pub mod codec;
 pub mod metadata;
 pub mod server;
 pub mod status;
+pub mod stream;
 mod transport;
 pub mod wire;
 
@@ -60,6 +61,7 @@ pub use client::Channel;
 pub use metadata::Metadata;
 pub use server::{Context, Server};
 pub use status::{Code, Status};
+pub use stream::{StreamResponse, StreamSender, Streaming};
 
 /// Turns a trait into an RPC service: a client stub, server dispatch and the service name.
 ///

@@ -52,23 +52,35 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     })
 }
 
-/// The context and error types as the user spelled them in one method.
+/// The runtime types as the user spelled them in one method, with their message types.
 struct Spelled {
     context: Type,
     error: Type,
+    requests: Option<(Type, TokenStream2)>,
+    responses: Option<(Type, TokenStream2)>,
 }
 
 /// Asserts that the user's `Context` and `Status` are the runtime's, with the error at the
 /// user's type if not. It also keeps the user's imports of those names in use.
 fn type_checks(runtime: &TokenStream2, spelled: &[Spelled]) -> TokenStream2 {
-    let checks = spelled.iter().map(|Spelled { context, error }| {
+    let checks = spelled.iter().map(|Spelled { context, error, requests, responses }| {
         let context_check = quote::quote_spanned! {context.span()=>
             let _: fn(#context) -> &mut #runtime::Context = |ctx| ctx;
         };
         let error_check = quote::quote_spanned! {error.span()=>
             let _: fn(#error) -> #runtime::Status = |status| status;
         };
-        quote::quote!(#context_check #error_check)
+        let requests_check = requests.as_ref().map(|(ty, message)| {
+            quote::quote_spanned! {ty.span()=>
+                let _: fn(#ty) -> #runtime::Streaming<#message> = |requests| requests;
+            }
+        });
+        let responses_check = responses.as_ref().map(|(ty, message)| {
+            quote::quote_spanned! {ty.span()=>
+                let _: fn(#ty) -> #runtime::StreamSender<#message> = |responses| responses;
+            }
+        });
+        quote::quote!(#context_check #error_check #requests_check #responses_check)
     });
     quote::quote! {
         const _: () = {
@@ -263,8 +275,11 @@ fn read_attrs(attrs: &[Attribute], errors: &mut Errors, what: &str) -> Attrs {
     out
 }
 
-const SHAPE: &str =
-    "expected `async fn name(&self, ctx: &mut Context, request: Request) -> Result<Response, Status>`";
+const SHAPE: &str = "expected one of:
+    async fn name(&self, ctx: &mut Context, request: Req) -> Result<Resp, Status>
+    async fn name(&self, ctx: &mut Context, request: Req, responses: StreamSender<Resp>) -> Result<(), Status>
+    async fn name(&self, ctx: &mut Context, requests: Streaming<Req>) -> Result<Resp, Status>
+    async fn name(&self, ctx: &mut Context, requests: Streaming<Req>, responses: StreamSender<Resp>) -> Result<(), Status>";
 
 /// Reads one method; `None` (with its errors recorded) when it does not have the shape.
 fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_codegen::Method, Spelled)> {
@@ -295,46 +310,79 @@ fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_cod
         errors.push(body, "service methods cannot have a default body: implement them on your type");
     }
 
-    let (input, context) = read_inputs(sig, &mut errors);
+    let inputs = read_inputs(sig, &mut errors);
+    let server_streaming = inputs.as_ref().is_some_and(|i| i.responses.is_some());
     let output = match &sig.output {
         ReturnType::Default => {
             let span = sig.paren_token.span.close();
+            let expected = if server_streaming { "Result<(), Status>" } else { "Result<Response, Status>" };
             errors.push_err(syn::Error::new(
                 span,
-                "service methods must return `Result<Response, Status>`: add a return type",
+                format!("service methods must return `{expected}`: add a return type"),
             ));
             None
         }
-        ReturnType::Type(_, ty) => result_types(ty).map_err(|err| errors.push_err(err)).ok(),
+        ReturnType::Type(_, ty) => match result_types(ty) {
+            // With arguments already wrong, the shape they meant is unknown: no second error.
+            Ok((ok, error)) if inputs.is_none() => Some((ok, error)),
+            Ok((ok, error)) => check_ok_type(&ok, server_streaming, &mut errors).map(|ok| (ok, error)),
+            Err(err) => {
+                errors.push_err(err);
+                None
+            }
+        },
     };
 
     if let Err(err) = errors.finish() {
         all_errors.push_err(err);
         return None;
     }
+    let inputs = inputs?;
+    let (ok, error) = output?;
     let name = sig.ident.clone();
     let wire_name = match attrs.wire_name {
         Some(name) => name.value(),
         None => rpc_codegen::naming::wire_method_name(&name.to_string()),
     };
-    let (output, error) = output?;
+    let output = match &inputs.responses {
+        Some((_, response)) => response.clone(),
+        None => ok.to_token_stream(),
+    };
     let method = rpc_codegen::Method {
         name,
         wire_name,
-        input: input?,
-        output,
-        client_streaming: false,
-        server_streaming: false,
+        input: inputs.request.clone(),
+        output: output.clone(),
+        client_streaming: inputs.requests_spelled.is_some(),
+        server_streaming,
         docs: attrs.docs,
     };
-    Some((method, Spelled { context: context?, error }))
+    let spelled = Spelled {
+        context: inputs.context,
+        error,
+        requests: inputs.requests_spelled.map(|ty| (ty, inputs.request)),
+        responses: inputs.responses.map(|(ty, _)| (ty, output)),
+    };
+    Some((method, spelled))
 }
 
-/// Checks `(&self, ctx: &mut Context, request: Request)`; returns the request type and the
-/// context type as spelled.
-fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> (Option<TokenStream2>, Option<Type>) {
+/// What a method's arguments say.
+struct Inputs {
+    /// The context type as spelled.
+    context: Type,
+    /// The request message type.
+    request: TokenStream2,
+    /// `Streaming<Req>` as spelled, for a stream of requests.
+    requests_spelled: Option<Type>,
+    /// `StreamSender<Resp>` as spelled, and `Resp`, for a stream of responses.
+    responses: Option<(Type, TokenStream2)>,
+}
+
+/// Checks `(&self, ctx: &mut Context, request: Req | requests: Streaming<Req>
+/// [, responses: StreamSender<Resp>])`.
+fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> Option<Inputs> {
     let count = sig.inputs.len();
-    if count != 3 {
+    if count != 3 && count != 4 {
         let span: &dyn ToTokens = if count == 0 { &sig.ident } else { &sig.inputs };
         errors.push(span, format!("wrong number of arguments: found {count}, {SHAPE}"));
     }
@@ -358,31 +406,93 @@ fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> (Option<TokenStream
         None => None,
     };
     let request = match inputs.next() {
-        Some(FnArg::Typed(request)) => match &*request.ty {
+        Some(FnArg::Typed(arg)) => match &*arg.ty {
             Type::Reference(_) => {
-                errors.push(
-                    &request.ty,
-                    "the request must be taken by value: a message type like `HelloRequest`",
-                );
+                errors
+                    .push(&arg.ty, "the request must be taken by value: a message type like `HelloRequest`");
                 None
             }
             Type::ImplTrait(_) => {
-                errors.push(&request.ty, "the request must be a concrete message type");
+                errors.push(&arg.ty, "the request must be a concrete message type");
                 None
             }
-            ty => Some(ty.to_token_stream()),
+            ty => match wrapped(ty, "Streaming", errors) {
+                Some(Some(inner)) => Some((inner.to_token_stream(), Some(ty.clone()))),
+                Some(None) => None,
+                None => Some((ty.to_token_stream(), None)),
+            },
         },
         Some(other) => {
-            errors.push(other, "the third argument must be the request message");
+            errors.push(
+                other,
+                "the third argument must be the request: `request: Req` or `requests: Streaming<Req>`",
+            );
             None
         }
         None => None,
     };
-    (request, context)
+    let responses = match inputs.next() {
+        None => Some(None),
+        Some(FnArg::Typed(arg)) => {
+            match wrapped(&arg.ty, "StreamSender", errors) {
+                Some(Some(inner)) => Some(Some(((*arg.ty).clone(), inner.to_token_stream()))),
+                Some(None) => None,
+                None => {
+                    errors.push(&arg.ty, "the fourth argument, if any, is the response stream: `responses: StreamSender<Resp>`");
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            errors.push(
+                other,
+                "the fourth argument, if any, is the response stream: `responses: StreamSender<Resp>`",
+            );
+            None
+        }
+    };
+    let (request, requests_spelled) = request?;
+    Some(Inputs { context: context?, request, requests_spelled, responses: responses? })
 }
 
-/// For `Result<Out, Status>`, the tokens of `Out` and the error type as spelled.
-fn result_types(ty: &Type) -> syn::Result<(TokenStream2, Type)> {
+/// For a type spelled `...::Wrapper<T>`: `Some(Some(T))`; `Some(None)` if it names the
+/// wrapper wrongly (error recorded); `None` if it is another type.
+fn wrapped<'t>(ty: &'t Type, wrapper: &str, errors: &mut Errors) -> Option<Option<&'t Type>> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != wrapper {
+        return None;
+    }
+    let inner = match &last.arguments {
+        PathArguments::AngleBracketed(args) if args.args.len() == 1 => match args.args.first() {
+            Some(GenericArgument::Type(inner)) => Some(inner),
+            _ => None,
+        },
+        _ => None,
+    };
+    if inner.is_none() {
+        errors.push(ty, format!("`{wrapper}` takes the message type: `{wrapper}<Message>`"));
+    }
+    Some(inner)
+}
+
+/// Checks the `Ok` type against the method's shape: `()` with a response stream, a message
+/// otherwise.
+fn check_ok_type(ok: &Type, server_streaming: bool, errors: &mut Errors) -> Option<Type> {
+    let unit = matches!(ok, Type::Tuple(tuple) if tuple.elems.is_empty());
+    if server_streaming && !unit {
+        errors.push(ok, "a method that sends a response stream returns `Result<(), Status>`: the stream ends with that status");
+        return None;
+    }
+    if !server_streaming && unit {
+        errors.push(ok, "the response must be a message type; to send a stream of responses, take `responses: StreamSender<Resp>`");
+        return None;
+    }
+    Some(ok.clone())
+}
+
+/// For `Result<Out, Status>`, `Out` and the error type as spelled.
+fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
     let wrong = || syn::Error::new(ty.span(), "service methods must return `Result<Response, Status>`");
     let Type::Path(path) = ty else {
         return Err(wrong());
@@ -415,7 +525,7 @@ fn result_types(ty: &Type) -> syn::Result<(TokenStream2, Type)> {
     if let Type::Reference(_) | Type::ImplTrait(_) = ok {
         return Err(syn::Error::new(ok.span(), "the response must be a concrete message type"));
     }
-    Ok((ok.to_token_stream(), (*err).clone()))
+    Ok(((*ok).clone(), (*err).clone()))
 }
 
 #[cfg(test)]

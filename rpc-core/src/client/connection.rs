@@ -3,16 +3,19 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use super::ChannelConfig;
 use crate::status::{Code, Status};
+use crate::stream::flow::StreamTable;
+use crate::stream::{Inbound, StreamEvent, StreamShared};
 use crate::transport::FrameIo;
 use crate::wire::{Frame, FrameCodec, FrameKind, WireError};
 
@@ -25,10 +28,15 @@ const KEEPALIVE_PING: [u8; 8] = *b"keepaliv";
 /// Where a call's answer goes: the response frame, or why there is none.
 pub(crate) type Reply = oneshot::Sender<Result<Frame, Status>>;
 
+/// Fill-and-write rounds per poll while the socket keeps taking stream data.
+const WRITE_ROUNDS: usize = 16;
+
 /// A connection to the channel's target, owned by the channel task.
 pub(crate) struct ClientConnection {
     io: FrameIo<TcpStream>,
     pending: HashMap<u64, Reply>,
+    streams: StreamTable,
+    ended: Vec<u64>,
     ready_waiters: Vec<oneshot::Sender<Result<(), Status>>>,
     goaway: Option<Status>,
     keepalive: Option<Keepalive>,
@@ -39,19 +47,59 @@ impl ClientConnection {
     pub(crate) fn new(stream: TcpStream, config: &ChannelConfig) -> ClientConnection {
         let codec = FrameCodec::new().with_max_frame_size(config.max_frame_size);
         let mut io = FrameIo::new(stream, codec);
+        let flow = config.flow();
         let mut settings = Frame::new(FrameKind::Settings, 0);
         settings.header.max_frame_size = Some(config.max_frame_size as u64);
-        // A settings frame is a few bytes: below any limit a server could announce.
+        settings.header.initial_window = Some(flow.stream_window);
+        // Settings and window updates are a few bytes: below any limit a server could announce.
         let _ = io.queue(&settings);
+        if let Some(grant) = flow.initial_connection_grant() {
+            let _ = io.queue(&grant);
+        }
         ClientConnection {
             io,
             pending: HashMap::new(),
+            streams: StreamTable::new(flow),
+            ended: Vec::new(),
             ready_waiters: Vec::new(),
             goaway: None,
             keepalive: config
                 .keepalive_interval
                 .map(|interval| Keepalive::new(interval, config.keepalive_timeout)),
             frames_read: 0,
+        }
+    }
+
+    /// Opens a stream: queues its `STREAM_OPEN` and registers its two ends.
+    pub(crate) fn open_stream(
+        &mut self,
+        frame: Frame,
+        inbound: mpsc::UnboundedSender<Inbound>,
+        shared: Arc<StreamShared>,
+    ) {
+        let id = frame.call_id;
+        if let Err(err) = self.io.queue(&frame) {
+            let status = Status::resource_exhausted(format!("the stream could not be opened: {err}"));
+            let _ = inbound.send(Inbound::End(Err(status.clone())));
+            shared.close(status);
+            return;
+        }
+        self.streams.open(id, inbound, shared);
+    }
+
+    /// Whether stream `id` has its state here.
+    pub(crate) fn has_stream(&self, id: u64) -> bool {
+        self.streams.contains(id)
+    }
+
+    /// A message, end, or credit release from one of this connection's streams.
+    pub(crate) fn on_stream_event(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Frame(frame) => self.streams.push(frame),
+            StreamEvent::Release { id, bytes, last } => self.streams.release(id, bytes, last, &mut self.io),
+            StreamEvent::Cancel { id } => {
+                self.cancel(id);
+            }
         }
     }
 
@@ -93,8 +141,13 @@ impl ClientConnection {
 
     /// Abandons call `id` if it is in flight here, telling the server. Returns whether it was.
     pub(crate) fn cancel(&mut self, id: u64) -> bool {
-        if self.pending.remove(&id).is_none() {
+        let unary = self.pending.remove(&id).is_some();
+        let stream = self.streams.is_live(id);
+        if !unary && !stream {
             return false;
+        }
+        if stream {
+            self.streams.close(id, Status::cancelled("the call was cancelled"));
         }
         // A cancel frame is a few bytes: below any limit.
         let _ = self.io.queue(&Frame::new(FrameKind::Cancel, id));
@@ -143,11 +196,33 @@ impl ClientConnection {
         {
             return Poll::Ready(self.fail_all(status));
         }
-        if let Poll::Ready(Err(err)) = self.io.poll_write(cx) {
-            return Poll::Ready(self.fail_all(Status::unavailable(format!("connection failed: {err}"))));
+        let mut rounds = WRITE_ROUNDS;
+        loop {
+            let moved = self.streams.fill(&mut self.io, &mut self.ended);
+            // Our half-closes went out: nothing to do until the server ends the calls.
+            self.ended.clear();
+            for failed in self.streams.take_failed() {
+                let _ = self.io.queue(&Frame::new(FrameKind::Cancel, failed.id));
+            }
+            match self.io.poll_write(cx) {
+                Poll::Ready(Ok(())) if moved => {
+                    rounds -= 1;
+                    if rounds == 0 {
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
+                }
+                Poll::Ready(Ok(())) | Poll::Pending => break,
+                Poll::Ready(Err(err)) => {
+                    return Poll::Ready(
+                        self.fail_all(Status::unavailable(format!("connection failed: {err}"))),
+                    );
+                }
+            }
         }
         if let Some(goaway) = &self.goaway
             && self.pending.is_empty()
+            && !self.streams.has_live()
             && !self.io.has_pending_writes()
         {
             // Drained: every call sent here has its answer.
@@ -169,16 +244,34 @@ impl ClientConnection {
                     let max = usize::try_from(max).unwrap_or(usize::MAX);
                     self.io.codec_mut().set_max_send_frame_size(max);
                 }
+                if let Some(window) = frame.header.initial_window {
+                    self.streams.set_peer_stream_window(window);
+                }
+            }
+            FrameKind::StreamMessage => {
+                self.streams.on_message(frame).map_err(|err| Status::internal(err.to_string()))?;
+            }
+            FrameKind::StreamEnd => {
+                let id = frame.call_id;
+                let code = frame.header.status_code.map_or(Code::Ok, Code::from_u32);
+                if code == Code::Ok {
+                    self.streams.end_inbound(id, Ok(frame.header.metadata));
+                    self.streams.finish(id, Status::failed_precondition("the server has ended the call"));
+                } else {
+                    let status =
+                        status_of(frame.header.status_message, code).with_metadata(frame.header.metadata);
+                    self.streams.end_inbound(id, Err(status.clone()));
+                    self.streams.finish(id, status);
+                }
+            }
+            FrameKind::WindowUpdate => {
+                self.streams.on_window_update(frame.call_id, frame.header.window_increment.unwrap_or(0));
             }
             FrameKind::GoAway => {
                 let code = frame.header.status_code.map_or(Code::Ok, Code::from_u32);
-                let message = frame
-                    .header
-                    .status_message
-                    .map(|m| String::from_utf8_lossy(&m).into_owned())
-                    .unwrap_or_default();
-                tracing::debug!(%code, %message, "server sent GOAWAY");
-                self.goaway = Some(Status::new(code, message));
+                let status = status_of(frame.header.status_message, code);
+                tracing::debug!(%status, "server sent GOAWAY");
+                self.goaway = Some(status);
             }
             FrameKind::Ping => {
                 let mut pong = Frame::new(FrameKind::Pong, frame.call_id);
@@ -189,12 +282,8 @@ impl ClientConnection {
             FrameKind::Request | FrameKind::StreamOpen => {
                 return Err(Status::internal("protocol violation: the server opened a call"));
             }
-            // Keepalive answers count as activity already; the rest is not for clients.
-            FrameKind::Pong
-            | FrameKind::Cancel
-            | FrameKind::StreamMessage
-            | FrameKind::StreamEnd
-            | FrameKind::WindowUpdate => {}
+            // Keepalive answers count as activity already; cancels are not for clients.
+            FrameKind::Pong | FrameKind::Cancel => {}
         }
         Ok(())
     }
@@ -207,8 +296,15 @@ impl ClientConnection {
         for waiter in self.ready_waiters.drain(..) {
             let _ = waiter.send(Err(reason.clone()));
         }
+        self.streams.close_all(&reason);
         reason
     }
+}
+
+/// A status from a frame's code and optional message.
+fn status_of(message: Option<Bytes>, code: Code) -> Status {
+    let message = message.map(|m| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
+    Status::new(code, message)
 }
 
 /// Pings an idle connection, and declares it dead when a ping goes unanswered.

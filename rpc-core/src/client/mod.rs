@@ -21,6 +21,7 @@
 
 mod call;
 mod connection;
+mod streaming;
 mod task;
 
 use std::fmt;
@@ -31,11 +32,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use call::{MessageFuture, Response, ResponseFuture, UnaryCall};
+pub use streaming::{BidiStreaming, ClientStreaming, ServerStreaming, StreamingCall};
 
 use crate::codec::Codec;
 use crate::status::Status;
-use crate::wire::{DEFAULT_MAX_FRAME_SIZE, Frame};
-use task::{ChannelTask, Command};
+use crate::stream::flow::FlowConfig;
+use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
+use crate::wire::{DEFAULT_MAX_FRAME_SIZE, Frame, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
+use task::ChannelTask;
+pub(crate) use task::Command;
 
 /// The default time allowed to establish a TCP connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +68,18 @@ pub(crate) struct ChannelConfig {
     pub(crate) keepalive_timeout: Duration,
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
+    pub(crate) stream_window: u64,
+    pub(crate) connection_window: u64,
+}
+
+impl ChannelConfig {
+    pub(crate) fn flow(&self) -> FlowConfig {
+        FlowConfig {
+            stream_window: self.stream_window,
+            connection_window: self.connection_window,
+            max_frame_size: self.max_frame_size,
+        }
+    }
 }
 
 impl Default for ChannelConfig {
@@ -76,6 +93,8 @@ impl Default for ChannelConfig {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: DEFAULT_CONNECTION_WINDOW,
         }
     }
 }
@@ -129,6 +148,40 @@ impl Channel {
         C: Codec<Req> + Codec<Resp>,
     {
         UnaryCall::new(self, method, request)
+    }
+
+    /// Starts a server-streaming call to `method`. Generated clients call this.
+    pub fn server_streaming<Req, Resp, C>(
+        &self,
+        method: &'static str,
+        request: Req,
+    ) -> StreamingCall<'_, Req, Resp, C, ServerStreaming>
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        StreamingCall::new(self, method, Some(request))
+    }
+
+    /// Starts a client-streaming call to `method`. Generated clients call this.
+    pub fn client_streaming<Req, Resp, C>(
+        &self,
+        method: &'static str,
+    ) -> StreamingCall<'_, Req, Resp, C, ClientStreaming>
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        StreamingCall::new(self, method, None)
+    }
+
+    /// Starts a bidirectional-streaming call to `method`. Generated clients call this.
+    pub fn bidi_streaming<Req, Resp, C>(
+        &self,
+        method: &'static str,
+    ) -> StreamingCall<'_, Req, Resp, C, BidiStreaming>
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        StreamingCall::new(self, method, None)
     }
 
     fn send_call(&self, frame: Frame) -> Result<oneshot::Receiver<Result<Frame, Status>>, Status> {
@@ -196,6 +249,22 @@ impl ChannelBuilder {
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> ChannelBuilder {
         self.config.backoff_initial = initial;
         self.config.backoff_max = max.max(initial);
+        self
+    }
+
+    /// The flow-control window granted to the server for each stream it sends on: how many
+    /// bytes of its messages may be in flight or waiting to be read (default 1 MiB; at least
+    /// 64 KiB). It is also the budget of bytes a [`StreamSender`](crate::StreamSender) may
+    /// queue ahead of the socket.
+    pub fn stream_window(mut self, bytes: u64) -> ChannelBuilder {
+        self.config.stream_window = bytes.max(MIN_STREAM_WINDOW);
+        self
+    }
+
+    /// The flow-control window granted to the server for all streams of one connection
+    /// together (default 16 MiB; at least 1 MiB).
+    pub fn connection_window(mut self, bytes: u64) -> ChannelBuilder {
+        self.config.connection_window = bytes.max(MIN_CONNECTION_WINDOW);
         self
     }
 

@@ -21,19 +21,39 @@ use tokio::time::Sleep;
 use super::ChannelConfig;
 use super::connection::{ClientConnection, Reply};
 use crate::status::Status;
+use crate::stream::{Inbound, StreamEvent, StreamShared};
 use crate::wire::Frame;
 
 /// Commands handled per poll before the task yields.
 const POLL_BUDGET: usize = 256;
 
 /// What callers ask of the channel task.
+#[derive(Debug)]
 pub(crate) enum Command {
     /// Send a request frame; the answer goes to `reply`.
     Call { frame: Frame, reply: Reply },
+    /// Open a stream with this `STREAM_OPEN` frame; messages go to `inbound`, and `shared`
+    /// is the local sender's budget.
+    OpenStream { frame: Frame, inbound: mpsc::UnboundedSender<Inbound>, shared: Arc<StreamShared> },
+    /// A message, end, release or cancellation of an open stream.
+    Stream(StreamEvent),
     /// The caller stopped waiting for call `id`.
     Cancel { id: u64 },
     /// Answer once a connection is established (or has failed).
     WaitReady { reply: oneshot::Sender<Result<(), Status>> },
+}
+
+impl Command {
+    /// The call a command concerns, if any.
+    fn call_id(&self) -> Option<u64> {
+        match self {
+            Command::Call { frame, .. } | Command::OpenStream { frame, .. } => Some(frame.call_id),
+            Command::Stream(StreamEvent::Frame(frame)) => Some(frame.call_id),
+            Command::Stream(StreamEvent::Release { id, .. } | StreamEvent::Cancel { id }) => Some(*id),
+            Command::Cancel { id } => Some(*id),
+            Command::WaitReady { .. } => None,
+        }
+    }
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Status>> + Send>>;
@@ -67,8 +87,10 @@ impl ChannelTask {
     }
 
     fn handle(&mut self, command: Command) {
-        if let Command::Cancel { id } = command {
-            return self.cancel(id);
+        match command {
+            Command::Cancel { id } | Command::Stream(StreamEvent::Cancel { id }) => return self.cancel(id),
+            Command::Stream(event) => return self.route(event),
+            _ => {}
         }
         match &mut self.state {
             State::Ready(conn) => apply(conn, command),
@@ -86,7 +108,9 @@ impl ChannelTask {
                 }
             }
             State::Connecting { queued, .. } => {
-                queued.retain(|c| !matches!(c, Command::Call { frame, .. } if frame.call_id == id));
+                // Never sent: forget it, and whatever was queued for it.
+                queued.retain(|c| c.call_id() != Some(id));
+                return;
             }
             State::Idle | State::Backoff { .. } => {}
         }
@@ -95,6 +119,27 @@ impl ChannelTask {
                 return;
             }
         }
+    }
+
+    /// Hands a stream event to the connection that carries the stream.
+    fn route(&mut self, event: StreamEvent) {
+        let id = match &event {
+            StreamEvent::Frame(frame) => frame.call_id,
+            StreamEvent::Release { id, .. } | StreamEvent::Cancel { id } => *id,
+        };
+        match &mut self.state {
+            State::Connecting { queued, .. } => {
+                // Its stream is queued too, or was never opened; order is kept either way.
+                queued.push(Command::Stream(event));
+                return;
+            }
+            State::Ready(conn) if conn.has_stream(id) => return conn.on_stream_event(event),
+            _ => {}
+        }
+        if let Some(conn) = self.draining.iter_mut().find(|conn| conn.has_stream(id)) {
+            conn.on_stream_event(event);
+        }
+        // Otherwise the stream's connection is gone, and the event with it.
     }
 
     fn connect(&self) -> ConnectFuture {
@@ -210,6 +255,8 @@ impl Future for ChannelTask {
 fn apply(conn: &mut ClientConnection, command: Command) {
     match command {
         Command::Call { frame, reply } => conn.start_call(frame, reply),
+        Command::OpenStream { frame, inbound, shared } => conn.open_stream(frame, inbound, shared),
+        Command::Stream(event) => conn.on_stream_event(event),
         Command::WaitReady { reply } => conn.when_established(reply),
         Command::Cancel { id } => {
             conn.cancel(id);
@@ -223,10 +270,14 @@ fn fail(command: Command, error: Status) {
         Command::Call { reply, .. } => {
             let _ = reply.send(Err(error));
         }
+        Command::OpenStream { inbound, shared, .. } => {
+            let _ = inbound.send(Inbound::End(Err(error.clone())));
+            shared.close(error);
+        }
         Command::WaitReady { reply } => {
             let _ = reply.send(Err(error));
         }
-        Command::Cancel { .. } => {}
+        Command::Stream(_) | Command::Cancel { .. } => {}
     }
 }
 

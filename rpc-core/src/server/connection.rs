@@ -19,8 +19,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::ServerConfig;
 use super::context::Context;
 use super::routes::Routes;
-use super::service::{MethodKind, Outgoing, ServerCall, error_response};
+use super::service::{MethodKind, Outgoing, Payload, ServerCall, StreamParts, error_response};
 use crate::status::{Code, Status};
+use crate::stream::flow::StreamTable;
+use crate::stream::{StreamEvent, StreamShared};
 use crate::transport::FrameIo;
 use crate::wire::{Frame, FrameCodec, FrameKind, WireError, flags};
 
@@ -31,6 +33,9 @@ const POLL_BUDGET: usize = 128;
 /// has read its responses: a client that sends but never reads cannot make the server
 /// buffer without bound.
 pub(crate) const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+
+/// Fill-and-write rounds per poll while the socket keeps taking stream data.
+const WRITE_ROUNDS: usize = 16;
 
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -92,12 +97,15 @@ struct ServerConnection {
     routes: Arc<Routes>,
     max_concurrent_calls: usize,
     calls: HashMap<u64, CallEntry>,
+    streams: StreamTable,
+    stream_window: u64,
     tx: mpsc::UnboundedSender<Outgoing>,
     rx: mpsc::UnboundedReceiver<Outgoing>,
     preface_timer: Option<Pin<Box<Sleep>>>,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     draining: bool,
     drain_acked: bool,
+    ended: Vec<u64>,
 }
 
 impl ServerConnection {
@@ -110,11 +118,16 @@ impl ServerConnection {
     ) -> ServerConnection {
         let codec = FrameCodec::new().with_max_frame_size(config.max_frame_size);
         let mut io = FrameIo::new(stream, codec);
+        let flow = config.flow();
         let mut settings = Frame::new(FrameKind::Settings, 0);
         settings.header.max_frame_size = Some(config.max_frame_size as u64);
         settings.header.max_concurrent_calls = Some(config.max_concurrent_calls as u64);
-        // A settings frame is a few bytes: below any limit a peer could have announced yet.
+        settings.header.initial_window = Some(flow.stream_window);
+        // Settings and window updates are a few bytes: below any limit a peer could announce.
         let _ = io.queue(&settings);
+        if let Some(grant) = flow.initial_connection_grant() {
+            let _ = io.queue(&grant);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         ServerConnection {
             io,
@@ -122,12 +135,15 @@ impl ServerConnection {
             routes,
             max_concurrent_calls: config.max_concurrent_calls,
             calls: HashMap::new(),
+            streams: StreamTable::new(flow),
+            stream_window: flow.stream_window,
             tx,
             rx,
             preface_timer: Some(Box::pin(tokio::time::sleep(config.preface_timeout))),
             shutdown: Some(Box::pin(shutdown.cancelled_owned())),
             draining: false,
             drain_acked: false,
+            ended: Vec::new(),
         }
     }
 
@@ -147,14 +163,11 @@ impl ServerConnection {
             self.start_drain()?;
         }
 
-        // Responses from handler tasks.
+        // Responses and stream events from handler tasks.
         let mut budget = POLL_BUDGET;
         while budget > 0 {
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(Outgoing::Response(frame))) => self.send_response(frame)?,
-                Poll::Ready(Some(Outgoing::Finished(id))) => {
-                    self.calls.remove(&id);
-                }
+                Poll::Ready(Some(outgoing)) => self.on_outgoing(outgoing)?,
                 // We hold a sender ourselves, so the channel never closes.
                 Poll::Ready(None) | Poll::Pending => break,
             }
@@ -176,10 +189,24 @@ impl ServerConnection {
             cx.waker().wake_by_ref();
         }
 
-        // Everything queued above goes out in one write.
+        // Everything queued above goes out together; stream data is added a chunk at a time
+        // as the socket takes it.
         let paused = self.io.pending_write_bytes() >= WRITE_HIGH_WATER;
-        if let Poll::Ready(Err(err)) = self.io.poll_write(cx) {
-            return Poll::Ready(Err(err.into()));
+        let mut rounds = WRITE_ROUNDS;
+        loop {
+            let moved = self.streams.fill(&mut self.io, &mut self.ended);
+            self.after_fill()?;
+            match self.io.poll_write(cx) {
+                Poll::Ready(Ok(())) if moved => {
+                    rounds -= 1;
+                    if rounds == 0 {
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
+                }
+                Poll::Ready(Ok(())) | Poll::Pending => break,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+            }
         }
         if paused && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
             // The write drained below the mark without waiting: read again now.
@@ -192,13 +219,68 @@ impl ServerConnection {
         Poll::Pending
     }
 
+    fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), WireError> {
+        match outgoing {
+            Outgoing::Response(frame) => self.send_response(frame),
+            Outgoing::Stream(StreamEvent::Frame(frame)) => {
+                self.streams.push(frame);
+                Ok(())
+            }
+            Outgoing::Stream(StreamEvent::Release { id, bytes, last }) => {
+                self.streams.release(id, bytes, last, &mut self.io);
+                Ok(())
+            }
+            // Only clients cancel.
+            Outgoing::Stream(StreamEvent::Cancel { .. }) => Ok(()),
+            Outgoing::Finished(id) => {
+                self.calls.remove(&id);
+                self.streams.finish(id, Status::cancelled("the call was cancelled"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Acts on what scheduling stream frames produced: calls whose end went out are over,
+    /// and streams whose message could not be sent end with the reason.
+    fn after_fill(&mut self) -> Result<(), WireError> {
+        for id in self.ended.drain(..) {
+            self.calls.remove(&id);
+            self.streams.finish(id, Status::cancelled("the stream has ended"));
+        }
+        for failed in self.streams.take_failed() {
+            if let Some(entry) = self.calls.remove(&failed.id)
+                && let Some(abort) = entry.abort
+            {
+                abort.abort();
+            }
+            let mut end = error_response(failed.id, failed.status);
+            end.kind = FrameKind::StreamEnd;
+            self.io.queue(&end)?;
+        }
+        Ok(())
+    }
+
     fn handle_frame(&mut self, frame: Frame) -> Result<(), WireError> {
         match frame.kind {
             FrameKind::Request => self.start_call(frame),
+            FrameKind::StreamOpen => self.start_call(frame),
+            FrameKind::StreamMessage => self.streams.on_message(frame),
+            FrameKind::StreamEnd => {
+                // The client half-closed: its handler reads the end after the messages.
+                self.streams.end_inbound(frame.call_id, Ok(frame.header.metadata));
+                Ok(())
+            }
+            FrameKind::WindowUpdate => {
+                self.streams.on_window_update(frame.call_id, frame.header.window_increment.unwrap_or(0));
+                Ok(())
+            }
             FrameKind::Settings => {
                 if let Some(max) = frame.header.max_frame_size {
                     let max = usize::try_from(max).unwrap_or(usize::MAX);
                     self.io.codec_mut().set_max_send_frame_size(max);
+                }
+                if let Some(window) = frame.header.initial_window {
+                    self.streams.set_peer_stream_window(window);
                 }
                 Ok(())
             }
@@ -209,6 +291,7 @@ impl ServerConnection {
                         abort.abort();
                     }
                 }
+                self.streams.close(frame.call_id, Status::cancelled("cancelled by the client"));
                 Ok(())
             }
             FrameKind::Ping => {
@@ -222,60 +305,77 @@ impl ServerConnection {
                 }
                 Ok(())
             }
-            FrameKind::StreamOpen => {
-                let status = Status::unimplemented("this server does not support streaming calls");
-                self.io.queue(&error_response(frame.call_id, status))
-            }
             FrameKind::Response => Err(WireError::Protocol("a client sent a RESPONSE frame")),
             // The client is leaving; it closes the connection when its calls are done.
             FrameKind::GoAway => Ok(()),
-            // Reserved kinds this version does not act on.
-            FrameKind::StreamMessage | FrameKind::StreamEnd | FrameKind::WindowUpdate => Ok(()),
         }
     }
 
+    /// Starts a unary call (`REQUEST`) or a streaming one (`STREAM_OPEN`).
     fn start_call(&mut self, frame: Frame) -> Result<(), WireError> {
         let id = frame.call_id;
+        let streaming = frame.kind == FrameKind::StreamOpen;
         if id == 0 {
-            return Err(WireError::Protocol("REQUEST frame with call id 0"));
+            return Err(WireError::Protocol("call opened with call id 0"));
         }
         let Some(method) = frame.header.method else {
-            return Err(WireError::Protocol("REQUEST frame without a method"));
+            return Err(WireError::Protocol("call opened without a method"));
         };
-        if self.calls.contains_key(&id) {
+        if self.calls.contains_key(&id) || self.streams.contains(id) {
             return Err(WireError::Protocol("call id reused while its call is in flight"));
         }
         if self.draining {
-            return self.refuse(id, Status::unavailable("server is shutting down"));
+            return self.refuse(id, streaming, Status::unavailable("server is shutting down"));
         }
         if self.calls.len() >= self.max_concurrent_calls {
             let limit = self.max_concurrent_calls;
-            return self.refuse(
-                id,
-                Status::resource_exhausted(format!("over {limit} calls in flight on one connection")),
-            );
+            let status =
+                Status::resource_exhausted(format!("over {limit} calls in flight on one connection"));
+            return self.refuse(id, streaming, status);
         }
         let Some(route) = self.routes.get(&method) else {
             let status = Status::unimplemented(self.routes.describe_unknown(&method));
-            return self.io.queue(&error_response(id, status));
+            return self.answer(id, streaming, status);
         };
-        if route.kind != MethodKind::Unary {
-            let status = Status::unimplemented(format!("{} is a streaming method, not unary", route.path));
-            return self.io.queue(&error_response(id, status));
+        if (route.kind == MethodKind::Unary) == streaming {
+            let (is, opened) =
+                if streaming { ("unary", "a stream") } else { ("a streaming method", "unary") };
+            let status = Status::unimplemented(format!("{} is {is}, called as {opened}", route.path));
+            return self.answer(id, streaming, status);
         }
         // A timeout too large to add to now is no deadline at all.
         let deadline = frame.header.timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let context = Context::new(route.path, self.peer, frame.header.metadata, deadline);
-        let call = ServerCall { id, body: frame.body, context, out: self.tx.clone() };
+        let payload = if streaming {
+            let (inbound_tx, inbound) = mpsc::unbounded_channel();
+            let shared = StreamShared::new(self.stream_window);
+            self.streams.open(id, inbound_tx, Arc::clone(&shared));
+            Payload::Stream(StreamParts { inbound, shared, window: self.stream_window })
+        } else {
+            Payload::Unary(frame.body)
+        };
+        let call = ServerCall { id, context, out: self.tx.clone(), payload };
         let spawned = route.service.call(route.index, call);
         self.calls.insert(id, CallEntry { abort: spawned.0, cancelled: false });
         Ok(())
     }
 
+    /// Answers a call the server will not run with `status`, in the frame its kind expects.
+    fn answer(&mut self, id: u64, streaming: bool, status: Status) -> Result<(), WireError> {
+        let mut frame = error_response(id, status);
+        if streaming {
+            frame.kind = FrameKind::StreamEnd;
+        }
+        self.io.queue(&frame)
+    }
+
     /// Answers a call that was not processed, flagged so the caller knows it may retry it.
-    fn refuse(&mut self, id: u64, status: Status) -> Result<(), WireError> {
+    fn refuse(&mut self, id: u64, streaming: bool, status: Status) -> Result<(), WireError> {
         let mut frame = error_response(id, status);
         frame.flags |= flags::REFUSED;
+        if streaming {
+            frame.kind = FrameKind::StreamEnd;
+        }
         self.io.queue(&frame)
     }
 
@@ -319,5 +419,6 @@ impl Drop for ServerConnection {
                 abort.abort();
             }
         }
+        self.streams.close_all(&Status::unavailable("the connection closed"));
     }
 }

@@ -42,9 +42,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use context::Context;
+pub(crate) use service::Outgoing;
 pub use service::{MethodDescriptor, MethodKind, ServerCall, Service, ServiceDescriptor, Spawned};
 
-use crate::wire::DEFAULT_MAX_FRAME_SIZE;
+use crate::stream::flow::FlowConfig;
+use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
+use crate::wire::{DEFAULT_MAX_FRAME_SIZE, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
 use routes::Routes;
 
 /// The default cap on calls running at once on one connection; past it, calls are refused
@@ -69,6 +72,8 @@ pub(crate) struct ServerConfig {
     pub(crate) shutdown_grace: Duration,
     pub(crate) preface_timeout: Duration,
     pub(crate) tcp_nodelay: bool,
+    pub(crate) stream_window: u64,
+    pub(crate) connection_window: u64,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +84,18 @@ impl Default for ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             preface_timeout: DEFAULT_PREFACE_TIMEOUT,
             tcp_nodelay: true,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: DEFAULT_CONNECTION_WINDOW,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn flow(&self) -> FlowConfig {
+        FlowConfig {
+            stream_window: self.stream_window,
+            connection_window: self.connection_window,
+            max_frame_size: self.max_frame_size,
         }
     }
 }
@@ -143,6 +160,22 @@ impl ServerBuilder {
     /// How long a new connection may take to send its preface (default 10 s).
     pub fn preface_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.config.preface_timeout = timeout;
+        self
+    }
+
+    /// The flow-control window granted to a client for each stream it sends on: how many
+    /// bytes of its messages may be in flight or waiting to be read by the handler
+    /// (default 1 MiB, [`DEFAULT_STREAM_WINDOW`]; at least 64 KiB). It is also the budget of
+    /// bytes a handler's [`StreamSender`](crate::StreamSender) may queue ahead of the socket.
+    pub fn stream_window(mut self, bytes: u64) -> ServerBuilder {
+        self.config.stream_window = bytes.max(MIN_STREAM_WINDOW);
+        self
+    }
+
+    /// The flow-control window granted to a client for all its streams on one connection
+    /// together (default 16 MiB, [`DEFAULT_CONNECTION_WINDOW`]; at least 1 MiB).
+    pub fn connection_window(mut self, bytes: u64) -> ServerBuilder {
+        self.config.connection_window = bytes.max(MIN_CONNECTION_WINDOW);
         self
     }
 

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -15,7 +16,9 @@ use tokio::task::AbortHandle;
 
 use super::context::Context;
 use crate::codec::Codec;
+use crate::metadata::Metadata;
 use crate::status::{Code, Status};
+use crate::stream::{Inbound, Outlet, StreamEvent, StreamSender, StreamShared, Streaming};
 use crate::wire::{Frame, FrameKind};
 
 /// The shape of a method's call: how many messages go each way.
@@ -64,9 +67,11 @@ pub trait Service: Send + Sync + 'static {
 /// What a handler task sends its connection.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    /// The response frame of a finished call.
+    /// The response frame of a finished unary call.
     Response(Frame),
-    /// The call ended without a response (cancelled or aborted).
+    /// A stream's message, end, or released credit.
+    Stream(StreamEvent),
+    /// The call's task ended without a response (cancelled or aborted).
     Finished(u64),
 }
 
@@ -78,9 +83,24 @@ pub struct Spawned(pub(crate) Option<AbortHandle>);
 #[derive(Debug)]
 pub struct ServerCall {
     pub(crate) id: u64,
-    pub(crate) body: Bytes,
     pub(crate) context: Context,
     pub(crate) out: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) payload: Payload,
+}
+
+/// What a call brings: a unary request's body, or a stream's plumbing.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Unary(Bytes),
+    Stream(StreamParts),
+}
+
+/// The server's ends of a stream, set up by the connection.
+#[derive(Debug)]
+pub(crate) struct StreamParts {
+    pub(crate) inbound: mpsc::UnboundedReceiver<Inbound>,
+    pub(crate) shared: Arc<StreamShared>,
+    pub(crate) window: u64,
 }
 
 impl ServerCall {
@@ -100,48 +120,128 @@ impl ServerCall {
         F: FnOnce(Context, Req) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
     {
-        let ServerCall { id, body, context, out } = self;
+        let ServerCall { id, context, out, payload } = self;
+        let Payload::Unary(body) = payload else {
+            return mismatched(id, &out, context.method());
+        };
         let responder = Responder { id, out: Some(out) };
         let method = context.method();
         let deadline = context.deadline_instant();
         let task = async move {
-            let outcome = match <C as Codec<Req>>::decode(body) {
-                Err(err) => {
-                    Err(Status::invalid_argument(format!("request to {method} does not decode: {err}")))
-                }
+            let (metadata, result) = match decode_request::<Req, C>(body) {
+                Err(status) => (Metadata::new(), Err(status)),
                 Ok(request) => {
-                    let run = AssertUnwindSafe(async move { handler(context, request).await }).catch_unwind();
-                    let finished = match deadline {
-                        Some(deadline) => tokio::time::timeout_at(deadline, run).await.ok(),
-                        None => Some(run.await),
-                    };
-                    match finished {
-                        None => Err(Status::deadline_exceeded(format!(
-                            "deadline exceeded while {method} was running"
-                        ))),
-                        Some(Err(panic)) => {
-                            tracing::error!(method, panic = panic_message(&panic), "handler panicked");
-                            Err(Status::internal(format!("handler for {method} panicked")))
-                        }
-                        Some(Ok((mut ctx, result))) => Ok((ctx.take_response_metadata(), result)),
-                    }
+                    run_handler(method, deadline, async move { handler(context, request).await }).await
                 }
             };
-            let frame = match outcome {
-                Ok((metadata, Ok(message))) => {
+            let frame = match result {
+                Ok(message) => {
                     let mut frame = Frame::new(FrameKind::Response, id);
                     frame.header.metadata = metadata;
                     frame.body = <C as Codec<Resp>>::encode_to_bytes(&message);
                     frame
                 }
-                Ok((metadata, Err(mut status))) => {
+                Err(mut status) => {
                     let mut md = metadata;
                     md.extend(std::mem::take(status.metadata_mut()));
                     error_response(id, status.with_metadata(md))
                 }
-                Err(status) => error_response(id, status),
             };
             responder.send(frame);
+        };
+        Spawned(Some(tokio::spawn(task).abort_handle()))
+    }
+
+    /// Spawns a server-streaming handler: one request in, a stream of responses out.
+    ///
+    /// The single request is read (and decoded) inside the task; the stream ends, after the
+    /// messages the handler sent, with the status it returned. Deadline, cancellation and
+    /// panics are handled as for [`spawn_unary`](Self::spawn_unary).
+    pub fn spawn_server_streaming<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
+    where
+        C: Codec<Req> + Codec<Resp>,
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(Context, Req, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+    {
+        self.spawn_stream::<Req, Resp, C, _, _>(move |ctx, requests, responses| async move {
+            match requests.single("request").await {
+                Ok(request) => handler(ctx, request, responses).await,
+                Err(status) => (ctx, Err(status)),
+            }
+        })
+    }
+
+    /// Spawns a client-streaming handler: a stream of requests in, one response out.
+    pub fn spawn_client_streaming<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
+    where
+        C: Codec<Req> + Codec<Resp>,
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(Context, Streaming<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+    {
+        self.spawn_stream::<Req, Resp, C, _, _>(move |ctx, requests, mut responses| async move {
+            let (ctx, result) = handler(ctx, requests).await;
+            let result = match result {
+                Ok(response) => responses.send(response).await,
+                Err(status) => Err(status),
+            };
+            (ctx, result)
+        })
+    }
+
+    /// Spawns a bidirectional-streaming handler: streams both ways.
+    pub fn spawn_bidi_streaming<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
+    where
+        C: Codec<Req> + Codec<Resp>,
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+    {
+        self.spawn_stream::<Req, Resp, C, _, _>(handler)
+    }
+
+    /// The common part of the streaming kinds: wires the stream's two ends to the handler,
+    /// runs it like a unary handler, and ends the stream with its status and the response
+    /// metadata it set.
+    fn spawn_stream<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
+    where
+        C: Codec<Req> + Codec<Resp>,
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+    {
+        let ServerCall { id, context, out, payload } = self;
+        let Payload::Stream(parts) = payload else {
+            return mismatched(id, &out, context.method());
+        };
+        let outlet = Outlet::Server(out.clone());
+        let requests = Streaming::new(
+            id,
+            parts.inbound,
+            outlet.clone(),
+            decode_request::<Req, C>,
+            parts.window,
+            None,
+            false,
+        );
+        let responses = StreamSender::new(id, parts.shared, outlet, encode_message::<Resp, C>, false);
+        let responder = Responder { id, out: Some(out) };
+        let method = context.method();
+        let deadline = context.deadline_instant();
+        let task = async move {
+            let (metadata, result) =
+                run_handler(method, deadline, handler(context, requests, responses)).await;
+            let mut end = error_response(id, result.err().unwrap_or_else(|| Status::new(Code::Ok, "")));
+            end.kind = FrameKind::StreamEnd;
+            let mut trailers = metadata;
+            trailers.extend(std::mem::take(&mut end.header.metadata));
+            end.header.metadata = trailers;
+            responder.send_stream_end(end);
         };
         Spawned(Some(tokio::spawn(task).abort_handle()))
     }
@@ -150,8 +250,65 @@ impl ServerCall {
     pub fn unimplemented(self) -> Spawned {
         let method = self.context.method();
         let status = Status::unimplemented(format!("{method} is not implemented by this server"));
-        let _ = self.out.send(Outgoing::Response(error_response(self.id, status)));
+        mismatched_status(self.id, &self.out, &self.payload, status);
         Spawned(None)
+    }
+}
+
+/// Runs a handler under the call's deadline, catching a panic: the response metadata it set
+/// and its outcome.
+async fn run_handler<T, Fut>(
+    method: &'static str,
+    deadline: Option<tokio::time::Instant>,
+    handler: Fut,
+) -> (Metadata, Result<T, Status>)
+where
+    Fut: Future<Output = (Context, Result<T, Status>)>,
+{
+    let run = AssertUnwindSafe(handler).catch_unwind();
+    let finished = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, run).await.ok(),
+        None => Some(run.await),
+    };
+    match finished {
+        None => (
+            Metadata::new(),
+            Err(Status::deadline_exceeded(format!("deadline exceeded while {method} was running"))),
+        ),
+        Some(Err(panic)) => {
+            tracing::error!(method, panic = panic_message(&panic), "handler panicked");
+            (Metadata::new(), Err(Status::internal(format!("handler for {method} panicked"))))
+        }
+        Some(Ok((mut ctx, result))) => (ctx.take_response_metadata(), result),
+    }
+}
+
+fn decode_request<Req, C: Codec<Req>>(body: Bytes) -> Result<Req, Status> {
+    C::decode(body).map_err(|err| Status::invalid_argument(format!("request does not decode: {err}")))
+}
+
+fn encode_message<Resp, C: Codec<Resp>>(message: &Resp) -> Bytes {
+    C::encode_to_bytes(message)
+}
+
+/// A generated service spawned a call with the helper for another kind of method.
+fn mismatched(id: u64, out: &mpsc::UnboundedSender<Outgoing>, method: &str) -> Spawned {
+    let status = Status::internal(format!("{method} was dispatched as the wrong kind of call"));
+    let _ = out.send(Outgoing::Response(error_response(id, status)));
+    Spawned(None)
+}
+
+/// Answers a call with `status` in the shape its kind expects.
+fn mismatched_status(id: u64, out: &mpsc::UnboundedSender<Outgoing>, payload: &Payload, status: Status) {
+    let mut frame = error_response(id, status);
+    match payload {
+        Payload::Unary(_) => {
+            let _ = out.send(Outgoing::Response(frame));
+        }
+        Payload::Stream(_) => {
+            frame.kind = FrameKind::StreamEnd;
+            let _ = out.send(Outgoing::Stream(StreamEvent::Frame(frame)));
+        }
     }
 }
 
@@ -181,6 +338,12 @@ impl Responder {
         if let Some(out) = self.out.take() {
             // The connection may be gone; then nobody is waiting for the answer.
             let _ = out.send(Outgoing::Response(frame));
+        }
+    }
+
+    fn send_stream_end(mut self, frame: Frame) {
+        if let Some(out) = self.out.take() {
+            let _ = out.send(Outgoing::Stream(StreamEvent::Frame(frame)));
         }
     }
 }

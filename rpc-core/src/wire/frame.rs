@@ -28,13 +28,14 @@ pub enum FrameKind {
     Pong = 0x06,
     /// The sender will accept no new calls on this connection.
     GoAway = 0x07,
-    /// Reserved for streaming calls: opens a stream.
+    /// Opens a streaming call: method, deadline, metadata.
     StreamOpen = 0x08,
-    /// Reserved for streaming calls: one message of a stream.
+    /// One message of a stream, in either direction; flow-controlled.
     StreamMessage = 0x09,
-    /// Reserved for streaming calls: end of one side of a stream, with a status from the server.
+    /// From the client: no more messages (half-close). From the server: the call is over,
+    /// with its status and trailing metadata.
     StreamEnd = 0x0a,
-    /// Reserved for streaming calls: flow-control credit.
+    /// Flow-control credit for a stream, or for the whole connection (call id 0).
     WindowUpdate = 0x0b,
 }
 
@@ -82,9 +83,9 @@ pub mod tag {
     pub const MAX_FRAME_SIZE: u64 = 6;
     /// Settings: how many calls the sender runs at once on this connection (varint).
     pub const MAX_CONCURRENT_CALLS: u64 = 7;
-    /// Reserved for streaming: initial per-stream window.
+    /// Settings: the credit the sender grants the peer for each new stream, in bytes (varint).
     pub const INITIAL_WINDOW: u64 = 8;
-    /// Reserved for streaming: window increment.
+    /// Window update: the credit granted, in bytes (varint).
     pub const WINDOW_INCREMENT: u64 = 9;
 }
 
@@ -105,6 +106,10 @@ pub struct Header {
     pub max_frame_size: Option<u64>,
     /// Tag 7: the sender's maximum concurrent calls.
     pub max_concurrent_calls: Option<u64>,
+    /// Tag 8: the credit the sender grants for each new stream.
+    pub initial_window: Option<u64>,
+    /// Tag 9: the credit a window update grants.
+    pub window_increment: Option<u64>,
 }
 
 /// One frame: a fixed part (kind, flags, call id), a TLV header and a body.
@@ -210,6 +215,12 @@ impl Header {
         if let Some(max) = self.max_concurrent_calls {
             len += varint_field_len(tag::MAX_CONCURRENT_CALLS, max);
         }
+        if let Some(window) = self.initial_window {
+            len += varint_field_len(tag::INITIAL_WINDOW, window);
+        }
+        if let Some(increment) = self.window_increment {
+            len += varint_field_len(tag::WINDOW_INCREMENT, increment);
+        }
         len
     }
 
@@ -239,6 +250,12 @@ impl Header {
         }
         if let Some(max) = self.max_concurrent_calls {
             put_varint_field(dst, tag::MAX_CONCURRENT_CALLS, max);
+        }
+        if let Some(window) = self.initial_window {
+            put_varint_field(dst, tag::INITIAL_WINDOW, window);
+        }
+        if let Some(increment) = self.window_increment {
+            put_varint_field(dst, tag::WINDOW_INCREMENT, increment);
         }
     }
 
@@ -276,6 +293,10 @@ impl Header {
                 tag::MAX_FRAME_SIZE => header.max_frame_size = Some(field_varint(&value, "max frame size")?),
                 tag::MAX_CONCURRENT_CALLS => {
                     header.max_concurrent_calls = Some(field_varint(&value, "max concurrent calls")?)
+                }
+                tag::INITIAL_WINDOW => header.initial_window = Some(field_varint(&value, "initial window")?),
+                tag::WINDOW_INCREMENT => {
+                    header.window_increment = Some(field_varint(&value, "window increment")?)
                 }
                 _ => {} // Unknown (or reserved) tag: skipped, for forward compatibility.
             }
@@ -364,6 +385,8 @@ mod tests {
             metadata: [("k", "v"), ("k", "w")].into_iter().collect(),
             max_frame_size: Some(1 << 22),
             max_concurrent_calls: Some(100),
+            initial_window: Some(1 << 20),
+            window_increment: Some(65_536),
         };
         frame.body = Bytes::from_static(b"\x0a\x01x");
         assert_eq!(round_trip(&frame), frame);

@@ -38,6 +38,14 @@ pub const PREFACE: [u8; PREFACE_LEN] =
 /// The default largest frame payload a peer accepts: 4 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 4 * 1024 * 1024;
 
+/// The credit each side has for a new stream until the peer's `SETTINGS` say more, and the
+/// least a peer may announce: 64 KiB.
+pub const MIN_STREAM_WINDOW: u64 = 64 * 1024;
+
+/// The connection-level credit each side starts with, and the least a peer may grant: 1 MiB.
+/// A receiver grants more with a `WINDOW_UPDATE` on call id 0.
+pub const MIN_CONNECTION_WINDOW: u64 = 1024 * 1024;
+
 /// Everything that can go wrong reading or writing frames. Each is fatal to the
 /// connection it happened on, and to nothing else.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +102,12 @@ pub enum WireError {
     /// A metadata key breaks the key rules.
     #[error(transparent)]
     InvalidMetadataKey(#[from] InvalidMetadataKey),
+    /// The peer sent more stream data than the credit it was granted.
+    #[error("flow-control violation: {what}")]
+    FlowControl {
+        /// Which window was overrun.
+        what: &'static str,
+    },
     /// The peer broke a rule of the protocol above the framing (e.g. a request with no
     /// method, or a call id used twice).
     #[error("protocol violation: {0}")]

@@ -12,4 +12,5 @@ mod limits;
 mod raw;
 mod reconnect;
 mod shutdown;
+mod streams;
 mod unary;

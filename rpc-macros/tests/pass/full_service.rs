@@ -1,6 +1,6 @@
 //! A service using every option compiles, and its generated names are as documented.
 
-use rpc_core::{Context, Status};
+use rpc_core::{Context, Status, StreamSender, Streaming};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {
@@ -20,6 +20,17 @@ pub trait Greetings {
     async fn say_goodbye(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
     /// Raw identifiers work too.
     async fn r#type(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    /// Server streaming.
+    async fn watch(&self, ctx: &mut Context, req: Req, replies: StreamSender<Reply>) -> Result<(), Status>;
+    /// Client streaming.
+    async fn upload(&self, ctx: &mut Context, reqs: Streaming<Req>) -> Result<Reply, Status>;
+    /// Bidirectional streaming, with paths spelled out.
+    async fn chat(
+        &self,
+        ctx: &mut rpc_core::Context,
+        reqs: rpc_core::Streaming<Req>,
+        replies: rpc_core::StreamSender<Reply>,
+    ) -> Result<(), rpc_core::Status>;
 }
 
 struct Impl;
@@ -34,6 +45,21 @@ impl Greetings for Impl {
     async fn r#type(&self, _ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
         Ok(Reply {})
     }
+    async fn watch(&self, _ctx: &mut Context, _req: Req, mut replies: StreamSender<Reply>) -> Result<(), Status> {
+        replies.send(Reply {}).await
+    }
+    async fn upload(&self, _ctx: &mut Context, mut reqs: Streaming<Req>) -> Result<Reply, Status> {
+        while reqs.message().await?.is_some() {}
+        Ok(Reply {})
+    }
+    async fn chat(
+        &self,
+        _ctx: &mut Context,
+        _reqs: Streaming<Req>,
+        _replies: StreamSender<Reply>,
+    ) -> Result<(), Status> {
+        Ok(())
+    }
 }
 
 /// A service with no package and no methods is allowed.
@@ -47,7 +73,23 @@ fn main() {
     let descriptor = server.descriptor();
     assert_eq!(descriptor.name, "acme.greet.v1.Greeter");
     let paths: Vec<_> = descriptor.methods.iter().map(|m| m.path).collect();
-    assert_eq!(paths, ["/acme.greet.v1.Greeter/SayHello", "/acme.greet.v1.Greeter/Bye", "/acme.greet.v1.Greeter/Type"]);
+    assert_eq!(
+        paths,
+        [
+            "/acme.greet.v1.Greeter/SayHello",
+            "/acme.greet.v1.Greeter/Bye",
+            "/acme.greet.v1.Greeter/Type",
+            "/acme.greet.v1.Greeter/Watch",
+            "/acme.greet.v1.Greeter/Upload",
+            "/acme.greet.v1.Greeter/Chat",
+        ]
+    );
+    use rpc_core::server::MethodKind;
+    let kinds: Vec<_> = descriptor.methods.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds[3..],
+        [MethodKind::ServerStreaming, MethodKind::ClientStreaming, MethodKind::BidiStreaming]
+    );
     let _ = EmptyServer::new(EmptyImpl).descriptor();
 }
 

@@ -1,0 +1,365 @@
+//! Per-connection stream bookkeeping, owned by the connection's task: flow-control credit in
+//! both directions, and the fair scheduling of outgoing stream messages.
+//!
+//! Credit is counted in frame payload bytes of `STREAM_MESSAGE` frames, per stream and for
+//! the whole connection (see `docs/PROTOCOL.md`, "Flow control").
+//!
+//! Sending: each stream's messages wait in its outbox until the peer's credit allows them;
+//! `fill` moves them into the write buffer round-robin across streams and only while the
+//! buffer holds less than [`STREAM_WRITE_CHUNK`], so unary and control frames, which go to
+//! the buffer directly, never wait behind more than a chunk of bulk data.
+//!
+//! Receiving: incoming messages are counted against the credit we granted; a peer that
+//! overruns it is a protocol violation. Credit is granted back as the application consumes
+//! messages, reported through [`StreamEvent::Release`](super::StreamEvent).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::{Inbound, StreamShared};
+use crate::metadata::Metadata;
+use crate::status::Status;
+use crate::transport::FrameIo;
+use crate::wire::{Frame, FrameKind, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW, WireError};
+
+/// Stream data is moved into the write buffer only while it holds less than this, keeping
+/// frames queued behind it (unary responses, pings) within a chunk of the front.
+pub(crate) const STREAM_WRITE_CHUNK: usize = 64 * 1024;
+
+/// The windows this side grants, and the largest frame it accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlowConfig {
+    /// Credit granted to the peer for each stream (announced as `INITIAL_WINDOW`).
+    pub(crate) stream_window: u64,
+    /// Credit granted to the peer for the whole connection.
+    pub(crate) connection_window: u64,
+    /// Our maximum frame payload: the overdraft a sender is allowed (one message).
+    pub(crate) max_frame_size: usize,
+}
+
+impl FlowConfig {
+    /// The connection-level `WINDOW_UPDATE` that raises the peer's credit from the protocol
+    /// minimum to our window; `None` if we grant just the minimum.
+    pub(crate) fn initial_connection_grant(&self) -> Option<Frame> {
+        let extra = self.connection_window.saturating_sub(MIN_CONNECTION_WINDOW);
+        (extra > 0).then(|| window_update(0, extra))
+    }
+}
+
+fn window_update(id: u64, increment: u64) -> Frame {
+    let mut frame = Frame::new(FrameKind::WindowUpdate, id);
+    frame.header.window_increment = Some(increment);
+    frame
+}
+
+/// One stream's state on this connection.
+///
+/// A slot lives until the call is over (`finished`) *and* its consumer has detached: the
+/// consumer may still be reading messages after the end arrived, and the credit it releases
+/// must still be granted back on this connection.
+struct Slot {
+    /// Where received messages go; `None` once the peer half-closed or the consumer left.
+    inbound: Option<mpsc::UnboundedSender<Inbound>>,
+    /// Credit we granted minus bytes received.
+    recv_remaining: i64,
+    /// Bytes the consumer has released that we have not granted back yet.
+    unreleased: u64,
+    /// Credit the peer granted us minus bytes sent.
+    send_credit: i64,
+    /// Messages (and finally the `STREAM_END`) waiting to be written, in order.
+    outbox: VecDeque<Frame>,
+    /// Shared with the local `StreamSender`: its budget and outcome.
+    shared: Arc<StreamShared>,
+    /// Whether the id is in the scheduling ring.
+    in_ring: bool,
+    /// The call is over for this side.
+    finished: bool,
+    /// The consumer is gone (it read the end, or was dropped).
+    detached: bool,
+}
+
+/// A stream whose outgoing frame could not be sent, for the connection to act on.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) id: u64,
+    pub(crate) status: Status,
+}
+
+/// The streams of one connection.
+pub(crate) struct StreamTable {
+    slots: HashMap<u64, Slot>,
+    ring: VecDeque<u64>,
+    config: FlowConfig,
+    /// The peer's `INITIAL_WINDOW`: our starting credit for each stream.
+    peer_stream_window: i64,
+    /// Connection-level credit the peer granted us minus bytes sent.
+    conn_send_credit: i64,
+    /// Connection-level credit we granted minus bytes received.
+    conn_recv_remaining: i64,
+    /// Connection-level bytes released and not yet granted back.
+    conn_unreleased: u64,
+    /// Streams whose frames could not be sent, for the connection to clean up.
+    failed: Vec<Failed>,
+}
+
+impl StreamTable {
+    pub(crate) fn new(config: FlowConfig) -> StreamTable {
+        StreamTable {
+            slots: HashMap::new(),
+            ring: VecDeque::new(),
+            config,
+            peer_stream_window: MIN_STREAM_WINDOW as i64,
+            conn_send_credit: MIN_CONNECTION_WINDOW as i64,
+            conn_recv_remaining: config.connection_window as i64,
+            conn_unreleased: 0,
+            failed: Vec::new(),
+        }
+    }
+
+    /// Whether stream `id` has a slot here.
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.slots.contains_key(&id)
+    }
+
+    /// Whether any stream is open and not over.
+    pub(crate) fn has_live(&self) -> bool {
+        self.slots.values().any(|slot| !slot.finished)
+    }
+
+    /// Whether stream `id` is open and not over.
+    pub(crate) fn is_live(&self, id: u64) -> bool {
+        self.slots.get(&id).is_some_and(|slot| !slot.finished)
+    }
+
+    /// Registers a stream. `inbound` receives the peer's messages; `shared` is the local
+    /// sender's budget.
+    pub(crate) fn open(
+        &mut self,
+        id: u64,
+        inbound: mpsc::UnboundedSender<Inbound>,
+        shared: Arc<StreamShared>,
+    ) {
+        let slot = Slot {
+            inbound: Some(inbound),
+            recv_remaining: self.config.stream_window as i64,
+            unreleased: 0,
+            send_credit: self.peer_stream_window,
+            outbox: VecDeque::new(),
+            shared,
+            in_ring: false,
+            finished: false,
+            detached: false,
+        };
+        self.slots.insert(id, slot);
+    }
+
+    /// Applies the peer's `INITIAL_WINDOW` to new streams and, by the difference, to open ones.
+    pub(crate) fn set_peer_stream_window(&mut self, window: u64) {
+        let window = window.clamp(MIN_STREAM_WINDOW, i64::MAX as u64) as i64;
+        let delta = window - self.peer_stream_window;
+        self.peer_stream_window = window;
+        for (id, slot) in &mut self.slots {
+            slot.send_credit = slot.send_credit.saturating_add(delta);
+            if !slot.outbox.is_empty() && !slot.in_ring {
+                slot.in_ring = true;
+                self.ring.push_back(*id);
+            }
+        }
+    }
+
+    /// A `STREAM_MESSAGE` arrived: checks it against the credit granted and hands it to the
+    /// stream's consumer. A message nobody will read has its credit released at once.
+    pub(crate) fn on_message(&mut self, frame: Frame) -> Result<(), WireError> {
+        let cost = frame.payload_len() as u64;
+        let overdraft = self.config.max_frame_size as i64;
+        self.conn_recv_remaining -= cost as i64;
+        if self.conn_recv_remaining < -overdraft {
+            return Err(WireError::FlowControl { what: "connection window overrun" });
+        }
+        let Some(slot) = self.slots.get_mut(&frame.call_id) else {
+            self.conn_unreleased += cost;
+            return Ok(());
+        };
+        slot.recv_remaining -= cost as i64;
+        if slot.recv_remaining < -overdraft {
+            return Err(WireError::FlowControl { what: "stream window overrun" });
+        }
+        let delivered = match &slot.inbound {
+            Some(inbound) => inbound.send(Inbound::Message { body: frame.body, cost }).is_ok(),
+            None => false,
+        };
+        if !delivered {
+            slot.inbound = None;
+            slot.recv_remaining += cost as i64;
+            self.conn_unreleased += cost;
+        }
+        Ok(())
+    }
+
+    /// Ends the inbound side of stream `id`: the consumer reads `end` after the messages
+    /// already delivered.
+    pub(crate) fn end_inbound(&mut self, id: u64, end: Result<Metadata, Status>) {
+        if let Some(inbound) = self.slots.get_mut(&id).and_then(|slot| slot.inbound.take()) {
+            let _ = inbound.send(Inbound::End(end));
+        }
+    }
+
+    /// The consumer of stream `id` has taken `bytes` of messages (`last`: and is done with
+    /// the stream). Grants credit back, in `WINDOW_UPDATE`s queued on `io` once half a window
+    /// has accumulated.
+    pub(crate) fn release<T>(&mut self, id: u64, bytes: u64, last: bool, io: &mut FrameIo<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.unreleased += bytes;
+            if slot.unreleased >= self.config.stream_window / 2 && !slot.finished && !last {
+                let grant = std::mem::take(&mut slot.unreleased);
+                slot.recv_remaining += grant as i64;
+                // Window updates are a few bytes: below any limit.
+                let _ = io.queue(&window_update(id, grant));
+            }
+            if last {
+                slot.detached = true;
+                slot.inbound = None;
+                self.remove_if_done(id);
+            }
+        }
+        self.conn_unreleased += bytes;
+        if self.conn_unreleased >= self.config.connection_window / 2 {
+            let grant = std::mem::take(&mut self.conn_unreleased);
+            self.conn_recv_remaining += grant as i64;
+            let _ = io.queue(&window_update(0, grant));
+        }
+    }
+
+    /// The peer granted credit: for stream `id`, or for the connection (id 0).
+    pub(crate) fn on_window_update(&mut self, id: u64, increment: u64) {
+        let increment = increment.min(i64::MAX as u64) as i64;
+        if id == 0 {
+            self.conn_send_credit = self.conn_send_credit.saturating_add(increment);
+            return;
+        }
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.send_credit = slot.send_credit.saturating_add(increment);
+            if !slot.outbox.is_empty() && !slot.in_ring {
+                slot.in_ring = true;
+                self.ring.push_back(id);
+            }
+        }
+    }
+
+    /// Queues an outgoing frame of stream `id` (a message, or its end) behind the ones
+    /// already waiting. Frames of streams that are over are dropped.
+    pub(crate) fn push(&mut self, frame: Frame) {
+        let id = frame.call_id;
+        if let Some(slot) = self.slots.get_mut(&id)
+            && !slot.finished
+            && !slot.shared.budget.is_closed()
+        {
+            if frame.kind == FrameKind::StreamEnd {
+                // Nothing may follow the end: further sends fail.
+                slot.shared.close(Status::failed_precondition("the stream was closed by this side"));
+            }
+            slot.outbox.push_back(frame);
+            if !slot.in_ring {
+                slot.in_ring = true;
+                self.ring.push_back(id);
+            }
+        }
+    }
+
+    /// Moves waiting stream frames into `io`'s write buffer, one message per stream in turn,
+    /// as far as credit allows and while the buffer holds less than a chunk. Returns whether
+    /// anything moved. Streams whose `STREAM_END` went out are added to `ended`.
+    pub(crate) fn fill<T>(&mut self, io: &mut FrameIo<T>, ended: &mut Vec<u64>) -> bool
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut moved = false;
+        let mut idle_turns = 0;
+        while io.pending_write_bytes() < STREAM_WRITE_CHUNK && idle_turns < self.ring.len() {
+            let Some(id) = self.ring.pop_front() else { break };
+            let Some(slot) = self.slots.get_mut(&id) else { continue };
+            let Some(front) = slot.outbox.front() else {
+                slot.in_ring = false;
+                continue;
+            };
+            let is_message = front.kind == FrameKind::StreamMessage;
+            if is_message && (slot.send_credit <= 0 || self.conn_send_credit <= 0) {
+                // Waiting for credit: it keeps its place in the turn order.
+                self.ring.push_back(id);
+                idle_turns += 1;
+                continue;
+            }
+            idle_turns = 0;
+            let Some(frame) = slot.outbox.pop_front() else { continue };
+            if let Err(err) = io.queue(&frame) {
+                // Only a message over the peer's frame limit can fail to queue.
+                let status = Status::resource_exhausted(format!("stream message not sent: {err}"));
+                self.close(id, status.clone());
+                self.failed.push(Failed { id, status });
+                continue;
+            }
+            moved = true;
+            if is_message {
+                let cost = frame.payload_len();
+                slot.send_credit -= cost as i64;
+                self.conn_send_credit -= cost as i64;
+                slot.shared.budget.add_permits(cost.min(slot.shared.cap as usize));
+            } else {
+                ended.push(id);
+            }
+            if slot.outbox.is_empty() {
+                slot.in_ring = false;
+            } else {
+                self.ring.push_back(id);
+            }
+        }
+        moved
+    }
+
+    /// Streams whose frames could not be sent since the last call.
+    pub(crate) fn take_failed(&mut self) -> Vec<Failed> {
+        std::mem::take(&mut self.failed)
+    }
+
+    /// The call on stream `id` is over for this side: nothing more is sent, waiting frames
+    /// are dropped, and the local sender's next send fails with `status`. The consumer keeps
+    /// what it was delivered; the slot goes once it has detached.
+    pub(crate) fn finish(&mut self, id: u64, status: Status) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.finished = true;
+            slot.outbox.clear();
+            slot.shared.close(status);
+            self.remove_if_done(id);
+        }
+    }
+
+    /// Ends stream `id` with `status` on both sides: the consumer reads `status` as the end
+    /// (unless it already had one), and the call is [finished](Self::finish).
+    pub(crate) fn close(&mut self, id: u64, status: Status) {
+        self.end_inbound(id, Err(status.clone()));
+        self.finish(id, status);
+    }
+
+    fn remove_if_done(&mut self, id: u64) {
+        if self.slots.get(&id).is_some_and(|slot| slot.finished && slot.detached) {
+            self.slots.remove(&id);
+        }
+    }
+
+    /// Closes every stream with `status` (the connection is going away).
+    pub(crate) fn close_all(&mut self, status: &Status) {
+        for (_, slot) in self.slots.drain() {
+            if let Some(inbound) = slot.inbound {
+                let _ = inbound.send(Inbound::End(Err(status.clone())));
+            }
+            slot.shared.close(status.clone());
+        }
+        self.ring.clear();
+    }
+}

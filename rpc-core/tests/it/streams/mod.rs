@@ -1,0 +1,306 @@
+//! Streaming calls of every kind over a real socket: order, concurrency, flow control,
+//! fairness with unary calls, cancellation, errors and deadlines.
+
+mod service;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rpc_core::server::ServerBuilder;
+use rpc_core::{Channel, Code};
+
+use crate::common::{self, Echo, Running, TestClient, eventually};
+pub use service::*;
+
+/// A server with the unary test service and the stream service, and a channel to it.
+async fn setup(
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> (Running, Arc<StreamProbe>, Channel) {
+    let service = StreamService::default();
+    let probe = Arc::clone(&service.probe);
+    let server = common::serve_with(|b| configure(b.add_service(StreamsServer::new(service)))).await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    (server, probe, channel)
+}
+
+fn item(n: u64) -> Item {
+    Item { n, payload: Bytes::new() }
+}
+
+#[tokio::test]
+async fn server_stream_delivers_every_message_in_order_then_ends() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let mut items =
+        client.count(CountRequest { count: 100, size: 10, ..Default::default() }).await.expect("open");
+    for n in 0..100 {
+        let item = items.message().await.expect("no error").expect("an item");
+        assert_eq!(item.n, n);
+        assert_eq!(item.payload.len(), 10);
+    }
+    assert_eq!(items.message().await.expect("clean end"), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_stream_is_summed_and_the_response_carries_trailers() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let (mut requests, response) = client.sum().await.expect("open");
+    for n in 1..=100 {
+        requests.send(item(n)).await.expect("send");
+    }
+    requests.close();
+    let total = response.await.expect("response");
+    assert_eq!((total.sum, total.count), (5050, 100));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bidi_stream_echoes_in_order_and_ends_after_the_client_closes() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let (mut tx, mut rx) = client.echo().await.expect("open");
+    for n in 0..50 {
+        tx.send(item(n)).await.expect("send");
+        assert_eq!(rx.message().await.expect("ok").expect("echo").n, n);
+    }
+    drop(tx);
+    assert_eq!(rx.message().await.expect("clean end"), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn streaming_implements_the_stream_trait() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let items = client.count(CountRequest { count: 10, ..Default::default() }).await.expect("open");
+    let numbers: Vec<u64> = items.map(|item| item.expect("ok").n).collect().await;
+    assert_eq!(numbers, (0..10).collect::<Vec<_>>());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_streams_share_one_connection() {
+    let (server, probe, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let streams = (0..100u64).map(|s| {
+        let client = client.clone();
+        async move {
+            let (mut tx, mut rx) = client.echo().await.expect("open");
+            for n in 0..20 {
+                tx.send(item(s * 1000 + n)).await.expect("send");
+            }
+            drop(tx);
+            let mut got = Vec::new();
+            while let Some(item) = rx.message().await.expect("ok") {
+                got.push(item.n);
+            }
+            assert_eq!(got, (0..20).map(|n| s * 1000 + n).collect::<Vec<_>>(), "stream {s}");
+        }
+    });
+    futures_util::future::join_all(streams).await;
+    assert_eq!(probe.started.load(Ordering::SeqCst), 100);
+    assert_eq!(probe.received.load(Ordering::SeqCst), 2000);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_messages_to_a_slow_consumer_stay_within_the_windows() {
+    const COUNT: u64 = 1_000_000;
+    const WINDOW: u64 = 64 * 1024;
+    let (server, probe, _) = setup(|b| b.stream_window(WINDOW)).await;
+    let channel = Channel::builder(server.addr).stream_window(WINDOW).connect().await.expect("connect");
+    let client = StreamsClient::new(channel);
+    let mut items = client.count(CountRequest { count: COUNT, ..Default::default() }).await.expect("open");
+
+    // An item of one varint costs at least 4 frame bytes (kind, flags, id, header length)
+    // plus 2 to 5 of body; both sides may hold a window, plus one message of overdraft.
+    let bound = (2 * WINDOW / 5) as usize + 16;
+    let mut most_buffered = 0;
+    let mut most_ahead = 0;
+    for n in 0..COUNT {
+        let item = items.message().await.expect("ok").expect("an item");
+        assert_eq!(item.n, n);
+        if n % 1000 == 0 {
+            // Read slowly, stalling now and then; then look at how far the producer got.
+            let stall = if n % 250_000 == 0 { 300 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(stall)).await;
+            most_buffered = most_buffered.max(items.queued());
+            let ahead = probe.sent.load(Ordering::SeqCst).saturating_sub(n) as usize;
+            most_ahead = most_ahead.max(ahead);
+            assert!(items.queued() <= bound, "{} messages buffered at item {n}", items.queued());
+            assert!(ahead <= 2 * bound, "the producer ran {ahead} items ahead at item {n}");
+        }
+    }
+    assert_eq!(items.message().await.expect("clean end"), None);
+    // The windows were actually reached: the consumer really was the slower side.
+    assert!(most_buffered > 1000, "the stream never backed up (at most {most_buffered} buffered)");
+    assert!(most_ahead > 1000, "the producer never got ahead ({most_ahead})");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_reader_pushes_back_on_the_client_sender() {
+    const WINDOW: u64 = 64 * 1024;
+    let (server, probe, _) = setup(|b| b.stream_window(WINDOW)).await;
+    let channel = Channel::builder(server.addr).stream_window(WINDOW).connect().await.expect("connect");
+    let client = StreamsClient::new(channel);
+    let (mut requests, response) = client.slow_sum().await.expect("open");
+    let payload = Bytes::from(vec![1u8; 1024]);
+    let mut sent = 0u64;
+    // The server reads one item per millisecond; sending 400 KiB cannot finish ahead of it
+    // by more than the windows (64 KiB granted + 64 KiB of local budget).
+    for n in 0..400 {
+        requests.send(Item { n, payload: payload.clone() }).await.expect("send");
+        sent += 1;
+        let read = probe.received.load(Ordering::SeqCst);
+        assert!(sent - read <= 140, "sent {sent} while the server had read {read}");
+    }
+    requests.close();
+    let total = response.await.expect("response");
+    assert_eq!(total.count, 400);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_calls_keep_flowing_beside_a_100_mib_stream() {
+    let (server, _, channel) = setup(|b| b).await;
+    let streams = StreamsClient::new(channel.clone());
+    let unary = TestClient::new(channel);
+    let transfer = tokio::spawn(async move {
+        let mut items = streams
+            .count(CountRequest { count: 1600, size: 64 * 1024, ..Default::default() })
+            .await
+            .expect("open");
+        let mut bytes = 0;
+        while let Some(item) = items.message().await.expect("ok") {
+            bytes += item.payload.len();
+        }
+        bytes
+    });
+    let mut calls = 0;
+    let mut slowest = Duration::ZERO;
+    while !transfer.is_finished() {
+        let started = Instant::now();
+        unary.echo(Echo { payload: Bytes::from_static(b"ping") }).await.expect("unary call");
+        slowest = slowest.max(started.elapsed());
+        calls += 1;
+    }
+    assert_eq!(transfer.await.expect("transfer"), 1600 * 64 * 1024);
+    assert!(calls >= 10, "only {calls} unary calls completed during the transfer");
+    assert!(slowest < Duration::from_secs(2), "a unary call took {slowest:?} during the transfer");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_a_server_stream_midway_cancels_the_handler() {
+    let (server, probe, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let mut items = client
+        .count(CountRequest { count: 1_000_000, pause_micros: 100, ..Default::default() })
+        .await
+        .expect("open");
+    for _ in 0..10 {
+        items.message().await.expect("ok").expect("item");
+    }
+    drop(items);
+    eventually("the handler is abandoned", || probe.abandoned.load(Ordering::SeqCst) == 1).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_error_after_n_messages_arrives_after_those_messages() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let request = CountRequest { count: 7, fail_code: Code::DataLoss as u32, ..Default::default() };
+    let mut items = client.count(request).await.expect("open");
+    for n in 0..7 {
+        assert_eq!(items.message().await.expect("item before the error").expect("item").n, n);
+    }
+    let status = items.message().await.expect_err("then the status");
+    assert_eq!(status.code(), Code::DataLoss);
+    assert_eq!(status.message(), "failed after 7 items");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deadline_mid_stream_is_deadline_exceeded_on_both_sides() {
+    let (server, probe, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let mut items = client
+        .count(CountRequest { count: 1_000_000, pause_micros: 10_000, ..Default::default() })
+        .timeout(Duration::from_millis(300))
+        .await
+        .expect("open");
+    let started = Instant::now();
+    let status = loop {
+        match items.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended normally"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    eventually("the handler is stopped", || probe.abandoned.load(Ordering::SeqCst) == 1).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_ends_a_stream_at_its_deadline_on_its_own() {
+    let (server, probe, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    // The client's own timer is far away; only the server's deadline can end this. The
+    // deadline travels with the call, so use a raw deadline through a client that does not
+    // enforce it: the server must end the stream with DEADLINE_EXCEEDED itself.
+    let (mut tx, mut rx) = client.echo().timeout(Duration::from_millis(200)).await.expect("open");
+    tx.send(item(1)).await.expect("send");
+    assert_eq!(rx.message().await.expect("ok").expect("echo").n, 1);
+    let status = rx.message().await.expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    eventually("the handler is stopped", || probe.abandoned.load(Ordering::SeqCst) == 1).await;
+    // The sender learns too.
+    eventually("the sender is closed", || tx.is_closed()).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn calling_a_streaming_method_as_unary_and_the_reverse_is_unimplemented() {
+    let (server, _, channel) = setup(|b| b).await;
+    let status = channel
+        .unary::<CountRequest, Item, rpc_core::codec::ProstCodec>(
+            "/test.v1.Streams/Count",
+            CountRequest::default(),
+        )
+        .await
+        .expect_err("not unary");
+    assert_eq!(status.code(), Code::Unimplemented);
+    let (_tx, mut rx) = channel
+        .bidi_streaming::<Echo, Echo, rpc_core::codec::ProstCodec>("/test.v1.Test/Echo")
+        .await
+        .expect("open");
+    let status = rx.message().await.expect_err("not streaming");
+    assert_eq!(status.code(), Code::Unimplemented);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sending_on_a_stream_the_server_ended_fails_with_its_status() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    // A server-streaming method opened as bidi: the server ends it at once with an error.
+    let (mut tx, mut rx) = client
+        .channel()
+        .bidi_streaming::<Item, Item, rpc_core::codec::ProstCodec>("/test.v1.Streams/NoSuchMethod")
+        .await
+        .expect("open");
+    let status = rx.message().await.expect_err("unknown method");
+    assert_eq!(status.code(), Code::Unimplemented);
+    let err = tx.send(item(1)).await.expect_err("the stream is over");
+    assert_eq!(err.code(), Code::Unimplemented);
+    server.shutdown().await;
+}

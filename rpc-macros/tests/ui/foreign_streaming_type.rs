@@ -1,0 +1,16 @@
+use rpc_core::{Context, Status};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Req {}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reply {}
+
+/// Not the runtime's `Streaming`.
+pub struct Streaming<T>(T);
+
+#[rpc_core::service]
+pub trait Greeter {
+    async fn many(&self, ctx: &mut Context, req: Streaming<Req>) -> Result<Reply, Status>;
+}
+
+fn main() {}
