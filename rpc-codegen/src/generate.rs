@@ -31,7 +31,7 @@ fn check(service: &Service) -> TokenStream {
     let mut errors = TokenStream::new();
     for method in &service.methods {
         let span = method.name.span();
-        let name = method.name.to_string();
+        let name = method.name.to_string().trim_start_matches("r#").to_owned();
         if service.emit_client && RESERVED_CLIENT_NAMES.contains(&name.as_str()) {
             let message = format!("a method may not be named `{name}`: the generated client uses that name");
             errors.extend(quote_spanned!(span=> ::core::compile_error!(#message);));

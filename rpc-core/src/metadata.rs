@@ -51,7 +51,9 @@ impl MetadataKey {
         if Self::validate(&bytes) {
             Ok(Self(bytes))
         } else {
-            Err(InvalidMetadataKey { key: String::from_utf8_lossy(&bytes).into_owned() })
+            // The key may be a peer's: keep a bounded prefix for the message.
+            let shown = &bytes[..bytes.len().min(64)];
+            Err(InvalidMetadataKey { key: String::from_utf8_lossy(shown).into_owned() })
         }
     }
 

@@ -120,6 +120,7 @@ pub struct Status {
     code: Code,
     message: String,
     metadata: Metadata,
+    refused: bool,
 }
 
 macro_rules! constructors {
@@ -136,7 +137,7 @@ macro_rules! constructors {
 impl Status {
     /// A status with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into(), metadata: Metadata::new() }
+        Status { code, message: message.into(), metadata: Metadata::new(), refused: false }
     }
 
     constructors! {
@@ -180,6 +181,18 @@ impl Status {
         self
     }
 
+    /// Whether the server refused the call without processing it (it was shutting down, or
+    /// at its concurrency limit): such a call may be sent again, elsewhere or later, even if
+    /// it is not idempotent.
+    pub fn is_refused(&self) -> bool {
+        self.refused
+    }
+
+    pub(crate) fn refused(mut self) -> Status {
+        self.refused = true;
+        self
+    }
+
     /// The code.
     pub fn code(&self) -> Code {
         self.code
@@ -209,6 +222,9 @@ impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Status");
         s.field("code", &self.code).field("message", &self.message);
+        if self.refused {
+            s.field("refused", &true);
+        }
         if !self.metadata.is_empty() {
             s.field("metadata", &self.metadata);
         }

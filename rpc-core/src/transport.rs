@@ -31,6 +31,8 @@ pub(crate) struct FrameIo<T> {
     read_buf: BytesMut,
     write_buf: BytesMut,
     read_eof: bool,
+    /// Bytes handed to the socket since the start.
+    written: u64,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
@@ -44,6 +46,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
             read_buf: BytesMut::with_capacity(READ_RESERVE),
             write_buf,
             read_eof: false,
+            written: 0,
         }
     }
 
@@ -73,6 +76,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
         self.write_buf.len()
     }
 
+    /// Bytes handed to the socket since the start.
+    pub(crate) fn written_total(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes queued since the start: once `written_total` reaches a value this returned,
+    /// everything queued before that moment has been written.
+    pub(crate) fn queued_total(&self) -> u64 {
+        self.written + self.write_buf.len() as u64
+    }
+
     /// The next frame. `Ok(None)` is a clean end of stream between frames.
     pub(crate) fn poll_read_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, WireError>> {
         loop {
@@ -100,6 +114,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.write_buf.advance(n);
+            self.written += n as u64;
         }
         if self.write_buf.capacity() > WRITE_BUF_RETAIN {
             self.write_buf = BytesMut::with_capacity(READ_RESERVE);

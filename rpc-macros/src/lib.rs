@@ -55,7 +55,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
 /// The runtime types as the user spelled them in one method, with their message types.
 struct Spelled {
     context: Type,
-    error: Type,
+    /// The return type, and the `Ok` type within it.
+    returns: Type,
+    ok: Type,
     requests: Option<(Type, TokenStream2)>,
     responses: Option<(Type, TokenStream2)>,
 }
@@ -63,12 +65,12 @@ struct Spelled {
 /// Asserts that the user's `Context` and `Status` are the runtime's, with the error at the
 /// user's type if not. It also keeps the user's imports of those names in use.
 fn type_checks(runtime: &TokenStream2, spelled: &[Spelled]) -> TokenStream2 {
-    let checks = spelled.iter().map(|Spelled { context, error, requests, responses }| {
+    let checks = spelled.iter().map(|Spelled { context, returns, ok, requests, responses }| {
         let context_check = quote::quote_spanned! {context.span()=>
             let _: fn(#context) -> &mut #runtime::Context = |ctx| ctx;
         };
-        let error_check = quote::quote_spanned! {error.span()=>
-            let _: fn(#error) -> #runtime::Status = |status| status;
+        let returns_check = quote::quote_spanned! {returns.span()=>
+            let _: fn(#returns) -> ::core::result::Result<#ok, #runtime::Status> = |result| result;
         };
         let requests_check = requests.as_ref().map(|(ty, message)| {
             quote::quote_spanned! {ty.span()=>
@@ -80,7 +82,7 @@ fn type_checks(runtime: &TokenStream2, spelled: &[Spelled]) -> TokenStream2 {
                 let _: fn(#ty) -> #runtime::StreamSender<#message> = |responses| responses;
             }
         });
-        quote::quote!(#context_check #error_check #requests_check #responses_check)
+        quote::quote!(#context_check #returns_check #requests_check #responses_check)
     });
     quote::quote! {
         const _: () = {
@@ -324,8 +326,8 @@ fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_cod
         }
         ReturnType::Type(_, ty) => match result_types(ty) {
             // With arguments already wrong, the shape they meant is unknown: no second error.
-            Ok((ok, error)) if inputs.is_none() => Some((ok, error)),
-            Ok((ok, error)) => check_ok_type(&ok, server_streaming, &mut errors).map(|ok| (ok, error)),
+            Ok((ok, returns)) if inputs.is_none() => Some((ok, returns)),
+            Ok((ok, returns)) => check_ok_type(&ok, server_streaming, &mut errors).map(|ok| (ok, returns)),
             Err(err) => {
                 errors.push_err(err);
                 None
@@ -338,7 +340,7 @@ fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_cod
         return None;
     }
     let inputs = inputs?;
-    let (ok, error) = output?;
+    let (ok, returns) = output?;
     let name = sig.ident.clone();
     let wire_name = match attrs.wire_name {
         Some(name) => name.value(),
@@ -359,7 +361,8 @@ fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_cod
     };
     let spelled = Spelled {
         context: inputs.context,
-        error,
+        returns,
+        ok,
         requests: inputs.requests_spelled.map(|ty| (ty, inputs.request)),
         responses: inputs.responses.map(|(ty, _)| (ty, output)),
     };
@@ -491,7 +494,9 @@ fn check_ok_type(ok: &Type, server_streaming: bool, errors: &mut Errors) -> Opti
     Some(ok.clone())
 }
 
-/// For `Result<Out, Status>`, `Out` and the error type as spelled.
+/// For a return type spelled `...Result<Out, E>` (or a `...Result<Out>` alias), `Out` and
+/// the whole type as spelled. That the whole type really is `Result<Out, rpc_core::Status>`
+/// is left to the type check the expansion emits, so renamed imports and aliases work.
 fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
     let wrong = || syn::Error::new(ty.span(), "service methods must return `Result<Response, Status>`");
     let Type::Path(path) = ty else {
@@ -506,26 +511,17 @@ fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
     let PathArguments::AngleBracketed(args) = &last.arguments else {
         return Err(wrong());
     };
-    let types: Vec<&Type> = args
-        .args
-        .iter()
-        .filter_map(|arg| match arg {
-            GenericArgument::Type(ty) => Some(ty),
-            _ => None,
-        })
-        .collect();
-    let [ok, err] = types.as_slice() else {
+    let mut types = args.args.iter().filter_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    });
+    let Some(ok) = types.next() else {
         return Err(wrong());
     };
-    let is_status =
-        matches!(err, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Status"));
-    if !is_status {
-        return Err(syn::Error::new(err.span(), "the error type must be `rpc_core::Status`"));
-    }
     if let Type::Reference(_) | Type::ImplTrait(_) = ok {
         return Err(syn::Error::new(ok.span(), "the response must be a concrete message type"));
     }
-    Ok(((*ok).clone(), (*err).clone()))
+    Ok((ok.clone(), ty.clone()))
 }
 
 #[cfg(test)]

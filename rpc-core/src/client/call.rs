@@ -15,7 +15,7 @@ use super::Channel;
 use crate::codec::Codec;
 use crate::metadata::{Metadata, MetadataKey};
 use crate::status::{Code, Status};
-use crate::wire::{Frame, FrameKind};
+use crate::wire::{Frame, FrameKind, flags};
 
 /// A response message with the metadata the server sent along.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,10 +127,11 @@ where
         let id = shared.next_call_id();
         let mut frame = Frame::new(FrameKind::Request, id);
         frame.header.method = Some(Bytes::from_static(self.method.as_bytes()));
-        frame.header.timeout = timeout;
         frame.header.metadata = self.metadata;
         frame.body = <C as Codec<Req>>::encode_to_bytes(&self.request);
-        let state = match self.channel.send_call(frame) {
+        // The time left is worked out when the request is written, not now.
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let state = match self.channel.send_call(frame, deadline) {
             Ok(rx) => State::Waiting(rx),
             Err(status) => State::Failed(status),
         };
@@ -247,7 +248,8 @@ fn decode_response<Resp, C: Codec<Resp>>(frame: Frame) -> Result<Response<Resp>,
     if code != Code::Ok {
         let message =
             header.status_message.map(|m| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
-        return Err(Status::new(code, message).with_metadata(header.metadata));
+        let status = Status::new(code, message).with_metadata(header.metadata);
+        return Err(if frame.flags & flags::REFUSED != 0 { status.refused() } else { status });
     }
     match C::decode(frame.body) {
         Ok(message) => Ok(Response { message, metadata: header.metadata }),

@@ -17,7 +17,7 @@ use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
 use crate::stream::{Inbound, StreamEvent, StreamShared};
 use crate::transport::FrameIo;
-use crate::wire::{Frame, FrameCodec, FrameKind, WireError};
+use crate::wire::{Frame, FrameCodec, FrameKind, WireError, flags};
 
 /// Frames handled per poll before the task yields.
 const POLL_BUDGET: usize = 128;
@@ -41,15 +41,21 @@ pub(crate) struct ClientConnection {
     goaway: Option<Status>,
     keepalive: Option<Keepalive>,
     frames_read: u64,
+    /// Until the server's preface arrives: when to give up on it.
+    handshake: Option<(Pin<Box<Sleep>>, Duration)>,
+    target: Arc<str>,
 }
 
 impl ClientConnection {
-    pub(crate) fn new(stream: TcpStream, config: &ChannelConfig) -> ClientConnection {
-        let codec = FrameCodec::new().with_max_frame_size(config.max_frame_size);
+    pub(crate) fn new(stream: TcpStream, config: &ChannelConfig, target: &Arc<str>) -> ClientConnection {
+        let codec = FrameCodec::new()
+            .with_max_frame_size(config.max_frame_size)
+            .with_max_header_size(config.max_header_size);
         let mut io = FrameIo::new(stream, codec);
         let flow = config.flow();
         let mut settings = Frame::new(FrameKind::Settings, 0);
         settings.header.max_frame_size = Some(config.max_frame_size as u64);
+        settings.header.max_header_size = Some(config.max_header_size as u64);
         settings.header.initial_window = Some(flow.stream_window);
         // Settings and window updates are a few bytes: below any limit a server could announce.
         let _ = io.queue(&settings);
@@ -67,17 +73,25 @@ impl ClientConnection {
                 .keepalive_interval
                 .map(|interval| Keepalive::new(interval, config.keepalive_timeout)),
             frames_read: 0,
+            handshake: Some((Box::pin(tokio::time::sleep(config.connect_timeout)), config.connect_timeout)),
+            target: Arc::clone(target),
         }
     }
 
     /// Opens a stream: queues its `STREAM_OPEN` and registers its two ends.
     pub(crate) fn open_stream(
         &mut self,
-        frame: Frame,
+        mut frame: Frame,
         inbound: mpsc::UnboundedSender<Inbound>,
         shared: Arc<StreamShared>,
+        deadline: Option<Instant>,
     ) {
         let id = frame.call_id;
+        if let Err(status) = set_timeout(&mut frame, deadline) {
+            let _ = inbound.send(Inbound::End(Err(status.clone())));
+            shared.close(status);
+            return;
+        }
         if let Err(err) = self.io.queue(&frame) {
             let status = Status::resource_exhausted(format!("the stream could not be opened: {err}"));
             let _ = inbound.send(Inbound::End(Err(status.clone())));
@@ -123,7 +137,11 @@ impl ClientConnection {
     }
 
     /// Queues a request frame and remembers where its answer goes.
-    pub(crate) fn start_call(&mut self, frame: Frame, reply: Reply) {
+    pub(crate) fn start_call(&mut self, mut frame: Frame, reply: Reply, deadline: Option<Instant>) {
+        if let Err(status) = set_timeout(&mut frame, deadline) {
+            let _ = reply.send(Err(status));
+            return;
+        }
         match self.io.queue(&frame) {
             Ok(()) => {
                 self.pending.insert(frame.call_id, reply);
@@ -131,6 +149,11 @@ impl ClientConnection {
             Err(WireError::FrameTooLarge { len, max }) => {
                 let _ = reply.send(Err(Status::resource_exhausted(format!(
                     "request of {len} bytes exceeds the server's limit of {max} bytes"
+                ))));
+            }
+            Err(WireError::HeaderTooLarge { len, max }) => {
+                let _ = reply.send(Err(Status::resource_exhausted(format!(
+                    "request metadata of {len} bytes exceeds the server's limit of {max} bytes"
                 ))));
             }
             Err(err) => {
@@ -157,12 +180,22 @@ impl ClientConnection {
     /// Drives the connection. `Ready(reason)` when it is over: every call still in flight
     /// has been failed with `reason`.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
+        let established = self.is_established();
+        if let Some((timer, limit)) = &mut self.handshake {
+            if established {
+                self.handshake = None;
+            } else if timer.as_mut().poll(cx).is_ready() {
+                let reason = format!("{} did not answer with a preface within {limit:?}", self.target);
+                return Poll::Ready(self.fail_all(Status::unavailable(reason)));
+            }
+        }
         let mut budget = POLL_BUDGET;
         while budget > 0 {
             match self.io.poll_read_frame(cx) {
                 Poll::Ready(Ok(Some(frame))) => {
                     self.frames_read += 1;
                     if let Err(status) = self.handle_frame(frame) {
+                        self.goaway_best_effort(&status, cx);
                         return Poll::Ready(self.fail_all(status));
                     }
                 }
@@ -177,6 +210,18 @@ impl ClientConnection {
                 }
                 Poll::Ready(Err(err)) => {
                     let reason = Status::unavailable(format!("connection failed: {err}"));
+                    if !matches!(
+                        err,
+                        WireError::Io(_) | WireError::BadPreface { .. } | WireError::TruncatedFrame { .. }
+                    ) {
+                        let code = match err {
+                            WireError::FrameTooLarge { .. } | WireError::HeaderTooLarge { .. } => {
+                                Code::ResourceExhausted
+                            }
+                            _ => Code::Internal,
+                        };
+                        self.goaway_best_effort(&Status::new(code, err.to_string()), cx);
+                    }
                     return Poll::Ready(self.fail_all(reason));
                 }
                 Poll::Pending => break,
@@ -231,6 +276,17 @@ impl ClientConnection {
         Poll::Pending
     }
 
+    /// Tells a misbehaving server why the connection ends, as far as one write goes: the
+    /// connection is closed right after, whether or not the socket took it.
+    fn goaway_best_effort(&mut self, reason: &Status, cx: &mut Context<'_>) {
+        let mut goaway = Frame::new(FrameKind::GoAway, 0);
+        goaway.header.status_code = Some(reason.code().as_u32());
+        goaway.header.status_message = Some(Bytes::from(reason.message().to_owned()));
+        if self.io.queue(&goaway).is_ok() {
+            let _ = self.io.poll_write(cx);
+        }
+    }
+
     fn handle_frame(&mut self, frame: Frame) -> Result<(), Status> {
         match frame.kind {
             FrameKind::Response => {
@@ -243,6 +299,10 @@ impl ClientConnection {
                 if let Some(max) = frame.header.max_frame_size {
                     let max = usize::try_from(max).unwrap_or(usize::MAX);
                     self.io.codec_mut().set_max_send_frame_size(max);
+                }
+                if let Some(max) = frame.header.max_header_size {
+                    let max = usize::try_from(max).unwrap_or(usize::MAX);
+                    self.io.codec_mut().set_max_send_header_size(max);
                 }
                 if let Some(window) = frame.header.initial_window {
                     self.streams.set_peer_stream_window(window);
@@ -258,8 +318,11 @@ impl ClientConnection {
                     self.streams.end_inbound(id, Ok(frame.header.metadata));
                     self.streams.finish(id, Status::failed_precondition("the server has ended the call"));
                 } else {
-                    let status =
+                    let mut status =
                         status_of(frame.header.status_message, code).with_metadata(frame.header.metadata);
+                    if frame.flags & flags::REFUSED != 0 {
+                        status = status.refused();
+                    }
                     self.streams.end_inbound(id, Err(status.clone()));
                     self.streams.finish(id, status);
                 }
@@ -280,7 +343,7 @@ impl ClientConnection {
                 let _ = self.io.queue(&pong);
             }
             FrameKind::Request | FrameKind::StreamOpen => {
-                return Err(Status::internal("protocol violation: the server opened a call"));
+                return Err(Status::internal("protocol violation: a server opened a call"));
             }
             // Keepalive answers count as activity already; cancels are not for clients.
             FrameKind::Pong | FrameKind::Cancel => {}
@@ -299,6 +362,18 @@ impl ClientConnection {
         self.streams.close_all(&reason);
         reason
     }
+}
+
+/// Replaces the frame's `TIMEOUT` with the time left before `deadline`, now that it is being
+/// written; a deadline already past fails the call without sending it.
+fn set_timeout(frame: &mut Frame, deadline: Option<Instant>) -> Result<(), Status> {
+    let Some(deadline) = deadline else { return Ok(()) };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Status::deadline_exceeded("the deadline passed before the call could be sent"));
+    }
+    frame.header.timeout = Some(left);
+    Ok(())
 }
 
 /// A status from a frame's code and optional message.

@@ -38,7 +38,10 @@ use crate::codec::Codec;
 use crate::status::Status;
 use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
-use crate::wire::{DEFAULT_MAX_FRAME_SIZE, Frame, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
+use crate::wire::{
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, Frame, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
+    MIN_STREAM_WINDOW,
+};
 use task::ChannelTask;
 pub(crate) use task::Command;
 
@@ -64,6 +67,7 @@ pub(crate) struct ChannelConfig {
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) tcp_nodelay: bool,
     pub(crate) max_frame_size: usize,
+    pub(crate) max_header_size: usize,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) backoff_initial: Duration,
@@ -89,6 +93,7 @@ impl Default for ChannelConfig {
             default_timeout: None,
             tcp_nodelay: true,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
@@ -184,11 +189,15 @@ impl Channel {
         StreamingCall::new(self, method, None)
     }
 
-    fn send_call(&self, frame: Frame) -> Result<oneshot::Receiver<Result<Frame, Status>>, Status> {
+    fn send_call(
+        &self,
+        frame: Frame,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<oneshot::Receiver<Result<Frame, Status>>, Status> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .tx
-            .send(Command::Call { frame, reply })
+            .send(Command::Call { frame, reply, deadline })
             .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
         Ok(rx)
     }
@@ -206,7 +215,8 @@ pub struct ChannelBuilder {
 }
 
 impl ChannelBuilder {
-    /// The time allowed to establish the TCP connection (default 10 s).
+    /// The time allowed to establish a connection: the TCP connect, then the server's
+    /// preface (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> ChannelBuilder {
         self.config.connect_timeout = timeout;
         self
@@ -224,10 +234,18 @@ impl ChannelBuilder {
         self
     }
 
-    /// The largest response frame accepted (default 4 MiB); announced to the server, which
-    /// answers `ResourceExhausted` rather than send a larger one.
+    /// The largest response frame accepted (default 4 MiB; at most 1 GiB); announced to the
+    /// server, which answers `ResourceExhausted` rather than send a larger one.
     pub fn max_frame_size(mut self, bytes: usize) -> ChannelBuilder {
-        self.config.max_frame_size = bytes;
+        self.config.max_frame_size = bytes.min(MAX_FRAME_SIZE_CAP);
+        self
+    }
+
+    /// The largest response header accepted (default 16 KiB): it bounds the response
+    /// metadata. Announced to the server, which answers `ResourceExhausted` rather than send
+    /// a larger one.
+    pub fn max_header_size(mut self, bytes: usize) -> ChannelBuilder {
+        self.config.max_header_size = bytes;
         self
     }
 

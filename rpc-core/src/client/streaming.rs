@@ -117,20 +117,26 @@ where
         let id = shared.next_call_id();
         let mut frame = Frame::new(FrameKind::StreamOpen, id);
         frame.header.method = Some(Bytes::from_static(self.method.as_bytes()));
-        frame.header.timeout = timeout;
         frame.header.metadata = self.metadata;
+        // The time left is worked out when the frame is written, not now.
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
 
         let window = shared.config.stream_window;
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let budget = StreamShared::new(window);
         // If the channel's task is gone, the command (and with it `inbound_tx`) is dropped:
         // the stream then reads as failed, which is what the caller needs to know.
-        let _ = shared.tx.send(Command::OpenStream { frame, inbound: inbound_tx, shared: budget.clone() });
+        let _ = shared.tx.send(Command::OpenStream {
+            frame,
+            inbound: inbound_tx,
+            shared: budget.clone(),
+            deadline,
+        });
 
         let outlet = Outlet::Client(shared.tx.clone());
         let sender = StreamSender::new(id, budget, outlet.clone(), encode::<Req, C>, true);
-        let deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
-        let receiver = Streaming::new(id, inbound, outlet, decode::<Resp, C>, window, deadline, true);
+        let timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let receiver = Streaming::new(id, inbound, outlet, decode::<Resp, C>, window, timer, true);
         (self.request, sender, receiver)
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::ChannelConfig;
 use super::connection::{ClientConnection, Reply};
@@ -31,10 +31,15 @@ const POLL_BUDGET: usize = 256;
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Send a request frame; the answer goes to `reply`.
-    Call { frame: Frame, reply: Reply },
+    Call { frame: Frame, reply: Reply, deadline: Option<Instant> },
     /// Open a stream with this `STREAM_OPEN` frame; messages go to `inbound`, and `shared`
     /// is the local sender's budget.
-    OpenStream { frame: Frame, inbound: mpsc::UnboundedSender<Inbound>, shared: Arc<StreamShared> },
+    OpenStream {
+        frame: Frame,
+        inbound: mpsc::UnboundedSender<Inbound>,
+        shared: Arc<StreamShared>,
+        deadline: Option<Instant>,
+    },
     /// A message, end, release or cancellation of an open stream.
     Stream(StreamEvent),
     /// The caller stopped waiting for call `id`.
@@ -182,7 +187,7 @@ impl ChannelTask {
                 State::Connecting { connect, queued } => match connect.as_mut().poll(cx) {
                     Poll::Pending => return,
                     Poll::Ready(Ok(stream)) => {
-                        let mut conn = ClientConnection::new(stream, &self.config);
+                        let mut conn = ClientConnection::new(stream, &self.config, &self.target);
                         for command in queued.drain(..) {
                             apply(&mut conn, command);
                         }
@@ -197,6 +202,10 @@ impl ChannelTask {
                 },
                 State::Ready(conn) => match conn.poll(cx) {
                     Poll::Pending => {
+                        if conn.is_established() {
+                            // A server that answers ends the run of failures.
+                            self.failures = 0;
+                        }
                         if !conn.accepts_calls() {
                             // GOAWAY: let it finish its calls aside; new calls reconnect.
                             if let State::Ready(conn) = std::mem::replace(&mut self.state, State::Idle) {
@@ -254,8 +263,10 @@ impl Future for ChannelTask {
 /// Hands a command to a live connection.
 fn apply(conn: &mut ClientConnection, command: Command) {
     match command {
-        Command::Call { frame, reply } => conn.start_call(frame, reply),
-        Command::OpenStream { frame, inbound, shared } => conn.open_stream(frame, inbound, shared),
+        Command::Call { frame, reply, deadline } => conn.start_call(frame, reply, deadline),
+        Command::OpenStream { frame, inbound, shared, deadline } => {
+            conn.open_stream(frame, inbound, shared, deadline)
+        }
         Command::Stream(event) => conn.on_stream_event(event),
         Command::WaitReady { reply } => conn.when_established(reply),
         Command::Cancel { id } => {

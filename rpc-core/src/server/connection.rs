@@ -1,7 +1,7 @@
 //! One server connection: a single task that reads requests, spawns their handlers, writes
 //! their responses, and drains on shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
 use crate::stream::{StreamEvent, StreamShared};
 use crate::transport::FrameIo;
-use crate::wire::{Frame, FrameCodec, FrameKind, WireError, flags};
+use crate::wire::{Frame, FrameCodec, FrameKind, MAX_TIMEOUT, WireError, flags};
 
 /// Frames handled per poll before the task yields to others on its worker.
 const POLL_BUDGET: usize = 128;
@@ -76,7 +76,7 @@ fn goaway_for(err: &WireError) -> Option<Frame> {
         | WireError::PrefaceTimeout
         | WireError::TruncatedFrame { .. }
         | WireError::Io(_) => return None,
-        WireError::FrameTooLarge { .. } => Code::ResourceExhausted,
+        WireError::FrameTooLarge { .. } | WireError::HeaderTooLarge { .. } => Code::ResourceExhausted,
         WireError::UnsupportedVersion(_) => Code::Unimplemented,
         _ => Code::Internal,
     };
@@ -97,6 +97,9 @@ struct ServerConnection {
     routes: Arc<Routes>,
     max_concurrent_calls: usize,
     calls: HashMap<u64, CallEntry>,
+    /// Where each answered call's response ends in the output, until it has been written:
+    /// those calls still count against the concurrency limit.
+    owed: VecDeque<u64>,
     streams: StreamTable,
     stream_window: u64,
     tx: mpsc::UnboundedSender<Outgoing>,
@@ -116,11 +119,14 @@ impl ServerConnection {
         config: &ServerConfig,
         shutdown: CancellationToken,
     ) -> ServerConnection {
-        let codec = FrameCodec::new().with_max_frame_size(config.max_frame_size);
+        let codec = FrameCodec::new()
+            .with_max_frame_size(config.max_frame_size)
+            .with_max_header_size(config.max_header_size);
         let mut io = FrameIo::new(stream, codec);
         let flow = config.flow();
         let mut settings = Frame::new(FrameKind::Settings, 0);
         settings.header.max_frame_size = Some(config.max_frame_size as u64);
+        settings.header.max_header_size = Some(config.max_header_size as u64);
         settings.header.max_concurrent_calls = Some(config.max_concurrent_calls as u64);
         settings.header.initial_window = Some(flow.stream_window);
         // Settings and window updates are a few bytes: below any limit a peer could announce.
@@ -135,6 +141,7 @@ impl ServerConnection {
             routes,
             max_concurrent_calls: config.max_concurrent_calls,
             calls: HashMap::new(),
+            owed: VecDeque::new(),
             streams: StreamTable::new(flow),
             stream_window: flow.stream_window,
             tx,
@@ -208,6 +215,10 @@ impl ServerConnection {
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
             }
         }
+        let written = self.io.written_total();
+        while self.owed.front().is_some_and(|&end| end <= written) {
+            self.owed.pop_front();
+        }
         if paused && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
             // The write drained below the mark without waiting: read again now.
             cx.waker().wake_by_ref();
@@ -233,8 +244,19 @@ impl ServerConnection {
             // Only clients cancel.
             Outgoing::Stream(StreamEvent::Cancel { .. }) => Ok(()),
             Outgoing::Finished(id) => {
-                self.calls.remove(&id);
+                let entry = self.calls.remove(&id);
+                let live_stream = self.streams.is_live(id);
                 self.streams.finish(id, Status::cancelled("the call was cancelled"));
+                if entry.is_some_and(|entry| !entry.cancelled) {
+                    // The task ended without answering and nobody cancelled it (e.g. a codec
+                    // panicked outside the handler): the caller must still get an answer.
+                    let mut frame =
+                        error_response(id, Status::internal("the call's task ended without an answer"));
+                    if live_stream {
+                        frame.kind = FrameKind::StreamEnd;
+                    }
+                    self.io.queue(&frame)?;
+                }
                 Ok(())
             }
         }
@@ -278,6 +300,10 @@ impl ServerConnection {
                 if let Some(max) = frame.header.max_frame_size {
                     let max = usize::try_from(max).unwrap_or(usize::MAX);
                     self.io.codec_mut().set_max_send_frame_size(max);
+                }
+                if let Some(max) = frame.header.max_header_size {
+                    let max = usize::try_from(max).unwrap_or(usize::MAX);
+                    self.io.codec_mut().set_max_send_header_size(max);
                 }
                 if let Some(window) = frame.header.initial_window {
                     self.streams.set_peer_stream_window(window);
@@ -327,7 +353,7 @@ impl ServerConnection {
         if self.draining {
             return self.refuse(id, streaming, Status::unavailable("server is shutting down"));
         }
-        if self.calls.len() >= self.max_concurrent_calls {
+        if self.calls.len() + self.owed.len() >= self.max_concurrent_calls {
             let limit = self.max_concurrent_calls;
             let status =
                 Status::resource_exhausted(format!("over {limit} calls in flight on one connection"));
@@ -343,8 +369,12 @@ impl ServerConnection {
             let status = Status::unimplemented(format!("{} is {is}, called as {opened}", route.path));
             return self.answer(id, streaming, status);
         }
-        // A timeout too large to add to now is no deadline at all.
-        let deadline = frame.header.timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        // A timeout beyond the protocol's cap is no deadline at all.
+        let deadline = frame
+            .header
+            .timeout
+            .filter(|&timeout| timeout <= MAX_TIMEOUT)
+            .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
         let context = Context::new(route.path, self.peer, frame.header.metadata, deadline);
         let payload = if streaming {
             let (inbound_tx, inbound) = mpsc::unbounded_channel();
@@ -387,15 +417,23 @@ impl ServerConnection {
         if entry.cancelled {
             return Ok(());
         }
-        match self.io.queue(&frame) {
+        let queued = match self.io.queue(&frame) {
             Err(WireError::FrameTooLarge { len, max }) => {
                 let status = Status::resource_exhausted(format!(
                     "response of {len} bytes exceeds the client's limit of {max} bytes"
                 ));
                 self.io.queue(&error_response(id, status))
             }
+            Err(WireError::HeaderTooLarge { len, max }) => {
+                let status = Status::resource_exhausted(format!(
+                    "response metadata of {len} bytes exceeds the client's limit of {max} bytes"
+                ));
+                self.io.queue(&error_response(id, status))
+            }
             other => other,
-        }
+        };
+        self.owed.push_back(self.io.queued_total());
+        queued
     }
 
     /// Tells the client to stop sending calls, and asks it to prove it heard.

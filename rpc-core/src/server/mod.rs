@@ -47,12 +47,17 @@ pub use service::{MethodDescriptor, MethodKind, ServerCall, Service, ServiceDesc
 
 use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
-use crate::wire::{DEFAULT_MAX_FRAME_SIZE, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
+use crate::wire::{
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
+    MIN_STREAM_WINDOW,
+};
 use routes::Routes;
 
-/// The default cap on calls running at once on one connection; past it, calls are refused
-/// with `ResourceExhausted`.
-pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 4096;
+/// The default cap on calls in flight on one connection, running or with an answer not yet
+/// written to the socket; past it, calls are refused with `ResourceExhausted`. With the
+/// frame limit it bounds what one connection can make the server hold:
+/// `max_concurrent_calls × max_frame_size`.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 1024;
 
 /// The default time in-flight calls get to finish once shutdown starts.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -68,6 +73,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub(crate) struct ServerConfig {
     pub(crate) max_frame_size: usize,
+    pub(crate) max_header_size: usize,
     pub(crate) max_concurrent_calls: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) preface_timeout: Duration,
@@ -80,6 +86,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             preface_timeout: DEFAULT_PREFACE_TIMEOUT,
@@ -136,15 +143,24 @@ impl ServerBuilder {
         self
     }
 
-    /// The largest frame accepted from a client (default 4 MiB, [`DEFAULT_MAX_FRAME_SIZE`]).
-    /// It is announced to clients, which refuse to send larger requests.
+    /// The largest frame accepted from a client (default 4 MiB, [`DEFAULT_MAX_FRAME_SIZE`];
+    /// at most 1 GiB). It is announced to clients, which refuse to send larger requests.
     pub fn max_frame_size(mut self, bytes: usize) -> ServerBuilder {
-        self.config.max_frame_size = bytes;
+        self.config.max_frame_size = bytes.min(MAX_FRAME_SIZE_CAP);
         self
     }
 
-    /// The most calls run at once on one connection (default
-    /// [`DEFAULT_MAX_CONCURRENT_CALLS`]). Calls past it are refused with `ResourceExhausted`.
+    /// The largest frame header accepted from a client (default 16 KiB,
+    /// [`DEFAULT_MAX_HEADER_SIZE`]): it bounds the method name and metadata of a call. It is
+    /// announced to clients, which fail calls with larger metadata locally.
+    pub fn max_header_size(mut self, bytes: usize) -> ServerBuilder {
+        self.config.max_header_size = bytes;
+        self
+    }
+
+    /// The most calls in flight on one connection, counting a call until its answer has been
+    /// written to the socket (default [`DEFAULT_MAX_CONCURRENT_CALLS`]). Calls past it are
+    /// refused with `ResourceExhausted`.
     pub fn max_concurrent_calls(mut self, calls: usize) -> ServerBuilder {
         self.config.max_concurrent_calls = calls;
         self
@@ -241,7 +257,13 @@ impl ServerBuilder {
                         tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(err) = joined
+                        && err.is_panic()
+                    {
+                        tracing::error!(%err, "a connection task panicked; other connections are unaffected");
+                    }
+                }
             }
         }
 

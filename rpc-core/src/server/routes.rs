@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use super::service::{MethodKind, Service};
 
+/// How much of an unknown method name an error message repeats.
+const MAX_ECHOED_NAME: usize = 256;
+
 /// Where one method name leads.
 pub(crate) struct Route {
     pub(crate) service: Arc<dyn Service>,
@@ -48,7 +51,8 @@ impl Routes {
 
     /// Why a method name from the wire has no route, for the `UNIMPLEMENTED` message.
     pub(crate) fn describe_unknown(&self, path: &[u8]) -> String {
-        let path = String::from_utf8_lossy(path);
+        // The name is the peer's: echo a bounded prefix of it.
+        let path = String::from_utf8_lossy(&path[..path.len().min(MAX_ECHOED_NAME)]);
         let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(service, _)| service);
         match service {
             Some(service) if self.services.contains(&service) => {

@@ -5,7 +5,10 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::Frame;
 use super::varint::{self, VarintError};
-use super::{DEFAULT_MAX_FRAME_SIZE, MAGIC, PREFACE_LEN, VERSION, WireError};
+use super::{
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAGIC, MAX_FRAME_SIZE_CAP, PREFACE_LEN, VERSION,
+    WireError,
+};
 
 /// Decodes and encodes frames, enforcing the frame-size limits.
 ///
@@ -29,8 +32,14 @@ use super::{DEFAULT_MAX_FRAME_SIZE, MAGIC, PREFACE_LEN, VERSION, WireError};
 pub struct FrameCodec {
     max_recv: usize,
     max_send: usize,
+    max_recv_header: usize,
+    max_send_header: usize,
     awaiting_preface: bool,
 }
+
+/// How much of an announced frame is reserved at a time: a peer that announces a large frame
+/// and sends little of it gets little memory.
+const RESERVE_STEP: usize = 256 * 1024;
 
 impl Default for FrameCodec {
     fn default() -> Self {
@@ -44,14 +53,27 @@ impl FrameCodec {
         FrameCodec {
             max_recv: DEFAULT_MAX_FRAME_SIZE,
             max_send: DEFAULT_MAX_FRAME_SIZE,
+            max_recv_header: DEFAULT_MAX_HEADER_SIZE,
+            max_send_header: DEFAULT_MAX_HEADER_SIZE,
             awaiting_preface: false,
         }
     }
 
-    /// Sets the largest frame payload this side accepts.
+    /// Sets the largest frame payload this side accepts (at most [`MAX_FRAME_SIZE_CAP`]).
     pub fn with_max_frame_size(mut self, max: usize) -> FrameCodec {
-        self.max_recv = max;
+        self.max_recv = max.min(MAX_FRAME_SIZE_CAP);
         self
+    }
+
+    /// Sets the largest frame header this side accepts.
+    pub fn with_max_header_size(mut self, max: usize) -> FrameCodec {
+        self.max_recv_header = max;
+        self
+    }
+
+    /// Sets the encoder's header limit, normally from the peer's `SETTINGS`.
+    pub fn set_max_send_header_size(&mut self, max: usize) {
+        self.max_send_header = max;
     }
 
     /// Makes the decoder check the peer's connection preface before the first frame.
@@ -70,9 +92,10 @@ impl FrameCodec {
         self.max_send
     }
 
-    /// Sets the encoder's limit, normally from the peer's `SETTINGS`.
+    /// Sets the encoder's limit, normally from the peer's `SETTINGS` (at most
+    /// [`MAX_FRAME_SIZE_CAP`]).
     pub fn set_max_send_frame_size(&mut self, max: usize) {
-        self.max_send = max;
+        self.max_send = max.min(MAX_FRAME_SIZE_CAP);
     }
 
     /// Whether the peer's preface is still to come.
@@ -120,14 +143,15 @@ impl Decoder for FrameCodec {
             if len > self.max_recv as u64 {
                 return Err(WireError::FrameTooLarge { len, max: self.max_recv });
             }
+            // Cannot overflow: `len` is at most the 1 GiB cap.
             let total = prefix + len as usize;
             if src.len() < total {
-                src.reserve(total - src.len());
+                src.reserve((total - src.len()).min(RESERVE_STEP));
                 return Ok(None);
             }
             src.advance(prefix);
             let payload = src.split_to(len as usize).freeze();
-            if let Some(frame) = Frame::decode_payload(payload)? {
+            if let Some(frame) = Frame::decode_payload(payload, self.max_recv_header)? {
                 return Ok(Some(frame));
             }
             // A kind this version does not know: skipped.
@@ -156,6 +180,10 @@ impl Encoder<&Frame> for FrameCodec {
     type Error = WireError;
 
     fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        let header = frame.header.encoded_len();
+        if header > self.max_send_header {
+            return Err(WireError::HeaderTooLarge { len: header as u64, max: self.max_send_header });
+        }
         let len = frame.payload_len();
         if len > self.max_send {
             return Err(WireError::FrameTooLarge { len: len as u64, max: self.max_send });
@@ -231,6 +259,52 @@ mod tests {
         sender.set_max_send_frame_size(limit - 1);
         let err = sender.encode(&frame, &mut BytesMut::new()).expect_err("sender checks too");
         assert!(matches!(err, WireError::FrameTooLarge { .. }));
+    }
+
+    #[test]
+    fn header_over_the_limit_is_rejected_both_ways() {
+        let mut frame = Frame::new(FrameKind::Request, 1);
+        frame.header.metadata.insert("k", Bytes::from(vec![b'v'; 200]));
+        let mut buf = BytesMut::new();
+        FrameCodec::new().encode(&frame, &mut buf).expect("under the default");
+        let err = FrameCodec::new().with_max_header_size(100).decode(&mut buf).expect_err("over");
+        assert!(matches!(err, WireError::HeaderTooLarge { max: 100, .. }), "{err:?}");
+
+        let mut sender = FrameCodec::new();
+        sender.set_max_send_header_size(100);
+        let err = sender.encode(&frame, &mut BytesMut::new()).expect_err("sender checks too");
+        assert!(matches!(err, WireError::HeaderTooLarge { max: 100, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_huge_limit_is_capped_and_an_announced_frame_reserves_a_step_at_a_time() {
+        let mut codec = FrameCodec::new().with_max_frame_size(usize::MAX);
+        assert_eq!(codec.max_frame_size(), MAX_FRAME_SIZE_CAP);
+        let mut buf = BytesMut::new();
+        varint::encode(MAX_FRAME_SIZE_CAP as u64, &mut buf);
+        assert!(codec.decode(&mut buf).expect("waits for the body").is_none());
+        assert!(buf.capacity() <= RESERVE_STEP + 64, "reserved {}", buf.capacity());
+        let mut over = BytesMut::new();
+        varint::encode(u64::MAX, &mut over);
+        assert!(matches!(codec.decode(&mut over), Err(WireError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn random_input_never_panics_the_decoder() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..20_000 {
+            let len = rng.usize(0..64);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            if round % 2 == 0 && !bytes.is_empty() {
+                // A plausible length prefix makes the decoder look inside the payload.
+                bytes[0] = (len - 1).min(127) as u8;
+            }
+            let max = [usize::MAX, 1 << 30, 16, 0][round % 4];
+            let mut codec = FrameCodec::new().with_max_frame_size(max).with_max_header_size(max);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = codec.decode(&mut buf) {}
+            let _ = codec.decode_eof(&mut buf);
+        }
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub mod tag {
     pub const INITIAL_WINDOW: u64 = 8;
     /// Window update: the credit granted, in bytes (varint).
     pub const WINDOW_INCREMENT: u64 = 9;
+    /// Settings: the largest header the sender accepts (varint).
+    pub const MAX_HEADER_SIZE: u64 = 10;
 }
 
 /// The header fields a frame can carry. Every field is optional on the wire.
@@ -110,6 +112,8 @@ pub struct Header {
     pub initial_window: Option<u64>,
     /// Tag 9: the credit a window update grants.
     pub window_increment: Option<u64>,
+    /// Tag 10: the sender's maximum header size.
+    pub max_header_size: Option<u64>,
 }
 
 /// One frame: a fixed part (kind, flags, call id), a TLV header and a body.
@@ -168,9 +172,10 @@ impl Frame {
         dst.put_slice(&self.body);
     }
 
-    /// Parses a payload (the bytes after the length prefix). `Ok(None)` is a frame of a kind
-    /// this version does not know, to be skipped.
-    pub(crate) fn decode_payload(mut payload: Bytes) -> Result<Option<Frame>, WireError> {
+    /// Parses a payload (the bytes after the length prefix), with a header of at most
+    /// `max_header` bytes. `Ok(None)` is a frame of a kind this version does not know, to be
+    /// skipped.
+    pub(crate) fn decode_payload(mut payload: Bytes, max_header: usize) -> Result<Option<Frame>, WireError> {
         if payload.len() < 2 {
             return Err(WireError::TruncatedHeader { what: "kind and flags" });
         }
@@ -181,6 +186,9 @@ impl Frame {
         payload.advance(2);
         let call_id = take_varint(&mut payload, "call id")?;
         let header_len = take_varint(&mut payload, "header length")?;
+        if header_len > max_header as u64 {
+            return Err(WireError::HeaderTooLarge { len: header_len, max: max_header });
+        }
         if header_len > payload.len() as u64 {
             return Err(WireError::TruncatedHeader { what: "header fields" });
         }
@@ -221,6 +229,9 @@ impl Header {
         if let Some(increment) = self.window_increment {
             len += varint_field_len(tag::WINDOW_INCREMENT, increment);
         }
+        if let Some(max) = self.max_header_size {
+            len += varint_field_len(tag::MAX_HEADER_SIZE, max);
+        }
         len
     }
 
@@ -256,6 +267,9 @@ impl Header {
         }
         if let Some(increment) = self.window_increment {
             put_varint_field(dst, tag::WINDOW_INCREMENT, increment);
+        }
+        if let Some(max) = self.max_header_size {
+            put_varint_field(dst, tag::MAX_HEADER_SIZE, max);
         }
     }
 
@@ -297,6 +311,9 @@ impl Header {
                 tag::INITIAL_WINDOW => header.initial_window = Some(field_varint(&value, "initial window")?),
                 tag::WINDOW_INCREMENT => {
                     header.window_increment = Some(field_varint(&value, "window increment")?)
+                }
+                tag::MAX_HEADER_SIZE => {
+                    header.max_header_size = Some(field_varint(&value, "max header size")?)
                 }
                 _ => {} // Unknown (or reserved) tag: skipped, for forward compatibility.
             }
@@ -370,7 +387,7 @@ mod tests {
         let (len, prefix) = varint::decode(&buf).expect("length prefix");
         assert_eq!(len as usize + prefix, buf.len());
         let payload = buf.freeze().slice(prefix..);
-        Frame::decode_payload(payload).expect("decodes").expect("known kind")
+        Frame::decode_payload(payload, usize::MAX).expect("decodes").expect("known kind")
     }
 
     #[test]
@@ -387,6 +404,7 @@ mod tests {
             max_concurrent_calls: Some(100),
             initial_window: Some(1 << 20),
             window_increment: Some(65_536),
+            max_header_size: Some(16_384),
         };
         frame.body = Bytes::from_static(b"\x0a\x01x");
         assert_eq!(round_trip(&frame), frame);
@@ -416,7 +434,7 @@ mod tests {
     #[test]
     fn unknown_kind_decodes_to_none() {
         let payload = Bytes::from_static(&[0x7f, 0x00, 0x01, 0x00]);
-        assert_eq!(Frame::decode_payload(payload).expect("skippable"), None);
+        assert_eq!(Frame::decode_payload(payload, usize::MAX).expect("skippable"), None);
     }
 
     #[test]

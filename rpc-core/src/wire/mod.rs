@@ -38,6 +38,18 @@ pub const PREFACE: [u8; PREFACE_LEN] =
 /// The default largest frame payload a peer accepts: 4 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 4 * 1024 * 1024;
 
+/// The largest frame limit that may be configured or announced: 1 GiB. Larger limits are
+/// clamped to it.
+pub const MAX_FRAME_SIZE_CAP: usize = 1024 * 1024 * 1024;
+
+/// The default largest header (the TLV fields: method, status, metadata...) a peer accepts:
+/// 16 KiB. It bounds the metadata a call can carry.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+
+/// The longest `TIMEOUT` that sets a deadline: 2^40 microseconds, about 12.7 days. A longer
+/// one means no deadline.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_micros(1 << 40);
+
 /// The credit each side has for a new stream until the peer's `SETTINGS` say more, and the
 /// least a peer may announce: 64 KiB.
 pub const MIN_STREAM_WINDOW: u64 = 64 * 1024;
@@ -68,6 +80,14 @@ pub enum WireError {
     /// The peer speaks another version of the protocol.
     #[error("unsupported protocol version {0} (this peer speaks version {VERSION})")]
     UnsupportedVersion(u8),
+    /// A frame's header is larger than the receiver's (or, sending, the peer's) limit.
+    #[error("frame header of {len} bytes exceeds the limit of {max} bytes")]
+    HeaderTooLarge {
+        /// The header's length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
     /// A frame is larger than the receiver's (or, sending, the peer's) limit.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge {

@@ -51,7 +51,8 @@ async fn wrong_preface_closes_that_connection_and_nothing_else() {
     // At most the server's own preface and settings, written at accept: never a GOAWAY,
     // since a peer with the wrong magic cannot read one.
     assert!(answer.is_empty() || answer.starts_with(&MAGIC), "{answer:02x?}");
-    assert!(answer.len() <= PREFACE.len() + 32, "the server sent more than its preface: {answer:02x?}");
+    // Preface, settings and a window update are under 64 bytes.
+    assert!(answer.len() <= PREFACE.len() + 64, "the server sent more than its preface: {answer:02x?}");
     assert_still_serving(&server, &before).await;
     server.shutdown().await;
 }
@@ -89,6 +90,44 @@ async fn varint_longer_than_ten_bytes_gets_goaway_internal() {
     assert!(message(&goaway).contains("varint"), "{}", message(&goaway));
     assert_still_serving(&server, &before).await;
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn header_over_the_limit_gets_goaway_resource_exhausted() {
+    let (server, before) = setup().await;
+    // REQUEST call 1 announcing a 1 MiB header (varint 80 80 40), over the 16 KiB default.
+    let goaway = goaway_for(&server, &[0x07, 0x02, 0x00, 0x01, 0x80, 0x80, 0x40, 0x00]).await;
+    assert_eq!(goaway.header.status_code, Some(Code::ResourceExhausted as u32));
+    assert!(
+        message(&goaway).contains("header of 1048576 bytes exceeds the limit of 16384"),
+        "{}",
+        message(&goaway)
+    );
+    assert_still_serving(&server, &before).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_tells_a_server_that_breaks_the_protocol_why_it_leaves() {
+    // A "server" that sends a REQUEST, which only clients may send.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let fake = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.expect("accept");
+        let mut raw = RawClient::from_stream(socket);
+        raw.send_bytes(&PREFACE).await;
+        let mut request = Frame::new(FrameKind::Request, 1);
+        request.header.method = Some(Bytes::from_static(b"/x.Y/Z"));
+        raw.send(&request).await;
+        raw.until_closed().await
+    });
+    let client = TestClient::new(Channel::builder(addr).connect_lazy());
+    let status = client.echo(Echo::default()).await.expect_err("the connection is broken");
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    let seen = fake.await.expect("fake server");
+    let goaway = seen.iter().find(|f| f.kind == FrameKind::GoAway).expect("the client sent a GOAWAY");
+    assert_eq!(goaway.header.status_code, Some(Code::Internal as u32));
+    assert!(message(goaway).contains("protocol violation"), "{}", message(goaway));
 }
 
 #[tokio::test]

@@ -99,6 +99,8 @@ async fn an_enormous_timeout_is_no_deadline_rather_than_an_error() {
     raw.send(&request).await;
     let response = raw.next_of(FrameKind::Response).await;
     assert_eq!(response.header.status_code, None, "{response:?}");
+    let info: common::DeadlineInfo = prost::Message::decode(response.body).expect("decodes");
+    assert!(!info.has_deadline, "a timeout past the cap must mean no deadline: {info:?}");
     drop(raw);
     server.shutdown().await;
 }

@@ -40,7 +40,9 @@ fn frame(kind: FrameKind, call_id: u64) -> Frame {
 fn expected_frames() -> BTreeMap<&'static str, Frame> {
     let mut settings = frame(FrameKind::Settings, 0);
     settings.header.max_frame_size = Some(4_194_304);
-    settings.header.max_concurrent_calls = Some(4096);
+    settings.header.max_concurrent_calls = Some(1024);
+    settings.header.initial_window = Some(1_048_576);
+    settings.header.max_header_size = Some(16_384);
 
     let mut request = frame(FrameKind::Request, 1);
     request.header.method = Some(Bytes::from_static(b"/helloworld.Greeter/SayHello"));
@@ -70,8 +72,32 @@ fn expected_frames() -> BTreeMap<&'static str, Frame> {
     goaway.header.status_code = Some(14);
     goaway.header.status_message = Some(Bytes::from_static(b"server is shutting down"));
 
+    let mut stream_open = frame(FrameKind::StreamOpen, 3);
+    stream_open.header.method = Some(Bytes::from_static(b"/routeguide.RouteGuide/RouteChat"));
+    stream_open.header.timeout = Some(Duration::from_secs(10));
+
+    let mut stream_message = frame(FrameKind::StreamMessage, 3);
+    stream_message.body = Bytes::from_static(b"\x12\x02hi");
+
+    let half_close = frame(FrameKind::StreamEnd, 3);
+
+    let mut window_update = frame(FrameKind::WindowUpdate, 3);
+    window_update.header.window_increment = Some(524_288);
+
+    let mut connection_window = frame(FrameKind::WindowUpdate, 0);
+    connection_window.header.window_increment = Some(15 * 1024 * 1024);
+
+    let mut stream_end = frame(FrameKind::StreamEnd, 3);
+    stream_end.header.metadata = Metadata::from_iter([("x-count", "2")]);
+
     BTreeMap::from([
         ("settings", settings),
+        ("stream_open", stream_open),
+        ("stream_message", stream_message),
+        ("half_close", half_close),
+        ("window_update", window_update),
+        ("connection_window", connection_window),
+        ("stream_end", stream_end),
         ("request", request),
         ("response", response),
         ("error", error),
@@ -83,9 +109,20 @@ fn expected_frames() -> BTreeMap<&'static str, Frame> {
 }
 
 #[test]
-fn the_document_has_at_least_three_golden_frames() {
+fn the_document_has_the_preface_and_at_least_three_golden_frames() {
     let vectors = golden_vectors();
+    assert!(vectors.contains_key("preface"));
     assert!(vectors.len() >= 4, "found {:?}", vectors.keys());
+}
+
+#[test]
+fn a_stream_message_costs_its_length_prefix() {
+    // PROTOCOL.md §15.10: the example message costs 8 bytes of credit, its `length`.
+    let vectors = golden_vectors();
+    let bytes = &vectors["stream_message"];
+    let frame = FrameCodec::new().decode(&mut BytesMut::from(&bytes[..])).expect("ok").expect("frame");
+    assert_eq!(frame.payload_len(), 8);
+    assert_eq!(bytes[0], 8);
 }
 
 #[test]

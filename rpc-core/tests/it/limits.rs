@@ -76,6 +76,7 @@ async fn calls_past_max_concurrent_calls_are_refused() {
     let status = client.echo(Echo::default()).await.expect_err("over the limit");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(status.message().contains("over 4 calls"), "{status}");
+    assert!(status.is_refused(), "a call refused at the limit was not processed: {status:?}");
     for call in &held {
         call.abort();
     }
@@ -116,6 +117,65 @@ async fn a_client_that_does_not_read_its_responses_stops_being_read_from() {
         answered += 1;
     }
     drop(raw);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_past_the_concurrency_limit_is_refused_and_every_call_is_answered() {
+    const LIMIT: usize = 8;
+    const CALLS: u64 = 100;
+    let server = common::serve_with(|b| b.max_concurrent_calls(LIMIT)).await;
+    let mut raw = RawClient::connect(server.addr).await;
+    // All requests in one write, each asking for an answer of almost 4 MiB; nothing read.
+    let mut burst = Vec::new();
+    for id in 1..=CALLS {
+        let mut request = Frame::new(FrameKind::Request, id);
+        request.header.method = Some(Bytes::from_static(b"/test.v1.Test/Big"));
+        request.body = prost::Message::encode_to_vec(&Size { bytes: 4_000_000 }).into();
+        let mut buf = bytes::BytesMut::new();
+        tokio_util::codec::Encoder::encode(&mut rpc_core::wire::FrameCodec::new(), &request, &mut buf)
+            .expect("encode");
+        burst.extend_from_slice(&buf);
+    }
+    raw.send_bytes(&burst).await;
+    common::eventually("the limit is reached", || server.probe.started.load(Ordering::SeqCst) >= LIMIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Calls count until their answers are written; only answers the socket buffers swallowed
+    // can have freed a slot.
+    let taken = server.probe.started.load(Ordering::SeqCst);
+    assert!(taken < 24, "{taken} calls of answers nobody reads were taken on with a limit of {LIMIT}");
+
+    // Reading everything: every call is answered, the rest refused as not processed.
+    let (mut answered, mut refused) = (0, 0);
+    while answered + refused < CALLS {
+        let response = raw.next_of(FrameKind::Response).await;
+        match response.header.status_code {
+            None => answered += 1,
+            Some(code) => {
+                assert_eq!(code, Code::ResourceExhausted as u32);
+                assert_ne!(response.flags & rpc_core::wire::flags::REFUSED, 0);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(answered, taken as u64);
+    drop(raw);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn metadata_over_the_servers_header_limit_fails_the_call_locally() {
+    let server = common::serve_with(|b| b.max_header_size(1024)).await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    client.echo(Echo::default()).await.expect("settings exchanged");
+    let status = client
+        .echo(Echo::default())
+        .metadata("x-big", Bytes::from(vec![b'a'; 2000]))
+        .await
+        .expect_err("over the header limit");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("server's limit of 1024"), "{status}");
+    client.echo(Echo::default()).metadata("x-small", "ok").await.expect("under the limit, same connection");
     server.shutdown().await;
 }
 

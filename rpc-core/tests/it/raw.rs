@@ -30,6 +30,11 @@ impl RawClient {
     /// Connects and sends nothing.
     pub async fn connect_bare(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        RawClient::from_stream(stream)
+    }
+
+    /// Speaks the protocol over an accepted or connected socket, expecting the peer's preface.
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_nodelay(true).expect("nodelay");
         RawClient { stream, codec: FrameCodec::new().expect_preface(), buf: BytesMut::new() }
     }

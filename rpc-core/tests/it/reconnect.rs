@@ -62,9 +62,17 @@ async fn a_dropped_connection_reconnects_on_the_next_call_without_delay() {
     client.echo(Echo::default()).await.expect("first connection");
     server.kill().await;
     let revived = common::serve_on(TcpListener::bind(addr).await.expect("rebind"), |b| b).await;
-    // Give the channel a moment to notice the close, which is not an error in itself.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    client.echo(Echo::default()).await.expect("the very next call reconnects");
+    // A call sent before the channel noticed the close fails with it; the one after that
+    // reconnects at once, with no backoff to wait out (the connection had been fine).
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match client.echo(Echo::default()).await {
+            Ok(_) => break,
+            Err(status) if attempts == 1 => assert_eq!(status.code(), Code::Unavailable, "{status}"),
+            Err(status) => panic!("attempt {attempts}: {status}"),
+        }
+    }
     revived.shutdown().await;
 }
 
@@ -80,7 +88,7 @@ async fn connecting_to_nothing_is_unavailable() {
 async fn during_backoff_calls_fail_fast_then_a_later_call_connects() {
     let addr = closed_port().await;
     let channel = Channel::builder(addr)
-        .reconnect_backoff(Duration::from_millis(300), Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(1500), Duration::from_secs(3))
         .connect_lazy();
     let client = TestClient::new(channel);
     let first = client.echo(Echo::default()).await.expect_err("refused");
@@ -90,9 +98,30 @@ async fn during_backoff_calls_fail_fast_then_a_later_call_connects() {
     assert!(second.message().contains("next attempt in"), "{second}");
 
     let server = common::serve_on(TcpListener::bind(addr).await.expect("bind"), |b| b).await;
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    // The backoff is 1.2 to 1.8 s: after 2 s the next call connects.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     client.echo(Echo::default()).await.expect("connected after the backoff");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_never_sends_its_preface_fails_connect_within_the_connect_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let silent = tokio::spawn(async move {
+        let (_socket, _) = listener.accept().await.expect("accept");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        Channel::builder(addr).connect_timeout(Duration::from_millis(300)).keepalive_interval(None).connect(),
+    )
+    .await
+    .expect("connect gave up by itself");
+    let status = result.expect_err("no preface");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("did not answer with a preface"), "{status}");
+    silent.abort();
 }
 
 #[tokio::test]

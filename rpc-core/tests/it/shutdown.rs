@@ -31,7 +31,6 @@ async fn graceful_shutdown_lets_an_in_flight_call_finish_and_refuses_new_connect
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(refused, "new connections are still accepted during shutdown");
-    assert!(!in_flight.is_finished(), "the call should still be running");
 
     let reply = in_flight.await.expect("task").expect("the in-flight call completes");
     assert_eq!(reply.id, 1);

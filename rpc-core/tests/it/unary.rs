@@ -154,3 +154,56 @@ async fn service_name_constants_follow_the_package() {
     assert_eq!(TestClient::SERVICE_NAME, "test.v1.Test");
     assert_eq!(common::TestServer::<common::TestService>::SERVICE_NAME, "test.v1.Test");
 }
+
+/// A codec whose decoding panics: outside the handler, where no panic is caught.
+struct PanickyCodec;
+
+impl<T: Send + 'static> rpc_core::codec::Codec<T> for PanickyCodec {
+    type Error = std::io::Error;
+
+    fn encoded_len(_: &T) -> usize {
+        0
+    }
+
+    fn encode(_: &T, _: &mut bytes::BytesMut) {}
+
+    fn decode(_: Bytes) -> Result<T, Self::Error> {
+        panic!("the codec panicked on purpose")
+    }
+}
+
+/// A service written by hand against the `Service` trait, using the panicking codec.
+struct HandWritten;
+
+impl rpc_core::server::Service for HandWritten {
+    fn descriptor(&self) -> &'static rpc_core::server::ServiceDescriptor {
+        use rpc_core::server::{MethodDescriptor, MethodKind, ServiceDescriptor};
+        static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
+            name: "test.v1.HandWritten",
+            methods: &[MethodDescriptor {
+                name: "Boom",
+                path: "/test.v1.HandWritten/Boom",
+                kind: MethodKind::Unary,
+            }],
+        };
+        &DESCRIPTOR
+    }
+
+    fn call(&self, _method: usize, call: rpc_core::server::ServerCall) -> rpc_core::server::Spawned {
+        call.spawn_unary::<Empty, Empty, PanickyCodec, _, _>(|ctx, request| async move { (ctx, Ok(request)) })
+    }
+}
+
+#[tokio::test]
+async fn a_call_whose_task_dies_outside_the_handler_still_gets_an_answer() {
+    let server = common::serve_with(|b| b.add_service(HandWritten)).await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let status = channel
+        .unary::<Empty, Empty, ProstCodec>("/test.v1.HandWritten/Boom", Empty {})
+        .await
+        .expect_err("the task died");
+    assert_eq!(status.code(), Code::Internal);
+    assert!(status.message().contains("ended without an answer"), "{status}");
+    TestClient::new(channel).echo(Echo::default()).await.expect("the connection lives on");
+    server.shutdown().await;
+}

@@ -13,6 +13,8 @@ use rpc_core::server::ServerBuilder;
 use rpc_core::{Channel, Code};
 
 use crate::common::{self, Echo, Running, TestClient, eventually};
+use crate::raw::RawClient;
+use rpc_core::wire::{Frame, FrameKind};
 pub use service::*;
 
 /// A server with the unary test service and the stream service, and a channel to it.
@@ -302,5 +304,39 @@ async fn sending_on_a_stream_the_server_ended_fails_with_its_status() {
     assert_eq!(status.code(), Code::Unimplemented);
     let err = tx.send(item(1)).await.expect_err("the stream is over");
     assert_eq!(err.code(), Code::Unimplemented);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_data_past_the_credit_plus_one_frame_is_a_flow_control_violation() {
+    const WINDOW: u64 = 64 * 1024;
+    let (server, probe, channel) = setup(|b| b.stream_window(WINDOW).max_frame_size(WINDOW as usize)).await;
+    let mut raw = RawClient::connect(server.addr).await;
+    let mut open = Frame::new(FrameKind::StreamOpen, 1);
+    open.header.method = Some(Bytes::from_static(b"/test.v1.Streams/Ignore"));
+    raw.send(&open).await;
+    eventually("the handler runs", || probe.started.load(Ordering::SeqCst) == 1).await;
+
+    // The handler reads nothing, so no credit comes back. A message costs 16,392 bytes: seven
+    // stay within window + one frame (131,072), the eighth goes past.
+    let mut message = Frame::new(FrameKind::StreamMessage, 1);
+    message.body =
+        prost::Message::encode_to_vec(&Item { n: 0, payload: Bytes::from(vec![0; 16 * 1024]) }).into();
+    assert_eq!(message.payload_len(), 16_392);
+    for _ in 0..7 {
+        raw.send(&message).await;
+    }
+    let mut ping = Frame::new(FrameKind::Ping, 0);
+    ping.body = Bytes::from_static(b"still ok");
+    raw.send(&ping).await;
+    assert_eq!(raw.next_of(FrameKind::Pong).await.body.as_ref(), b"still ok");
+
+    raw.send(&message).await;
+    let goaway = raw.until_closed().await.into_iter().find(|f| f.kind == FrameKind::GoAway).expect("goaway");
+    let text =
+        String::from_utf8_lossy(goaway.header.status_message.as_deref().unwrap_or_default()).into_owned();
+    assert!(text.contains("flow-control violation: stream window overrun"), "{text}");
+    // Other connections are unaffected.
+    TestClient::new(channel).echo(Echo::default()).await.expect("still serving");
     server.shutdown().await;
 }

@@ -60,6 +60,8 @@ pub trait Streams {
     ) -> Result<(), Status>;
     /// Reads items slowly (1 ms each), then reports how many it read.
     async fn slow_sum(&self, ctx: &mut Context, requests: Streaming<Item>) -> Result<Total, Status>;
+    /// Never reads its requests; answers after a minute.
+    async fn ignore(&self, ctx: &mut Context, requests: Streaming<Item>) -> Result<Total, Status>;
 }
 
 /// What the tests observe of the handlers.
@@ -140,6 +142,12 @@ impl Streams for StreamService {
         }
         guard.1 = true;
         Ok(())
+    }
+
+    async fn ignore(&self, _ctx: &mut Context, _requests: Streaming<Item>) -> Result<Total, Status> {
+        self.probe.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(Total::default())
     }
 
     async fn slow_sum(&self, _ctx: &mut Context, mut requests: Streaming<Item>) -> Result<Total, Status> {

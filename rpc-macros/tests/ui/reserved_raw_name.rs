@@ -1,0 +1,13 @@
+use rpc_core::{Context, Status};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Req {}
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reply {}
+
+#[rpc_core::service]
+pub trait Greeter {
+    async fn r#new(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+}
+
+fn main() {}
