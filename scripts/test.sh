@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check the project holds itself to: formatting, lints, docs, the whole test suite
 # (unit, integration over loopback sockets, macro compile-fail cases, doc examples) and the
-# quickstart example. CI runs exactly this.
+# example programs. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +19,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 step "tests (cargo test --workspace)"
 cargo test --workspace --locked
 
-step "quickstart example"
+step "examples"
 cargo run --locked --quiet --example quickstart
+cargo run --locked --quiet --example route_guide

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use rpc_core::{Context, Server, Status};
+use rpc_core::{Context, Server, Status, StreamSender};
 use tokio::net::TcpListener;
 
 /// The benchmark message: an opaque payload, echoed back.
@@ -14,11 +14,29 @@ pub struct EchoMessage {
     pub payload: Bytes,
 }
 
-/// A service that answers every request with itself.
+/// What to stream: how many messages, of how many bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamRequest {
+    /// Messages to send.
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
+    /// Payload bytes per message.
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+}
+
+/// A service that answers every request with itself, or with a stream.
 #[rpc_core::service(package = "bench.v1")]
 pub trait Echo {
     /// Returns the request unchanged.
     async fn echo(&self, ctx: &mut Context, request: EchoMessage) -> Result<EchoMessage, Status>;
+    /// Streams `count` messages of `size` bytes.
+    async fn stream(
+        &self,
+        ctx: &mut Context,
+        request: StreamRequest,
+        responses: StreamSender<EchoMessage>,
+    ) -> Result<(), Status>;
 }
 
 /// The echo implementation.
@@ -28,6 +46,19 @@ pub struct EchoService;
 impl Echo for EchoService {
     async fn echo(&self, _ctx: &mut Context, request: EchoMessage) -> Result<EchoMessage, Status> {
         Ok(request)
+    }
+
+    async fn stream(
+        &self,
+        _ctx: &mut Context,
+        request: StreamRequest,
+        mut responses: StreamSender<EchoMessage>,
+    ) -> Result<(), Status> {
+        let payload = Bytes::from(vec![0xab; request.size as usize]);
+        for _ in 0..request.count {
+            responses.send(EchoMessage { payload: payload.clone() }).await?;
+        }
+        Ok(())
     }
 }
 

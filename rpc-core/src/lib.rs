@@ -80,15 +80,30 @@ pub use stream::{StreamResponse, StreamSender, Streaming};
 /// assert_eq!(UsersClient::SERVICE_NAME, "acme.users.v1.Users");
 /// ```
 ///
-/// The trait must contain only `async fn`s of the shape
-/// `async fn name(&self, ctx: &mut Context, request: In) -> Result<Out, Status>`, where `In`
-/// and `Out` are protobuf messages (`prost::Message + Default`). For a trait `Foo` it
-/// generates:
+/// The trait contains only `async fn`s, each of one of four shapes, where `In` and `Out` are
+/// protobuf messages (`prost::Message + Default`):
+///
+/// | kind | declaration |
+/// |---|---|
+/// | unary | `async fn f(&self, ctx: &mut Context, request: In) -> Result<Out, Status>` |
+/// | server streaming | `async fn f(&self, ctx: &mut Context, request: In, responses: StreamSender<Out>) -> Result<(), Status>` |
+/// | client streaming | `async fn f(&self, ctx: &mut Context, requests: Streaming<In>) -> Result<Out, Status>` |
+/// | bidirectional | `async fn f(&self, ctx: &mut Context, requests: Streaming<In>, responses: StreamSender<Out>) -> Result<(), Status>` |
+///
+/// A handler with a [`StreamSender`] sends its messages with `responses.send(msg).await?` and
+/// ends the stream by returning: `Ok(())`, or the `Status` that the client receives after the
+/// messages already sent. A [`Streaming`] argument is read with `requests.message().await?`
+/// until it yields `None`.
+///
+/// For a trait `Foo` it generates:
 ///
 /// - the trait itself, with `Send` futures and `Send + Sync + 'static` as supertraits;
-/// - `FooClient`, wrapping a [`Channel`], with one method per RPC returning a
-///   [`UnaryCall`](client::UnaryCall) to await (optionally after setting a timeout or
-///   metadata);
+/// - `FooClient`, wrapping a [`Channel`], with one method per RPC returning a call to await
+///   (optionally after setting a timeout or metadata): a [`UnaryCall`](client::UnaryCall)
+///   yielding the response, or a [`StreamingCall`](client::StreamingCall) yielding a
+///   [`Streaming`] of responses (server streaming), a [`StreamSender`] and a
+///   [`StreamResponse`] (client streaming), or a `StreamSender` and a `Streaming`
+///   (bidirectional);
 /// - `FooServer<T: Foo>`, a [`Service`](server::Service) to mount on a [`Server`];
 /// - `SERVICE_NAME` on both, the full name `package.Foo`.
 ///

@@ -363,3 +363,125 @@ impl StreamTable {
         self.ring.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::AsyncReadExt;
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+    use crate::wire::FrameCodec;
+
+    fn config() -> FlowConfig {
+        FlowConfig { stream_window: 64 * 1024, connection_window: 1024 * 1024, max_frame_size: 64 * 1024 }
+    }
+
+    fn message(id: u64, len: usize) -> Frame {
+        let mut frame = Frame::new(FrameKind::StreamMessage, id);
+        frame.body = Bytes::from(vec![0u8; len]);
+        frame
+    }
+
+    /// The peer's end of the pipe, decoding what the table wrote.
+    struct Peer {
+        pipe: tokio::io::DuplexStream,
+        codec: FrameCodec,
+        buf: BytesMut,
+    }
+
+    /// A table with streams 1 and 2 open, and an io whose written frames the peer reads back.
+    fn setup() -> (StreamTable, FrameIo<tokio::io::DuplexStream>, Peer) {
+        let (ours, theirs) = tokio::io::duplex(16 * 1024 * 1024);
+        let io = FrameIo::new(ours, FrameCodec::new());
+        let mut table = StreamTable::new(config());
+        for id in [1, 2] {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            table.open(id, tx, StreamShared::new(1 << 20));
+        }
+        let peer = Peer { pipe: theirs, codec: FrameCodec::new().expect_preface(), buf: BytesMut::new() };
+        (table, io, peer)
+    }
+
+    /// Writes what is queued; the call ids of the frames the peer receives.
+    async fn written_ids(io: &mut FrameIo<tokio::io::DuplexStream>, peer: &mut Peer) -> Vec<u64> {
+        std::future::poll_fn(|cx| io.poll_write(cx)).await.expect("write");
+        let mut chunk = vec![0u8; 16 * 1024 * 1024];
+        let n = peer.pipe.read(&mut chunk).await.expect("read");
+        peer.buf.extend_from_slice(&chunk[..n]);
+        let mut ids = Vec::new();
+        while let Some(frame) = peer.codec.decode(&mut peer.buf).expect("frames") {
+            ids.push(frame.call_id);
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn streams_take_turns_one_message_each() {
+        let (mut table, mut io, mut peer) = setup();
+        for _ in 0..3 {
+            table.push(message(1, 10));
+        }
+        for _ in 0..3 {
+            table.push(message(2, 10));
+        }
+        assert!(table.fill(&mut io, &mut Vec::new()));
+        assert_eq!(written_ids(&mut io, &mut peer).await, [1, 2, 1, 2, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn stream_data_stops_at_a_chunk_so_other_frames_are_not_buried() {
+        let (mut table, mut io, mut peer) = setup();
+        for _ in 0..10 {
+            table.push(message(1, 16 * 1024));
+        }
+        table.fill(&mut io, &mut Vec::new());
+        // About a chunk went into the buffer, not the whole 160 KiB.
+        let ids = written_ids(&mut io, &mut peer).await;
+        assert!(ids.len() <= STREAM_WRITE_CHUNK / (16 * 1024) + 1, "{} messages in one go", ids.len());
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_credit_waits_and_goes_when_credit_arrives() {
+        let (mut table, mut io, mut peer) = setup();
+        // The default 64 KiB of credit: two 40 KiB messages go (the second overdraws), the
+        // third waits.
+        for _ in 0..3 {
+            table.push(message(1, 40 * 1024));
+        }
+        table.fill(&mut io, &mut Vec::new());
+        assert_eq!(written_ids(&mut io, &mut peer).await, [1, 1]);
+        assert!(!table.fill(&mut io, &mut Vec::new()), "no credit left");
+        table.on_window_update(1, 100 * 1024);
+        table.fill(&mut io, &mut Vec::new());
+        assert_eq!(written_ids(&mut io, &mut peer).await, [1]);
+    }
+
+    #[test]
+    fn receiving_past_the_window_plus_one_frame_is_a_violation() {
+        let mut table = StreamTable::new(config());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        table.open(1, tx, StreamShared::new(1 << 20));
+        let frame = message(1, 1000);
+        let cost = frame.payload_len() as i64;
+        let allowed = (64 * 1024 + 64 * 1024) / cost;
+        for _ in 0..allowed {
+            table.on_message(frame.clone()).expect("within the window and the overdraft");
+        }
+        assert!(matches!(table.on_message(frame), Err(WireError::FlowControl { .. })));
+    }
+
+    #[test]
+    fn consumption_is_granted_back_at_half_a_window() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let mut io = FrameIo::new(ours, FrameCodec::new());
+        let mut table = StreamTable::new(config());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        table.open(1, tx, StreamShared::new(1 << 20));
+        let before = io.pending_write_bytes();
+        table.release(1, 10 * 1024, false, &mut io);
+        assert_eq!(io.pending_write_bytes(), before, "under half a window: nothing yet");
+        table.release(1, 30 * 1024, false, &mut io);
+        assert!(io.pending_write_bytes() > before, "half a window released: a WINDOW_UPDATE");
+    }
+}
