@@ -22,3 +22,4 @@ cargo test --workspace --locked
 step "examples"
 cargo run --locked --quiet --example quickstart
 cargo run --locked --quiet --example route_guide
+cargo run --locked --quiet --example proto_greeter

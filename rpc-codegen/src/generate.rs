@@ -44,12 +44,23 @@ fn docs(lines: &[String]) -> TokenStream {
     quote!(#(#[doc = #lines])*)
 }
 
+/// A method's docs, or a line naming what it calls when it has none: generated items are
+/// always documented.
+fn method_docs(service: &Service, method: &Method) -> TokenStream {
+    if method.docs.is_empty() {
+        let line = format!(" The `{}` method.", service.method_path(method));
+        quote!(#[doc = #line])
+    } else {
+        docs(&method.docs)
+    }
+}
+
 fn generate_trait(service: &Service) -> TokenStream {
     let Service { name, vis, runtime, .. } = service;
     let trait_docs = docs(&service.docs);
     let methods = service.methods.iter().map(|method| {
         let Method { name, input, output, .. } = method;
-        let method_docs = docs(&method.docs);
+        let method_docs = method_docs(service, method);
         let (args, ok) = match (method.client_streaming, method.server_streaming) {
             (false, false) => (quote!(request: #input), quote!(#output)),
             (false, true) => {
@@ -87,7 +98,7 @@ fn generate_client(service: &Service) -> TokenStream {
     let doc = format!(" Client for the `{full_name}` service: one method per RPC.");
     let methods = service.methods.iter().map(|method| {
         let Method { name, input, output, .. } = method;
-        let method_docs = docs(&method.docs);
+        let method_docs = method_docs(service, method);
         let path = service.method_path(method);
         let client = quote!(#runtime::client);
         match (method.client_streaming, method.server_streaming) {

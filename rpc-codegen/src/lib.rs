@@ -27,6 +27,11 @@
 mod generate;
 mod model;
 pub mod naming;
+#[cfg(feature = "proto")]
+pub mod proto;
+
+#[cfg(feature = "proto")]
+pub use proto::compile_protos;
 
 pub use generate::generate;
 pub use model::{Method, Service};

@@ -52,6 +52,39 @@ pub mod stream;
 mod transport;
 pub mod wire;
 
+/// Includes the code generated from `.proto` files for one package: its messages, and the
+/// trait, client and server of each of its services.
+///
+/// ```ignore
+/// // build.rs: rpc_codegen::compile_protos(&["proto/helloworld.proto"], &["proto"])?;
+/// pub mod helloworld {
+///     rpc_core::include_proto!("helloworld");
+/// }
+/// ```
+///
+/// A package whose messages refer to other packages needs them as sibling modules, as
+/// [`include_protos!`] lays them out.
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
+
+/// Includes the code generated from `.proto` files for every package, as nested modules
+/// named after the packages (`acme.billing.v1` becomes `acme::billing::v1`).
+///
+/// ```ignore
+/// rpc_core::include_protos!();
+/// use acme::billing::v1::{BillingClient, BillingServer};
+/// ```
+#[macro_export]
+macro_rules! include_protos {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/_rpc_protos.rs"));
+    };
+}
+
 /// The README's examples, compiled as doctests so they cannot go stale.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
