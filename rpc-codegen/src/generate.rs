@@ -44,6 +44,16 @@ fn docs(lines: &[String]) -> TokenStream {
     quote!(#(#[doc = #lines])*)
 }
 
+/// The service's own docs, after a blank line, for the client and server types.
+fn service_docs(service: &Service) -> TokenStream {
+    if service.docs.is_empty() {
+        return TokenStream::new();
+    }
+    let blank = "";
+    let lines = &service.docs;
+    quote!(#[doc = #blank] #(#[doc = #lines])*)
+}
+
 /// A method's docs, or a line naming what it calls when it has none: generated items are
 /// always documented.
 fn method_docs(service: &Service, method: &Method) -> TokenStream {
@@ -96,6 +106,7 @@ fn generate_client(service: &Service) -> TokenStream {
     let client = format_ident!("{}Client", service.name, span = Span::call_site());
     let full_name = service.full_name();
     let doc = format!(" Client for the `{full_name}` service: one method per RPC.");
+    let service_docs = service_docs(service);
     let methods = service.methods.iter().map(|method| {
         let Method { name, input, output, .. } = method;
         let method_docs = method_docs(service, method);
@@ -133,6 +144,7 @@ fn generate_client(service: &Service) -> TokenStream {
     });
     quote! {
         #[doc = #doc]
+        #service_docs
         #[derive(Debug, Clone)]
         #vis struct #client {
             channel: #runtime::client::Channel,
@@ -162,6 +174,7 @@ fn generate_server(service: &Service) -> TokenStream {
     let server = format_ident!("{}Server", service.name, span = Span::call_site());
     let full_name = service.full_name();
     let doc = format!(" Serves the `{full_name}` service with an implementation of [`{service_trait}`].");
+    let service_docs = service_docs(service);
     let descriptors = service.methods.iter().map(|method| {
         let wire_name = &method.wire_name;
         let path = service.method_path(method);
@@ -199,6 +212,7 @@ fn generate_server(service: &Service) -> TokenStream {
     });
     quote! {
         #[doc = #doc]
+        #service_docs
         #vis struct #server<T> {
             inner: ::std::sync::Arc<T>,
         }
