@@ -15,7 +15,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::io::poll_read_buf;
 
-use crate::wire::{Frame, FrameCodec, PREFACE, WireError};
+use crate::stream::flow::FlowConfig;
+use crate::wire::{Frame, FrameCodec, FrameKind, Header, PREFACE, WireError};
+
+/// What one side announces in its `SETTINGS`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalSettings {
+    pub(crate) max_frame_size: usize,
+    pub(crate) max_header_size: usize,
+    pub(crate) max_concurrent_calls: Option<usize>,
+    pub(crate) flow: FlowConfig,
+}
 
 /// Free space guaranteed in the read buffer before each read.
 const READ_RESERVE: usize = 8 * 1024;
@@ -50,15 +60,42 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
         }
     }
 
+    /// Wraps `io` with our limits, queuing our preface, our `SETTINGS` and the
+    /// connection-level credit we grant beyond the protocol's minimum.
+    pub(crate) fn open(io: T, settings: &LocalSettings) -> FrameIo<T> {
+        let codec = FrameCodec::new()
+            .with_max_frame_size(settings.max_frame_size)
+            .with_max_header_size(settings.max_header_size);
+        let mut io = FrameIo::new(io, codec);
+        let mut frame = Frame::new(FrameKind::Settings, 0);
+        frame.header.max_frame_size = Some(settings.max_frame_size as u64);
+        frame.header.max_header_size = Some(settings.max_header_size as u64);
+        frame.header.max_concurrent_calls = settings.max_concurrent_calls.map(|n| n as u64);
+        frame.header.initial_window = Some(settings.flow.stream_window);
+        // Settings and window updates are a few bytes: below any limit a peer could announce.
+        let _ = io.queue(&frame);
+        if let Some(grant) = settings.flow.initial_connection_grant() {
+            let _ = io.queue(&grant);
+        }
+        io
+    }
+
+    /// Applies the peer's `SETTINGS` to what we send; returns the stream window it grants,
+    /// if it announced one.
+    pub(crate) fn apply_peer_settings(&mut self, header: &Header) -> Option<u64> {
+        if let Some(max) = header.max_frame_size {
+            self.codec.set_max_send_frame_size(usize::try_from(max).unwrap_or(usize::MAX));
+        }
+        if let Some(max) = header.max_header_size {
+            self.codec.set_max_send_header_size(usize::try_from(max).unwrap_or(usize::MAX));
+        }
+        header.initial_window
+    }
+
     /// Queues a frame for the next write. Fails, queuing nothing, if the frame is over the
     /// peer's limit.
     pub(crate) fn queue(&mut self, frame: &Frame) -> Result<(), WireError> {
         self.codec.encode(frame, &mut self.write_buf)
-    }
-
-    /// The codec, to apply the peer's limits from its `SETTINGS`.
-    pub(crate) fn codec_mut(&mut self) -> &mut FrameCodec {
-        &mut self.codec
     }
 
     /// Whether the peer's preface has been received.

@@ -7,13 +7,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use super::Channel;
+use super::{CallOptions, Channel};
 use crate::codec::Codec;
-use crate::metadata::{Metadata, MetadataKey};
+use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::wire::{Frame, FrameKind, flags};
 
@@ -84,8 +83,7 @@ pub struct UnaryCall<'a, Req, Resp, C> {
     channel: &'a Channel,
     method: &'static str,
     request: Req,
-    timeout: Option<Duration>,
-    metadata: Metadata,
+    options: CallOptions,
     _marker: PhantomData<fn() -> (Resp, C)>,
 }
 
@@ -94,43 +92,21 @@ where
     C: Codec<Req> + Codec<Resp>,
 {
     pub(super) fn new(channel: &'a Channel, method: &'static str, request: Req) -> Self {
-        UnaryCall { channel, method, request, timeout: None, metadata: Metadata::new(), _marker: PhantomData }
+        UnaryCall { channel, method, request, options: CallOptions::default(), _marker: PhantomData }
     }
 
-    /// Fails the call with `DeadlineExceeded` if no answer came within `timeout`. The
-    /// remaining time travels with the request, so the server stops working at the same
-    /// moment. Overrides the channel's default timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Adds a metadata entry to the request.
-    ///
-    /// # Panics
-    /// If `key` is a `&'static str` that is not a valid key (see [`MetadataKey`]).
-    pub fn metadata(mut self, key: impl Into<MetadataKey>, value: impl Into<Bytes>) -> Self {
-        self.metadata.append(key, value);
-        self
-    }
-
-    /// Adds every entry of `metadata` to the request.
-    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
-        self.metadata.extend(metadata);
-        self
-    }
+    call_option_methods!(
+        "Fails the call with `DeadlineExceeded` if no answer came within `timeout`. The remaining \
+         time travels with the request, so the server stops working at the same moment. Overrides \
+         the channel's default timeout."
+    );
 
     /// Sends the call; the future yields the message with the response's metadata.
     pub fn full(self) -> ResponseFuture<'a, Resp, C> {
-        let shared = &self.channel.shared;
-        let timeout = self.timeout.or(shared.config.default_timeout);
-        let id = shared.next_call_id();
-        let mut frame = Frame::new(FrameKind::Request, id);
-        frame.header.method = Some(Bytes::from_static(self.method.as_bytes()));
-        frame.header.metadata = self.metadata;
+        let timeout = self.options.timeout.or(self.channel.shared.config.default_timeout);
+        let (mut frame, deadline) = self.channel.opening_frame(FrameKind::Request, self.method, self.options);
+        let id = frame.call_id;
         frame.body = <C as Codec<Req>>::encode_to_bytes(&self.request);
-        // The time left is worked out when the request is written, not now.
-        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let state = match self.channel.send_call(frame, deadline) {
             Ok(rx) => State::Waiting(rx),
             Err(status) => State::Failed(status),

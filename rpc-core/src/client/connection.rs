@@ -16,8 +16,8 @@ use super::ChannelConfig;
 use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
 use crate::stream::{Inbound, StreamEvent, StreamShared};
-use crate::transport::FrameIo;
-use crate::wire::{Frame, FrameCodec, FrameKind, WireError, flags};
+use crate::transport::{FrameIo, LocalSettings};
+use crate::wire::{Frame, FrameKind, WireError, flags};
 
 /// Frames handled per poll before the task yields.
 const POLL_BUDGET: usize = 128;
@@ -27,9 +27,6 @@ const KEEPALIVE_PING: [u8; 8] = *b"keepaliv";
 
 /// Where a call's answer goes: the response frame, or why there is none.
 pub(crate) type Reply = oneshot::Sender<Result<Frame, Status>>;
-
-/// Fill-and-write rounds per poll while the socket keeps taking stream data.
-const WRITE_ROUNDS: usize = 16;
 
 /// A connection to the channel's target, owned by the channel task.
 pub(crate) struct ClientConnection {
@@ -48,20 +45,16 @@ pub(crate) struct ClientConnection {
 
 impl ClientConnection {
     pub(crate) fn new(stream: TcpStream, config: &ChannelConfig, target: &Arc<str>) -> ClientConnection {
-        let codec = FrameCodec::new()
-            .with_max_frame_size(config.max_frame_size)
-            .with_max_header_size(config.max_header_size);
-        let mut io = FrameIo::new(stream, codec);
         let flow = config.flow();
-        let mut settings = Frame::new(FrameKind::Settings, 0);
-        settings.header.max_frame_size = Some(config.max_frame_size as u64);
-        settings.header.max_header_size = Some(config.max_header_size as u64);
-        settings.header.initial_window = Some(flow.stream_window);
-        // Settings and window updates are a few bytes: below any limit a server could announce.
-        let _ = io.queue(&settings);
-        if let Some(grant) = flow.initial_connection_grant() {
-            let _ = io.queue(&grant);
-        }
+        let io = FrameIo::open(
+            stream,
+            &LocalSettings {
+                max_frame_size: config.max_frame_size,
+                max_header_size: config.max_header_size,
+                max_concurrent_calls: None,
+                flow,
+            },
+        );
         ClientConnection {
             io,
             pending: HashMap::new(),
@@ -241,29 +234,19 @@ impl ClientConnection {
         {
             return Poll::Ready(self.fail_all(status));
         }
-        let mut rounds = WRITE_ROUNDS;
-        loop {
-            let moved = self.streams.fill(&mut self.io, &mut self.ended);
-            // Our half-closes went out: nothing to do until the server ends the calls.
-            self.ended.clear();
-            for failed in self.streams.take_failed() {
+        let mut written = self.streams.poll_write(&mut self.io, cx, &mut self.ended);
+        // Our half-closes went out: nothing to do until the server ends those calls.
+        self.ended.clear();
+        let failed = self.streams.take_failed();
+        if !failed.is_empty() {
+            // Messages too large for the server: it is told the calls are off.
+            for failed in failed {
                 let _ = self.io.queue(&Frame::new(FrameKind::Cancel, failed.id));
             }
-            match self.io.poll_write(cx) {
-                Poll::Ready(Ok(())) if moved => {
-                    rounds -= 1;
-                    if rounds == 0 {
-                        cx.waker().wake_by_ref();
-                        break;
-                    }
-                }
-                Poll::Ready(Ok(())) | Poll::Pending => break,
-                Poll::Ready(Err(err)) => {
-                    return Poll::Ready(
-                        self.fail_all(Status::unavailable(format!("connection failed: {err}"))),
-                    );
-                }
-            }
+            written = self.io.poll_write(cx);
+        }
+        if let Poll::Ready(Err(err)) = written {
+            return Poll::Ready(self.fail_all(Status::unavailable(format!("connection failed: {err}"))));
         }
         if let Some(goaway) = &self.goaway
             && self.pending.is_empty()
@@ -296,15 +279,7 @@ impl ClientConnection {
                 }
             }
             FrameKind::Settings => {
-                if let Some(max) = frame.header.max_frame_size {
-                    let max = usize::try_from(max).unwrap_or(usize::MAX);
-                    self.io.codec_mut().set_max_send_frame_size(max);
-                }
-                if let Some(max) = frame.header.max_header_size {
-                    let max = usize::try_from(max).unwrap_or(usize::MAX);
-                    self.io.codec_mut().set_max_send_header_size(max);
-                }
-                if let Some(window) = frame.header.initial_window {
+                if let Some(window) = self.io.apply_peer_settings(&frame.header) {
                     self.streams.set_peer_stream_window(window);
                 }
             }

@@ -19,6 +19,38 @@
 //! # Ok(()) }
 //! ```
 
+/// The builder methods every kind of call has: a timeout (documented per kind) and metadata.
+/// Used inside an `impl` of a type with an `options: CallOptions` field.
+macro_rules! call_option_methods {
+    ($timeout_doc:literal) => {
+        #[doc = $timeout_doc]
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.timeout = Some(timeout);
+            self
+        }
+
+        /// Adds a metadata entry to the call.
+        ///
+        /// # Panics
+        /// If `key` is a `&'static str` that is not a valid key (see
+        /// [`MetadataKey`](crate::metadata::MetadataKey)).
+        pub fn metadata(
+            mut self,
+            key: impl Into<crate::metadata::MetadataKey>,
+            value: impl Into<bytes::Bytes>,
+        ) -> Self {
+            self.options.metadata.append(key, value);
+            self
+        }
+
+        /// Adds every entry of `metadata` to the call.
+        pub fn with_metadata(mut self, metadata: crate::metadata::Metadata) -> Self {
+            self.options.metadata.extend(metadata);
+            self
+        }
+    };
+}
+
 mod call;
 mod connection;
 mod streaming;
@@ -34,13 +66,16 @@ use tokio::sync::{mpsc, oneshot};
 pub use call::{MessageFuture, Response, ResponseFuture, UnaryCall};
 pub use streaming::{BidiStreaming, ClientStreaming, ServerStreaming, StreamingCall};
 
+use bytes::Bytes;
+
 use crate::codec::Codec;
+use crate::metadata::Metadata;
 use crate::status::Status;
 use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::wire::{
-    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, Frame, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
-    MIN_STREAM_WINDOW,
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, Frame, FrameKind, MAX_FRAME_SIZE_CAP,
+    MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW,
 };
 use task::ChannelTask;
 pub(crate) use task::Command;
@@ -130,7 +165,31 @@ impl fmt::Debug for Channel {
     }
 }
 
+/// What a caller sets on one call, whatever its kind.
+#[derive(Debug, Default)]
+struct CallOptions {
+    timeout: Option<Duration>,
+    metadata: Metadata,
+}
+
 impl Channel {
+    /// The frame that opens a call of `kind` to `method`, with a fresh call id and the
+    /// call's metadata, and the call's deadline (from its timeout, or the channel's default).
+    /// The frame's `TIMEOUT` is filled in from the deadline when it is written.
+    fn opening_frame(
+        &self,
+        kind: FrameKind,
+        method: &'static str,
+        options: CallOptions,
+    ) -> (Frame, Option<tokio::time::Instant>) {
+        let mut frame = Frame::new(kind, self.shared.next_call_id());
+        frame.header.method = Some(Bytes::from_static(method.as_bytes()));
+        frame.header.metadata = options.metadata;
+        let timeout = options.timeout.or(self.shared.config.default_timeout);
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        (frame, deadline)
+    }
+
     /// Connects to `target` (`host:port`) with default options, failing if it cannot.
     pub async fn connect(target: impl ToString) -> Result<Channel, Status> {
         Channel::builder(target).connect().await

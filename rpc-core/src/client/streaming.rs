@@ -3,18 +3,16 @@
 
 use std::future::{IntoFuture, Ready, ready};
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::Channel;
 use super::task::Command;
+use super::{CallOptions, Channel};
 use crate::codec::Codec;
-use crate::metadata::{Metadata, MetadataKey};
 use crate::status::Status;
 use crate::stream::{Outlet, StreamResponse, StreamSender, StreamShared, Streaming};
-use crate::wire::{Frame, FrameKind};
+use crate::wire::FrameKind;
 
 /// Marks a [`StreamingCall`] as server-streaming: one request, a stream of responses.
 #[derive(Debug)]
@@ -64,8 +62,7 @@ pub struct StreamingCall<'a, Req, Resp, C, K> {
     channel: &'a Channel,
     method: &'static str,
     request: Option<Req>,
-    timeout: Option<Duration>,
-    metadata: Metadata,
+    options: CallOptions,
     _marker: Marker<Resp, C, K>,
 }
 
@@ -77,49 +74,19 @@ where
     C: Codec<Req> + Codec<Resp>,
 {
     pub(super) fn new(channel: &'a Channel, method: &'static str, request: Option<Req>) -> Self {
-        StreamingCall {
-            channel,
-            method,
-            request,
-            timeout: None,
-            metadata: Metadata::new(),
-            _marker: PhantomData,
-        }
+        StreamingCall { channel, method, request, options: CallOptions::default(), _marker: PhantomData }
     }
 
-    /// Fails the call with `DeadlineExceeded` unless the whole stream is over within
-    /// `timeout`. The server is told and stops at the same moment. Overrides the channel's
-    /// default timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Adds a metadata entry to the call.
-    ///
-    /// # Panics
-    /// If `key` is a `&'static str` that is not a valid key (see [`MetadataKey`]).
-    pub fn metadata(mut self, key: impl Into<MetadataKey>, value: impl Into<Bytes>) -> Self {
-        self.metadata.append(key, value);
-        self
-    }
-
-    /// Adds every entry of `metadata` to the call.
-    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
-        self.metadata.extend(metadata);
-        self
-    }
+    call_option_methods!(
+        "Fails the call with `DeadlineExceeded` unless the whole stream is over within `timeout`. \
+         The server is told and stops at the same moment. Overrides the channel's default timeout."
+    );
 
     /// Sends the `STREAM_OPEN` and returns the call's two ends.
     fn open(self) -> (Option<Req>, StreamSender<Req>, Streaming<Resp>) {
         let shared = &self.channel.shared;
-        let timeout = self.timeout.or(shared.config.default_timeout);
-        let id = shared.next_call_id();
-        let mut frame = Frame::new(FrameKind::StreamOpen, id);
-        frame.header.method = Some(Bytes::from_static(self.method.as_bytes()));
-        frame.header.metadata = self.metadata;
-        // The time left is worked out when the frame is written, not now.
-        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let (frame, deadline) = self.channel.opening_frame(FrameKind::StreamOpen, self.method, self.options);
+        let id = frame.call_id;
 
         let window = shared.config.stream_window;
         let (inbound_tx, inbound) = mpsc::unbounded_channel();

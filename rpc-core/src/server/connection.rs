@@ -23,8 +23,8 @@ use super::service::{MethodKind, Outgoing, Payload, ServerCall, StreamParts, err
 use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
 use crate::stream::{StreamEvent, StreamShared};
-use crate::transport::FrameIo;
-use crate::wire::{Frame, FrameCodec, FrameKind, MAX_TIMEOUT, WireError, flags};
+use crate::transport::{FrameIo, LocalSettings};
+use crate::wire::{Frame, FrameKind, MAX_TIMEOUT, WireError, flags};
 
 /// Frames handled per poll before the task yields to others on its worker.
 const POLL_BUDGET: usize = 128;
@@ -33,9 +33,6 @@ const POLL_BUDGET: usize = 128;
 /// has read its responses: a client that sends but never reads cannot make the server
 /// buffer without bound.
 pub(crate) const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
-
-/// Fill-and-write rounds per poll while the socket keeps taking stream data.
-const WRITE_ROUNDS: usize = 16;
 
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -119,21 +116,16 @@ impl ServerConnection {
         config: &ServerConfig,
         shutdown: CancellationToken,
     ) -> ServerConnection {
-        let codec = FrameCodec::new()
-            .with_max_frame_size(config.max_frame_size)
-            .with_max_header_size(config.max_header_size);
-        let mut io = FrameIo::new(stream, codec);
         let flow = config.flow();
-        let mut settings = Frame::new(FrameKind::Settings, 0);
-        settings.header.max_frame_size = Some(config.max_frame_size as u64);
-        settings.header.max_header_size = Some(config.max_header_size as u64);
-        settings.header.max_concurrent_calls = Some(config.max_concurrent_calls as u64);
-        settings.header.initial_window = Some(flow.stream_window);
-        // Settings and window updates are a few bytes: below any limit a peer could announce.
-        let _ = io.queue(&settings);
-        if let Some(grant) = flow.initial_connection_grant() {
-            let _ = io.queue(&grant);
-        }
+        let io = FrameIo::open(
+            stream,
+            &LocalSettings {
+                max_frame_size: config.max_frame_size,
+                max_header_size: config.max_header_size,
+                max_concurrent_calls: Some(config.max_concurrent_calls),
+                flow,
+            },
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         ServerConnection {
             io,
@@ -199,21 +191,13 @@ impl ServerConnection {
         // Everything queued above goes out together; stream data is added a chunk at a time
         // as the socket takes it.
         let paused = self.io.pending_write_bytes() >= WRITE_HIGH_WATER;
-        let mut rounds = WRITE_ROUNDS;
-        loop {
-            let moved = self.streams.fill(&mut self.io, &mut self.ended);
-            self.after_fill()?;
-            match self.io.poll_write(cx) {
-                Poll::Ready(Ok(())) if moved => {
-                    rounds -= 1;
-                    if rounds == 0 {
-                        cx.waker().wake_by_ref();
-                        break;
-                    }
-                }
-                Poll::Ready(Ok(())) | Poll::Pending => break,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
-            }
+        if let Poll::Ready(Err(err)) = self.streams.poll_write(&mut self.io, cx, &mut self.ended) {
+            return Poll::Ready(Err(err.into()));
+        }
+        if self.after_fill()?
+            && let Poll::Ready(Err(err)) = self.io.poll_write(cx)
+        {
+            return Poll::Ready(Err(err.into()));
         }
         let written = self.io.written_total();
         while self.owed.front().is_some_and(|&end| end <= written) {
@@ -263,13 +247,16 @@ impl ServerConnection {
     }
 
     /// Acts on what scheduling stream frames produced: calls whose end went out are over,
-    /// and streams whose message could not be sent end with the reason.
-    fn after_fill(&mut self) -> Result<(), WireError> {
+    /// and streams whose message could not be sent end with the reason. Returns whether it
+    /// queued frames.
+    fn after_fill(&mut self) -> Result<bool, WireError> {
         for id in self.ended.drain(..) {
             self.calls.remove(&id);
             self.streams.finish(id, Status::cancelled("the stream has ended"));
         }
-        for failed in self.streams.take_failed() {
+        let failed = self.streams.take_failed();
+        let queued = !failed.is_empty();
+        for failed in failed {
             if let Some(entry) = self.calls.remove(&failed.id)
                 && let Some(abort) = entry.abort
             {
@@ -279,7 +266,7 @@ impl ServerConnection {
             end.kind = FrameKind::StreamEnd;
             self.io.queue(&end)?;
         }
-        Ok(())
+        Ok(queued)
     }
 
     fn handle_frame(&mut self, frame: Frame) -> Result<(), WireError> {
@@ -297,15 +284,7 @@ impl ServerConnection {
                 Ok(())
             }
             FrameKind::Settings => {
-                if let Some(max) = frame.header.max_frame_size {
-                    let max = usize::try_from(max).unwrap_or(usize::MAX);
-                    self.io.codec_mut().set_max_send_frame_size(max);
-                }
-                if let Some(max) = frame.header.max_header_size {
-                    let max = usize::try_from(max).unwrap_or(usize::MAX);
-                    self.io.codec_mut().set_max_send_header_size(max);
-                }
-                if let Some(window) = frame.header.initial_window {
+                if let Some(window) = self.io.apply_peer_settings(&frame.header) {
                     self.streams.set_peer_stream_window(window);
                 }
                 Ok(())

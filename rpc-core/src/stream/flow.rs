@@ -29,6 +29,9 @@ use crate::wire::{Frame, FrameKind, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW, Wi
 /// frames queued behind it (unary responses, pings) within a chunk of the front.
 pub(crate) const STREAM_WRITE_CHUNK: usize = 64 * 1024;
 
+/// Fill-and-write rounds per poll while the socket keeps taking stream data.
+const WRITE_ROUNDS: usize = 16;
+
 /// The windows this side grants, and the largest frame it accepts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FlowConfig {
@@ -320,6 +323,30 @@ impl StreamTable {
             }
         }
         moved
+    }
+
+    /// Writes what `io` has queued, topping it up with stream data a chunk at a time for as
+    /// long as the socket takes it (then yields, to be polled again). Streams whose end went
+    /// out are added to `ended`. `Ready(Ok)`: everything written; `Pending`: the socket is
+    /// full and will wake us.
+    pub(crate) fn poll_write<T>(
+        &mut self,
+        io: &mut FrameIo<T>,
+        cx: &mut std::task::Context<'_>,
+        ended: &mut Vec<u64>,
+    ) -> std::task::Poll<std::io::Result<()>>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        for _ in 0..WRITE_ROUNDS {
+            let moved = self.fill(io, ended);
+            match io.poll_write(cx) {
+                std::task::Poll::Ready(Ok(())) if moved => continue,
+                other => return other,
+            }
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Ready(Ok(()))
     }
 
     /// Streams whose frames could not be sent since the last call.
