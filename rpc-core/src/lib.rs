@@ -45,6 +45,8 @@
 
 pub mod client;
 pub mod codec;
+mod extensions;
+pub mod interceptor;
 pub mod metadata;
 pub mod server;
 pub mod status;
@@ -91,6 +93,7 @@ macro_rules! include_protos {
 pub struct ReadmeDoctests;
 
 pub use client::Channel;
+pub use extensions::Extensions;
 pub use metadata::Metadata;
 pub use server::{Context, Server};
 pub use status::{Code, Status};

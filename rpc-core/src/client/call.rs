@@ -4,15 +4,18 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::{CallOptions, Channel};
 use crate::codec::Codec;
+use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
 use crate::metadata::Metadata;
+use crate::server::MethodKind;
 use crate::status::{Code, Status};
 use crate::wire::{Frame, FrameKind, flags};
 
@@ -103,23 +106,21 @@ where
 
     /// Sends the call; the future yields the message with the response's metadata.
     pub fn full(self) -> ResponseFuture<'a, Resp, C> {
-        let timeout = self.options.timeout.or(self.channel.shared.config.default_timeout);
-        let (mut frame, deadline) = self.channel.opening_frame(FrameKind::Request, self.method, self.options);
-        let id = frame.call_id;
-        frame.body = <C as Codec<Req>>::encode_to_bytes(&self.request);
-        let state = match self.channel.send_call(frame, deadline) {
-            Ok(rx) => State::Waiting(rx),
-            Err(status) => State::Failed(status),
+        let body = <C as Codec<Req>>::encode_to_bytes(&self.request);
+        let inner = match &self.channel.shared.interceptors {
+            None => {
+                let (mut frame, deadline) =
+                    self.channel.opening_frame(FrameKind::Request, self.method, self.options);
+                frame.body = body;
+                Inner::Direct { raw: RawCall::send(self.channel, frame, self.method, deadline) }
+            }
+            Some(chain) => {
+                let chain = Arc::clone(chain);
+                let call = intercepted(self.channel, chain, self.method, self.options, body);
+                Inner::Intercepted { call: Box::pin(call) }
+            }
         };
-        ResponseFuture {
-            channel: self.channel,
-            id,
-            method: self.method,
-            state,
-            timeout,
-            sleep: timeout.map(tokio::time::sleep),
-            _marker: PhantomData,
-        }
+        ResponseFuture { inner, _marker: PhantomData }
     }
 }
 
@@ -135,6 +136,49 @@ where
     }
 }
 
+/// A unary call through the channel's interceptors: the response frame of the attempt that
+/// succeeded.
+async fn intercepted(
+    channel: &Channel,
+    chain: Arc<[Arc<dyn DynClientInterceptor>]>,
+    method: &'static str,
+    options: CallOptions,
+    body: Bytes,
+) -> Result<Frame, Status> {
+    let deadline = channel.deadline_for(&options);
+    let target = Arc::clone(&channel.shared.target);
+    let mut ctx = ClientContext::new(method, MethodKind::Unary, target, options.metadata, deadline);
+    let end = UnaryEndpoint { channel, body };
+    ClientNext::new(&chain, &end).run(&mut ctx).await?;
+    ctx.response.take().ok_or_else(|| Status::internal("an interceptor answered OK without sending the call"))
+}
+
+/// The end of a client chain for a unary call: one attempt, sent as the context says.
+struct UnaryEndpoint<'a> {
+    channel: &'a Channel,
+    body: Bytes,
+}
+
+impl ClientEndpoint for UnaryEndpoint<'_> {
+    fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
+        Box::pin(async move {
+            let mut frame = Frame::new(FrameKind::Request, self.channel.shared.next_call_id());
+            frame.header.method = Some(Bytes::from_static(ctx.method().as_bytes()));
+            frame.header.metadata = ctx.metadata().clone();
+            frame.body = self.body.clone();
+            let response = RawCall::send(self.channel, frame, ctx.method(), ctx.deadline_instant()).await?;
+            ctx.set_response_metadata(response.header.metadata.clone());
+            match status_of(&response) {
+                Some(status) => Err(status),
+                None => {
+                    ctx.response = Some(response);
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
 enum State {
     Waiting(oneshot::Receiver<Result<Frame, Status>>),
     Failed(Status),
@@ -142,22 +186,18 @@ enum State {
 }
 
 pin_project_lite::pin_project! {
-    /// The answer to a unary call, with its metadata: see [`UnaryCall::full`].
-    ///
-    /// Dropping it before it completes cancels the call: the server is told, and stops.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<'a, Resp, C> {
+    /// One request on its way: its response frame, or why there is none. Dropping it before
+    /// it completes cancels the call.
+    struct RawCall<'a> {
         channel: &'a Channel,
         id: u64,
         method: &'static str,
         state: State,
-        timeout: Option<Duration>,
         #[pin]
         sleep: Option<Sleep>,
-        _marker: PhantomData<fn() -> (Resp, C)>,
     }
 
-    impl<'a, Resp, C> PinnedDrop for ResponseFuture<'a, Resp, C> {
+    impl<'a> PinnedDrop for RawCall<'a> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if matches!(this.state, State::Waiting(_)) {
@@ -167,8 +207,25 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
-    type Output = Result<Response<Resp>, Status>;
+impl<'a> RawCall<'a> {
+    /// Sends `frame`, a call to `method`; the call gives up at `deadline`.
+    fn send(
+        channel: &'a Channel,
+        frame: Frame,
+        method: &'static str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> RawCall<'a> {
+        let id = frame.call_id;
+        let state = match channel.send_call(frame, deadline) {
+            Ok(rx) => State::Waiting(rx),
+            Err(status) => State::Failed(status),
+        };
+        RawCall { channel, id, method, state, sleep: deadline.map(tokio::time::sleep_until) }
+    }
+}
+
+impl Future for RawCall<'_> {
+    type Output = Result<Frame, Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -176,8 +233,7 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
             State::Waiting(mut rx) => {
                 if let Poll::Ready(answer) = Pin::new(&mut rx).poll(cx) {
                     return Poll::Ready(match answer {
-                        Ok(Ok(frame)) => decode_response::<Resp, C>(frame),
-                        Ok(Err(status)) => Err(status),
+                        Ok(result) => result,
                         Err(_) => Err(Status::unavailable("the channel's connection task ended")),
                     });
                 }
@@ -185,10 +241,9 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
                     && sleep.poll(cx).is_ready()
                 {
                     this.channel.cancel(*this.id);
-                    let timeout = this.timeout.unwrap_or_default();
+                    let method = this.method;
                     return Poll::Ready(Err(Status::deadline_exceeded(format!(
-                        "{} got no answer within {timeout:?}",
-                        this.method
+                        "{method}: the deadline passed before an answer came"
                     ))));
                 }
                 *this.state = State::Waiting(rx);
@@ -197,6 +252,38 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
             State::Failed(status) => Poll::Ready(Err(status)),
             State::Done => Poll::Ready(Err(Status::internal("response future polled after it completed"))),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = InnerProj]
+    enum Inner<'a> {
+        Direct { #[pin] raw: RawCall<'a> },
+        Intercepted { call: BoxFuture<'a, Result<Frame, Status>> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to a unary call, with its metadata: see [`UnaryCall::full`].
+    ///
+    /// Dropping it before it completes cancels the call: the server is told, and stops.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<'a, Resp, C> {
+        #[pin]
+        inner: Inner<'a>,
+        _marker: PhantomData<fn() -> (Resp, C)>,
+    }
+}
+
+impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
+    type Output = Result<Response<Resp>, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let frame = match self.project().inner.project() {
+            InnerProj::Direct { raw } => ready!(raw.poll(cx)),
+            InnerProj::Intercepted { call } => ready!(call.as_mut().poll(cx)),
+        };
+        Poll::Ready(frame.and_then(decode_response::<Resp, C>))
     }
 }
 
@@ -217,18 +304,29 @@ impl<Resp, C: Codec<Resp>> Future for MessageFuture<'_, Resp, C> {
     }
 }
 
+/// The status a `Response` frame carries, if it is not OK.
+fn status_of(frame: &Frame) -> Option<Status> {
+    let code = frame.header.status_code.map_or(Code::Ok, Code::from_u32);
+    if code == Code::Ok {
+        return None;
+    }
+    let message = frame
+        .header
+        .status_message
+        .as_ref()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_default();
+    let status = Status::new(code, message).with_metadata(frame.header.metadata.clone());
+    Some(if frame.flags & flags::REFUSED != 0 { status.refused() } else { status })
+}
+
 /// Turns a `Response` frame into the message, or the status it carries.
 fn decode_response<Resp, C: Codec<Resp>>(frame: Frame) -> Result<Response<Resp>, Status> {
-    let header = frame.header;
-    let code = header.status_code.map_or(Code::Ok, Code::from_u32);
-    if code != Code::Ok {
-        let message =
-            header.status_message.map(|m| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
-        let status = Status::new(code, message).with_metadata(header.metadata);
-        return Err(if frame.flags & flags::REFUSED != 0 { status.refused() } else { status });
+    if let Some(status) = status_of(&frame) {
+        return Err(status);
     }
     match C::decode(frame.body) {
-        Ok(message) => Ok(Response { message, metadata: header.metadata }),
+        Ok(message) => Ok(Response { message, metadata: frame.header.metadata }),
         Err(err) => Err(Status::internal(format!("response does not decode: {err}"))),
     }
 }

@@ -290,6 +290,7 @@ impl ClientConnection {
                 let id = frame.call_id;
                 let code = frame.header.status_code.map_or(Code::Ok, Code::from_u32);
                 if code == Code::Ok {
+                    self.streams.complete(id, Ok(()));
                     self.streams.end_inbound(id, Ok(frame.header.metadata));
                     self.streams.finish(id, Status::failed_precondition("the server has ended the call"));
                 } else {
@@ -298,6 +299,7 @@ impl ClientConnection {
                     if frame.flags & flags::REFUSED != 0 {
                         status = status.refused();
                     }
+                    self.streams.complete(id, Err(status.clone()));
                     self.streams.end_inbound(id, Err(status.clone()));
                     self.streams.finish(id, status);
                 }

@@ -64,11 +64,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use call::{MessageFuture, Response, ResponseFuture, UnaryCall};
-pub use streaming::{BidiStreaming, ClientStreaming, ServerStreaming, StreamingCall};
+pub use streaming::{BidiStreaming, ClientStreaming, OpenFuture, ServerStreaming, StreamingCall};
 
 use bytes::Bytes;
 
 use crate::codec::Codec;
+use crate::interceptor::{ClientChain, ClientInterceptor, DynClientInterceptor};
 use crate::metadata::Metadata;
 use crate::status::Status;
 use crate::stream::flow::FlowConfig;
@@ -150,6 +151,8 @@ struct Shared {
     next_call_id: AtomicU64,
     target: Arc<str>,
     config: Arc<ChannelConfig>,
+    /// The channel's interceptors; `None` when there are none, so calls skip the mechanism.
+    interceptors: Option<Arc<[Arc<dyn DynClientInterceptor>]>>,
 }
 
 impl Shared {
@@ -182,12 +185,17 @@ impl Channel {
         method: &'static str,
         options: CallOptions,
     ) -> (Frame, Option<tokio::time::Instant>) {
+        let deadline = self.deadline_for(&options);
         let mut frame = Frame::new(kind, self.shared.next_call_id());
         frame.header.method = Some(Bytes::from_static(method.as_bytes()));
         frame.header.metadata = options.metadata;
-        let timeout = options.timeout.or(self.shared.config.default_timeout);
-        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         (frame, deadline)
+    }
+
+    /// A call's deadline: from its timeout, or the channel's default.
+    fn deadline_for(&self, options: &CallOptions) -> Option<tokio::time::Instant> {
+        let timeout = options.timeout.or(self.shared.config.default_timeout);
+        timeout.and_then(|t| tokio::time::Instant::now().checked_add(t))
     }
 
     /// Connects to `target` (`host:port`) with default options, failing if it cannot.
@@ -197,7 +205,11 @@ impl Channel {
 
     /// A builder for a channel to `target` (`host:port`, resolved at each connect).
     pub fn builder(target: impl ToString) -> ChannelBuilder {
-        ChannelBuilder { target: target.to_string(), config: ChannelConfig::default() }
+        ChannelBuilder {
+            target: target.to_string(),
+            config: ChannelConfig::default(),
+            chain: ClientChain::new(),
+        }
     }
 
     /// The address this channel connects to.
@@ -271,6 +283,7 @@ impl Channel {
 pub struct ChannelBuilder {
     target: String,
     config: ChannelConfig,
+    chain: ClientChain,
 }
 
 impl ChannelBuilder {
@@ -345,6 +358,13 @@ impl ChannelBuilder {
         self
     }
 
+    /// Adds an interceptor that every call through the channel runs through, inside those
+    /// added before it. See [`interceptor`](crate::interceptor).
+    pub fn interceptor(mut self, interceptor: impl ClientInterceptor) -> ChannelBuilder {
+        self.chain = self.chain.with(interceptor);
+        self
+    }
+
     /// Connects now; fails with `Unavailable` if the server cannot be reached or does not
     /// speak the protocol. Must be called inside a Tokio runtime.
     pub async fn connect(self) -> Result<Channel, Status> {
@@ -368,6 +388,9 @@ impl ChannelBuilder {
         let target: Arc<str> = self.target.into();
         let config = Arc::new(self.config);
         tokio::spawn(ChannelTask::new(rx, Arc::clone(&target), Arc::clone(&config)));
-        Channel { shared: Arc::new(Shared { tx, next_call_id: AtomicU64::new(1), target, config }) }
+        let interceptors = (!self.chain.is_empty()).then(|| self.chain.interceptors.into());
+        Channel {
+            shared: Arc::new(Shared { tx, next_call_id: AtomicU64::new(1), target, config, interceptors }),
+        }
     }
 }

@@ -1,18 +1,23 @@
 //! Streaming calls from the client side: the builders generated stubs return for
 //! server-streaming, client-streaming and bidirectional methods.
 
-use std::future::{IntoFuture, Ready, ready};
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::task::Command;
 use super::{CallOptions, Channel};
 use crate::codec::Codec;
+use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext};
+use crate::server::MethodKind;
 use crate::status::Status;
 use crate::stream::{Outlet, StreamResponse, StreamSender, StreamShared, Streaming};
-use crate::wire::FrameKind;
+use crate::wire::{Frame, FrameKind};
 
 /// Marks a [`StreamingCall`] as server-streaming: one request, a stream of responses.
 #[derive(Debug)]
@@ -82,74 +87,209 @@ where
          The server is told and stops at the same moment. Overrides the channel's default timeout."
     );
 
-    /// Sends the `STREAM_OPEN` and returns the call's two ends.
-    fn open(self) -> (Option<Req>, StreamSender<Req>, Streaming<Resp>) {
-        let shared = &self.channel.shared;
-        let (frame, deadline) = self.channel.opening_frame(FrameKind::StreamOpen, self.method, self.options);
-        let id = frame.call_id;
-
-        let window = shared.config.stream_window;
-        let (inbound_tx, inbound) = mpsc::unbounded_channel();
-        let budget = StreamShared::new(window);
-        // If the channel's task is gone, the command (and with it `inbound_tx`) is dropped:
-        // the stream then reads as failed, which is what the caller needs to know.
-        let _ = shared.tx.send(Command::OpenStream {
-            frame,
-            inbound: inbound_tx,
-            shared: budget.clone(),
+    /// Opens the call: at once without interceptors; through them otherwise, in a task that
+    /// runs the chain until the stream has ended. `finish` turns the opened stream's ends into
+    /// what the caller gets.
+    fn start<T: Send + 'static>(self, kind: MethodKind, finish: Finish<Req, Resp, T>) -> OpenFuture<T>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+    {
+        let channel = self.channel;
+        let Some(chain) = channel.shared.interceptors.clone() else {
+            let (frame, deadline) = channel.opening_frame(FrameKind::StreamOpen, self.method, self.options);
+            let (_, sender, receiver) = open_stream::<Req, Resp, C>(channel, frame, deadline);
+            return OpenFuture::ready(finish(self.request, sender, receiver));
+        };
+        let deadline = channel.deadline_for(&self.options);
+        let mut ctx = ClientContext::new(
+            self.method,
+            kind,
+            Arc::clone(&channel.shared.target),
+            self.options.metadata,
             deadline,
+        );
+        let (deliver, delivered) = oneshot::channel();
+        let endpoint = StreamEndpoint::<Req, Resp, C, T> {
+            channel: channel.clone(),
+            request: Mutex::new(self.request),
+            deliver: Mutex::new(Some(deliver)),
+            finish,
+            _marker: PhantomData,
+        };
+        tokio::spawn(async move {
+            let outcome = ClientNext::new(&chain, &endpoint).run(&mut ctx).await;
+            // If the chain never opened the stream (an interceptor said no), the caller
+            // learns why.
+            if let Some(deliver) = take(&endpoint.deliver) {
+                let status = outcome.err().unwrap_or_else(|| {
+                    Status::internal("an interceptor answered OK without opening the stream")
+                });
+                let _ = deliver.send(Err(status));
+            }
         });
-
-        let outlet = Outlet::Client(shared.tx.clone());
-        let sender = StreamSender::new(id, budget, outlet.clone(), encode::<Req, C>, true);
-        let timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        let receiver = Streaming::new(id, inbound, outlet, decode::<Resp, C>, window, timer, true);
-        (self.request, sender, receiver)
+        OpenFuture { state: OpenState::Waiting(delivered) }
     }
 }
+
+/// Turns an opened stream's ends (and a server-streaming call's request) into what the
+/// caller gets.
+type Finish<Req, Resp, T> = fn(Option<Req>, StreamSender<Req>, Streaming<Resp>) -> Result<T, Status>;
+
+/// Sends the `STREAM_OPEN` for `frame` and returns the stream's shared state and its two ends.
+fn open_stream<Req, Resp, C>(
+    channel: &Channel,
+    frame: Frame,
+    deadline: Option<tokio::time::Instant>,
+) -> (Arc<StreamShared>, StreamSender<Req>, Streaming<Resp>)
+where
+    C: Codec<Req> + Codec<Resp>,
+{
+    let shared = &channel.shared;
+    let id = frame.call_id;
+    let window = shared.config.stream_window;
+    let (inbound_tx, inbound) = mpsc::unbounded_channel();
+    let budget = StreamShared::new(window);
+    // If the channel's task is gone, the command (and with it `inbound_tx`) is dropped: the
+    // stream then reads as failed, which is what the caller needs to know.
+    let _ =
+        shared.tx.send(Command::OpenStream { frame, inbound: inbound_tx, shared: budget.clone(), deadline });
+    let outlet = Outlet::Client(shared.tx.clone());
+    let sender = StreamSender::new(id, Arc::clone(&budget), outlet.clone(), encode::<Req, C>, true);
+    let timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let receiver = Streaming::new(id, inbound, outlet, decode::<Resp, C>, window, timer, true)
+        .reporting_to(Arc::clone(&budget));
+    (budget, sender, receiver)
+}
+
+/// The end of a client chain for a streaming call: opens the stream as the context says,
+/// hands the caller its ends, and completes when the call has ended.
+struct StreamEndpoint<Req, Resp, C, T> {
+    channel: Channel,
+    request: Mutex<Option<Req>>,
+    deliver: Mutex<Option<oneshot::Sender<Result<T, Status>>>>,
+    finish: Finish<Req, Resp, T>,
+    _marker: PhantomData<fn() -> (Resp, C)>,
+}
+
+impl<Req, Resp, C, T> ClientEndpoint for StreamEndpoint<Req, Resp, C, T>
+where
+    C: Codec<Req> + Codec<Resp>,
+    Req: Send,
+    T: Send,
+{
+    fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
+        Box::pin(async move {
+            let Some(deliver) = take(&self.deliver) else {
+                return Err(Status::failed_precondition("a streaming call cannot be sent twice"));
+            };
+            let mut frame = Frame::new(FrameKind::StreamOpen, self.channel.shared.next_call_id());
+            frame.header.method = Some(Bytes::from_static(ctx.method().as_bytes()));
+            frame.header.metadata = ctx.metadata().clone();
+            let (shared, sender, receiver) =
+                open_stream::<Req, Resp, C>(&self.channel, frame, ctx.deadline_instant());
+            let ends = (self.finish)(take(&self.request), sender, receiver);
+            let failed = ends.as_ref().err().cloned();
+            let _ = deliver.send(ends);
+            match failed {
+                Some(status) => Err(status),
+                None => shared.completed().await,
+            }
+        })
+    }
+}
+
+/// Takes what a mutex holds; a poisoned one is still read (the value is an `Option`).
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+}
+
+/// The ends of an opened streaming call: what awaiting a [`StreamingCall`] gives.
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct OpenFuture<T> {
+    state: OpenState<T>,
+}
+
+#[derive(Debug)]
+enum OpenState<T> {
+    Ready(Option<Result<T, Status>>),
+    Waiting(oneshot::Receiver<Result<T, Status>>),
+}
+
+impl<T> OpenFuture<T> {
+    fn ready(result: Result<T, Status>) -> OpenFuture<T> {
+        OpenFuture { state: OpenState::Ready(Some(result)) }
+    }
+}
+
+impl<T> Future for OpenFuture<T> {
+    type Output = Result<T, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        // Nothing here is pinned: the result is only moved out.
+        match &mut self.get_mut().state {
+            OpenState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or_else(|| Err(Status::internal("polled after completion"))))
+            }
+            OpenState::Waiting(rx) => Pin::new(rx).poll(cx).map(|delivered| {
+                delivered.unwrap_or_else(|_| Err(Status::internal("the call's interceptors failed")))
+            }),
+        }
+    }
+}
+
+impl<T> Unpin for OpenFuture<T> {}
 
 impl<'a, Req, Resp, C> IntoFuture for StreamingCall<'a, Req, Resp, C, ServerStreaming>
 where
     C: Codec<Req> + Codec<Resp>,
+    Req: Send + 'static,
+    Resp: Send + 'static,
 {
     type Output = Result<Streaming<Resp>, Status>;
-    type IntoFuture = Ready<Self::Output>;
+    type IntoFuture = OpenFuture<Streaming<Resp>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let (request, mut sender, responses) = self.open();
-        let sent = match request {
-            Some(request) => sender.send_now(request),
-            None => Err(Status::internal("a server-streaming call needs its request")),
-        };
-        // Dropping the sender tells the server the one request is all there is.
-        drop(sender);
-        ready(sent.map(|()| responses))
+        self.start(MethodKind::ServerStreaming, |request, mut sender, responses| {
+            let Some(request) = request else {
+                return Err(Status::internal("a server-streaming call needs its request"));
+            };
+            sender.send_now(request)?;
+            // Dropping the sender tells the server the one request is all there is.
+            drop(sender);
+            Ok(responses)
+        })
     }
 }
 
 impl<'a, Req, Resp, C> IntoFuture for StreamingCall<'a, Req, Resp, C, ClientStreaming>
 where
     C: Codec<Req> + Codec<Resp>,
+    Req: Send + 'static,
+    Resp: Send + 'static,
 {
     type Output = Result<(StreamSender<Req>, StreamResponse<Resp>), Status>;
-    type IntoFuture = Ready<Self::Output>;
+    type IntoFuture = OpenFuture<(StreamSender<Req>, StreamResponse<Resp>)>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let (_, sender, responses) = self.open();
-        ready(Ok((sender, StreamResponse::new(responses))))
+        self.start(MethodKind::ClientStreaming, |_, sender, responses| {
+            Ok((sender, StreamResponse::new(responses)))
+        })
     }
 }
 
 impl<'a, Req, Resp, C> IntoFuture for StreamingCall<'a, Req, Resp, C, BidiStreaming>
 where
     C: Codec<Req> + Codec<Resp>,
+    Req: Send + 'static,
+    Resp: Send + 'static,
 {
     type Output = Result<(StreamSender<Req>, Streaming<Resp>), Status>;
-    type IntoFuture = Ready<Self::Output>;
+    type IntoFuture = OpenFuture<(StreamSender<Req>, Streaming<Resp>)>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let (_, sender, responses) = self.open();
-        ready(Ok((sender, responses)))
+        self.start(MethodKind::BidiStreaming, |_, sender, responses| Ok((sender, responses)))
     }
 }
 

@@ -354,7 +354,7 @@ impl ServerConnection {
             .timeout
             .filter(|&timeout| timeout <= MAX_TIMEOUT)
             .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
-        let context = Context::new(route.path, self.peer, frame.header.metadata, deadline);
+        let context = Context::new(route.path, route.kind, self.peer, frame.header.metadata, deadline);
         let payload = if streaming {
             let (inbound_tx, inbound) = mpsc::unbounded_channel();
             let shared = StreamShared::new(self.stream_window);
@@ -363,7 +363,8 @@ impl ServerConnection {
         } else {
             Payload::Unary(frame.body)
         };
-        let call = ServerCall { id, context, out: self.tx.clone(), payload };
+        let interceptors = route.interceptors.clone();
+        let call = ServerCall { id, context, out: self.tx.clone(), payload, interceptors };
         let spawned = route.service.call(route.index, call);
         self.calls.insert(id, CallEntry { abort: spawned.0, cancelled: false });
         Ok(())

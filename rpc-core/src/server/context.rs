@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::MethodKind;
+use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 
 /// The call a handler is serving: who called, which method, the caller's metadata and
@@ -27,25 +29,60 @@ use crate::metadata::Metadata;
 #[derive(Debug)]
 pub struct Context {
     method: &'static str,
+    kind: MethodKind,
     peer: SocketAddr,
     metadata: Metadata,
     deadline: Option<tokio::time::Instant>,
     response_metadata: Metadata,
+    extensions: Extensions,
 }
 
 impl Context {
     pub(crate) fn new(
         method: &'static str,
+        kind: MethodKind,
         peer: SocketAddr,
         metadata: Metadata,
         deadline: Option<tokio::time::Instant>,
     ) -> Context {
-        Context { method, peer, metadata, deadline, response_metadata: Metadata::new() }
+        Context {
+            method,
+            kind,
+            peer,
+            metadata,
+            deadline,
+            response_metadata: Metadata::new(),
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// Moves the context out for the handler, leaving a shell with the call's identity
+    /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
+    /// it back (it panicked, or its deadline passed).
+    pub(crate) fn lend(&mut self) -> Context {
+        let shell = Context::new(self.method, self.kind, self.peer, Metadata::new(), self.deadline);
+        std::mem::replace(self, shell)
     }
 
     /// The full method name, e.g. `/helloworld.Greeter/SayHello`.
     pub fn method(&self) -> &'static str {
         self.method
+    }
+
+    /// The call's shape: unary, or which way it streams.
+    pub fn kind(&self) -> MethodKind {
+        self.kind
+    }
+
+    /// Values attached to the call, for example by an interceptor (an authenticated caller's
+    /// claims) for the handler.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The call's attached values, to change.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
     }
 
     /// The caller's address.
@@ -77,6 +114,11 @@ impl Context {
     /// Metadata sent back with the response, whether it succeeds or fails.
     pub fn response_metadata_mut(&mut self) -> &mut Metadata {
         &mut self.response_metadata
+    }
+
+    /// The metadata to be sent back with the response.
+    pub fn response_metadata(&self) -> &Metadata {
+        &self.response_metadata
     }
 
     pub(crate) fn deadline_instant(&self) -> Option<tokio::time::Instant> {

@@ -45,6 +45,7 @@ pub use context::Context;
 pub(crate) use service::Outgoing;
 pub use service::{MethodDescriptor, MethodKind, ServerCall, Service, ServiceDescriptor, Spawned};
 
+use crate::interceptor::{ServerChain, ServerInterceptor};
 use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::wire::{
@@ -114,7 +115,11 @@ pub struct Server;
 impl Server {
     /// A builder with default limits and no services.
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { routes: Routes::default(), config: ServerConfig::default() }
+        ServerBuilder {
+            routes: Routes::default(),
+            config: ServerConfig::default(),
+            chain: ServerChain::new(),
+        }
     }
 }
 
@@ -122,6 +127,7 @@ impl Server {
 pub struct ServerBuilder {
     routes: Routes,
     config: ServerConfig,
+    chain: ServerChain,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -129,6 +135,7 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("services", &self.routes.service_names())
             .field("config", &self.config)
+            .field("interceptors", &self.chain.len())
             .finish()
     }
 }
@@ -139,7 +146,24 @@ impl ServerBuilder {
     /// # Panics
     /// If a service with the same full name is already mounted.
     pub fn add_service(mut self, service: impl Service) -> ServerBuilder {
-        self.routes.add(Arc::new(service));
+        self.routes.add(Arc::new(service), ServerChain::new());
+        self
+    }
+
+    /// Mounts a service whose calls also run through `chain`, inside the server-wide
+    /// interceptors.
+    ///
+    /// # Panics
+    /// If a service with the same full name is already mounted.
+    pub fn add_service_with(mut self, service: impl Service, chain: ServerChain) -> ServerBuilder {
+        self.routes.add(Arc::new(service), chain);
+        self
+    }
+
+    /// Adds an interceptor that every call to every service runs through, after those added
+    /// before it and before each service's own. See [`interceptor`](crate::interceptor).
+    pub fn interceptor(mut self, interceptor: impl ServerInterceptor) -> ServerBuilder {
+        self.chain = self.chain.with(interceptor);
         self
     }
 
@@ -229,7 +253,9 @@ impl ServerBuilder {
         listener: TcpListener,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let routes = Arc::new(self.routes);
+        let mut routes = self.routes;
+        routes.set_server_chain(&self.chain);
+        let routes = Arc::new(routes);
         let config = Arc::new(self.config);
         let shutdown = CancellationToken::new();
         let mut connections = JoinSet::new();

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::service::{MethodKind, Service};
+use crate::interceptor::{DynServerInterceptor, ServerChain};
 
 /// How much of an unknown method name an error message repeats.
 const MAX_ECHOED_NAME: usize = 256;
@@ -14,6 +15,10 @@ pub(crate) struct Route {
     pub(crate) index: usize,
     pub(crate) path: &'static str,
     pub(crate) kind: MethodKind,
+    /// The interceptors its calls run through, server-wide first; `None` for none.
+    pub(crate) interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
+    /// The service's own interceptors, until the server-wide ones are put in front.
+    service_chain: ServerChain,
 }
 
 /// Every method of every mounted service, by its full name.
@@ -29,7 +34,7 @@ impl Routes {
     /// # Panics
     /// If a service of the same name is already mounted: that is a programming error,
     /// caught when the server is built rather than by a surprised caller.
-    pub(crate) fn add(&mut self, service: Arc<dyn Service>) {
+    pub(crate) fn add(&mut self, service: Arc<dyn Service>, chain: ServerChain) {
         let descriptor = service.descriptor();
         assert!(
             !self.services.contains(&descriptor.name),
@@ -38,8 +43,22 @@ impl Routes {
         );
         self.services.push(descriptor.name);
         for (index, method) in descriptor.methods.iter().enumerate() {
-            let route = Route { service: Arc::clone(&service), index, path: method.path, kind: method.kind };
+            let route = Route {
+                service: Arc::clone(&service),
+                index,
+                path: method.path,
+                kind: method.kind,
+                interceptors: None,
+                service_chain: chain.clone(),
+            };
             self.by_path.insert(method.path.as_bytes().into(), route);
+        }
+    }
+
+    /// Puts the server-wide interceptors in front of every service's own.
+    pub(crate) fn set_server_chain(&mut self, server: &ServerChain) {
+        for route in self.by_path.values_mut() {
+            route.interceptors = route.service_chain.behind(server);
         }
     }
 

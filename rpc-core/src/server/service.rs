@@ -16,6 +16,7 @@ use tokio::task::AbortHandle;
 
 use super::context::Context;
 use crate::codec::Codec;
+use crate::interceptor::{DynServerInterceptor, run_chain};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::stream::{Inbound, Outlet, StreamEvent, StreamSender, StreamShared, Streaming};
@@ -80,12 +81,22 @@ pub(crate) enum Outgoing {
 pub struct Spawned(pub(crate) Option<AbortHandle>);
 
 /// One incoming call, on its way to a handler.
-#[derive(Debug)]
 pub struct ServerCall {
     pub(crate) id: u64,
     pub(crate) context: Context,
     pub(crate) out: mpsc::UnboundedSender<Outgoing>,
     pub(crate) payload: Payload,
+    pub(crate) interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall")
+            .field("id", &self.id)
+            .field("method", &self.context.method())
+            .field("interceptors", &self.interceptors.as_ref().map_or(0, |chain| chain.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a call brings: a unary request's body, or a stream's plumbing.
@@ -120,7 +131,7 @@ impl ServerCall {
         F: FnOnce(Context, Req) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
     {
-        let ServerCall { id, context, out, payload } = self;
+        let ServerCall { id, context, out, payload, interceptors } = self;
         let Payload::Unary(body) = payload else {
             return mismatched(id, &out, context.method());
         };
@@ -130,9 +141,20 @@ impl ServerCall {
         let task = async move {
             let (metadata, result) = match decode_request::<Req, C>(body) {
                 Err(status) => (Metadata::new(), Err(status)),
-                Ok(request) => {
-                    run_handler(method, deadline, async move { handler(context, request).await }).await
-                }
+                Ok(request) => match interceptors {
+                    None => {
+                        run_handler(method, deadline, async move { handler(context, request).await }).await
+                    }
+                    Some(chain) => {
+                        let handler = move |ctx| handler(ctx, request);
+                        run_handler(
+                            method,
+                            deadline,
+                            async move { run_chain(&chain, context, handler).await },
+                        )
+                        .await
+                    }
+                },
             };
             let frame = match result {
                 Ok(message) => {
@@ -215,7 +237,7 @@ impl ServerCall {
         F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
     {
-        let ServerCall { id, context, out, payload } = self;
+        let ServerCall { id, context, out, payload, interceptors } = self;
         let Payload::Stream(parts) = payload else {
             return mismatched(id, &out, context.method());
         };
@@ -234,8 +256,14 @@ impl ServerCall {
         let method = context.method();
         let deadline = context.deadline_instant();
         let task = async move {
-            let (metadata, result) =
-                run_handler(method, deadline, handler(context, requests, responses)).await;
+            let (metadata, result) = match interceptors {
+                None => run_handler(method, deadline, handler(context, requests, responses)).await,
+                Some(chain) => {
+                    let handler = move |ctx| handler(ctx, requests, responses);
+                    run_handler(method, deadline, async move { run_chain(&chain, context, handler).await })
+                        .await
+                }
+            };
             let mut end = error_response(id, result.err().unwrap_or_else(|| Status::new(Code::Ok, "")));
             end.kind = FrameKind::StreamEnd;
             let mut trailers = metadata;

@@ -265,7 +265,7 @@ impl StreamTable {
         {
             if frame.kind == FrameKind::StreamEnd {
                 // Nothing may follow the end: further sends fail.
-                slot.shared.close(Status::failed_precondition("the stream was closed by this side"));
+                slot.shared.stop_sending(Status::failed_precondition("the stream was closed by this side"));
             }
             slot.outbox.push_back(frame);
             if !slot.in_ring {
@@ -363,6 +363,13 @@ impl StreamTable {
             slot.outbox.clear();
             slot.shared.close(status);
             self.remove_if_done(id);
+        }
+    }
+
+    /// Records that the call on stream `id` ended with `result` (the server's end).
+    pub(crate) fn complete(&mut self, id: u64, result: Result<(), Status>) {
+        if let Some(slot) = self.slots.get(&id) {
+            slot.shared.complete(result);
         }
     }
 

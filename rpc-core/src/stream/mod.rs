@@ -78,18 +78,54 @@ pub(crate) struct StreamShared {
     /// budget still goes (alone).
     pub(crate) cap: u32,
     outcome: OnceLock<Status>,
+    /// How the call ended, once it has: what a client interceptor around the stream sees.
+    result: OnceLock<Result<(), Status>>,
+    ended: tokio::sync::Notify,
 }
 
 impl StreamShared {
     pub(crate) fn new(budget: u64) -> Arc<StreamShared> {
         let cap = u32::try_from(budget).unwrap_or(u32::MAX);
-        Arc::new(StreamShared { budget: Semaphore::new(cap as usize), cap, outcome: OnceLock::new() })
+        Arc::new(StreamShared {
+            budget: Semaphore::new(cap as usize),
+            cap,
+            outcome: OnceLock::new(),
+            result: OnceLock::new(),
+            ended: tokio::sync::Notify::new(),
+        })
     }
 
-    /// No more sending: waiting and later sends fail with `status`.
+    /// The call is over: no more sending (waiting and later sends fail with `status`), and
+    /// if the call had not ended yet, it ends with `status`.
     pub(crate) fn close(&self, status: Status) {
+        self.complete(Err(status.clone()));
+        self.stop_sending(status);
+    }
+
+    /// This side sends no more (it half-closed); the call itself goes on.
+    pub(crate) fn stop_sending(&self, status: Status) {
         let _ = self.outcome.set(status);
         self.budget.close();
+    }
+
+    /// Records how the call ended (the first report wins).
+    pub(crate) fn complete(&self, result: Result<(), Status>) {
+        if self.result.set(result).is_ok() {
+            self.ended.notify_waiters();
+        }
+    }
+
+    /// Waits until the call has ended; how it ended.
+    pub(crate) async fn completed(&self) -> Result<(), Status> {
+        loop {
+            let notified = self.ended.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            notified.await;
+        }
     }
 
     fn outcome(&self) -> Status {
@@ -206,6 +242,8 @@ pub struct Streaming<T> {
     cancel_on_drop: bool,
     done: bool,
     trailers: Metadata,
+    /// On a client, the call's shared state, told when the deadline ends the call.
+    reports_to: Option<Arc<StreamShared>>,
 }
 
 impl<T> std::fmt::Debug for Streaming<T> {
@@ -241,7 +279,14 @@ impl<T> Streaming<T> {
             cancel_on_drop,
             done: false,
             trailers: Metadata::new(),
+            reports_to: None,
         }
+    }
+
+    /// Records a deadline that ends the call in `shared`, for interceptors waiting on it.
+    pub(crate) fn reporting_to(mut self, shared: Arc<StreamShared>) -> Streaming<T> {
+        self.reports_to = Some(shared);
+        self
     }
 
     /// The next message; `Ok(None)` at the normal end, `Err` if the call failed.
@@ -294,9 +339,13 @@ impl<T> Streaming<T> {
                 if let Some(deadline) = &mut self.deadline
                     && deadline.as_mut().poll(cx).is_ready()
                 {
+                    let status = Status::deadline_exceeded("the stream's deadline passed");
+                    if let Some(shared) = &self.reports_to {
+                        shared.complete(Err(status.clone()));
+                    }
                     self.cancel();
                     self.finish();
-                    return Poll::Ready(Err(Status::deadline_exceeded("the stream's deadline passed")));
+                    return Poll::Ready(Err(status));
                 }
                 Poll::Pending
             }

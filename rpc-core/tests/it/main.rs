@@ -8,6 +8,7 @@ mod common;
 mod concurrency;
 mod deadline;
 mod golden;
+mod interceptors;
 mod limits;
 mod raw;
 mod reconnect;
