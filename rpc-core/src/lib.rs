@@ -47,6 +47,7 @@ pub mod client;
 pub mod codec;
 mod extensions;
 pub mod interceptor;
+pub mod interceptors;
 pub mod metadata;
 pub mod server;
 pub mod status;

@@ -5,7 +5,7 @@ use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Poll, ready};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -117,7 +117,7 @@ where
             finish,
             _marker: PhantomData,
         };
-        tokio::spawn(async move {
+        let run = async move {
             let outcome = ClientNext::new(&chain, &endpoint).run(&mut ctx).await;
             // If the chain never opened the stream (an interceptor said no), the caller
             // learns why.
@@ -127,8 +127,8 @@ where
                 });
                 let _ = deliver.send(Err(status));
             }
-        });
-        OpenFuture { state: OpenState::Waiting(delivered) }
+        };
+        OpenFuture { state: OpenState::Intercepted { chain: Some(Box::pin(run)), delivered } }
     }
 }
 
@@ -211,10 +211,24 @@ pub struct OpenFuture<T> {
     state: OpenState<T>,
 }
 
-#[derive(Debug)]
 enum OpenState<T> {
     Ready(Option<Result<T, Status>>),
-    Waiting(oneshot::Receiver<Result<T, Status>>),
+    /// The chain runs here, in the caller's task (so interceptors see its task-locals), until
+    /// it has delivered the stream's ends; the rest of it, which waits for the stream to end,
+    /// then moves to a task of its own.
+    Intercepted {
+        chain: Option<BoxFuture<'static, ()>>,
+        delivered: oneshot::Receiver<Result<T, Status>>,
+    },
+}
+
+impl<T> std::fmt::Debug for OpenState<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenState::Ready(_) => f.write_str("Ready"),
+            OpenState::Intercepted { .. } => f.write_str("Intercepted"),
+        }
+    }
 }
 
 impl<T> OpenFuture<T> {
@@ -232,9 +246,21 @@ impl<T> Future for OpenFuture<T> {
             OpenState::Ready(result) => {
                 Poll::Ready(result.take().unwrap_or_else(|| Err(Status::internal("polled after completion"))))
             }
-            OpenState::Waiting(rx) => Pin::new(rx).poll(cx).map(|delivered| {
-                delivered.unwrap_or_else(|_| Err(Status::internal("the call's interceptors failed")))
-            }),
+            OpenState::Intercepted { chain, delivered } => {
+                if let Some(run) = chain
+                    && run.as_mut().poll(cx).is_ready()
+                {
+                    *chain = None;
+                }
+                let result = ready!(Pin::new(delivered).poll(cx));
+                if let Some(rest) = chain.take() {
+                    // The stream is open; the interceptors wait for its end on their own.
+                    tokio::spawn(rest);
+                }
+                Poll::Ready(
+                    result.unwrap_or_else(|_| Err(Status::internal("the call's interceptors failed"))),
+                )
+            }
         }
     }
 }

@@ -4,6 +4,15 @@
 #![allow(unreachable_pub)]
 
 mod bad_input;
+#[cfg(feature = "jwt")]
+mod builtin_auth;
+mod builtin_breaker;
+mod builtin_deadline;
+#[cfg(feature = "metrics")]
+mod builtin_metrics;
+mod builtin_rate_limit;
+mod builtin_retry;
+mod builtin_tracing;
 mod common;
 mod concurrency;
 mod deadline;

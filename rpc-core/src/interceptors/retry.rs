@@ -1,0 +1,5 @@
+//! Retries. (To be written.)
+
+/// Retries failed calls.
+#[derive(Debug)]
+pub struct Retry;
