@@ -188,7 +188,10 @@ impl Status {
         self.refused
     }
 
-    pub(crate) fn refused(mut self) -> Status {
+    /// Marks the status as a refusal: the call was not processed at all (for example shed
+    /// under load, or over a rate limit), so a client may safely send it again. A server
+    /// sends the mark with the status (the `REFUSED` flag).
+    pub fn refused(mut self) -> Status {
         self.refused = true;
         self
     }

@@ -1,5 +1,89 @@
-//! Deadlines. (To be written.)
+//! [`Deadlines`]: a default timeout, and deadlines carried from a call into the calls its
+//! handler makes.
 
-/// A default timeout, and a server's deadline carried into the calls its handler makes.
-#[derive(Debug, Clone)]
-pub struct Deadlines;
+use std::time::{Duration, Instant};
+
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::server::Context;
+use crate::status::Status;
+
+tokio::task_local! {
+    /// The deadline of the call the current task is handling.
+    static CURRENT: Option<tokio::time::Instant>;
+}
+
+/// Deadlines across services: install it on the server and on the channels its handlers use,
+/// and a chain A → B → C never waits past A's deadline.
+///
+/// - On a server, it makes the call's deadline the current one for the handler's task;
+///   with [`default_timeout`](Deadlines::default_timeout), calls that came without a deadline
+///   get one, and are stopped with `DeadlineExceeded` when it passes.
+/// - On a channel, it gives each call the earliest of its own deadline, the current call's
+///   (if the call is made from a handler), and now + the default timeout (if set).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use rpc_core::interceptors::Deadlines;
+/// use rpc_core::{Channel, Server};
+///
+/// # async fn run() -> Result<(), rpc_core::Status> {
+/// // Calls this server's handlers make to `inventory` inherit the caller's deadline.
+/// let inventory = Channel::builder("inventory:50051").interceptor(Deadlines::new()).connect().await?;
+/// let server = Server::builder().interceptor(Deadlines::new().default_timeout(Duration::from_secs(5)));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Deadlines {
+    default_timeout: Option<Duration>,
+}
+
+impl Deadlines {
+    /// Propagation only: no default timeout.
+    pub fn new() -> Deadlines {
+        Deadlines::default()
+    }
+
+    /// A timeout for calls that have no deadline: on a channel, for calls made without one;
+    /// on a server, for calls received without one.
+    pub fn default_timeout(mut self, timeout: Duration) -> Deadlines {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// The deadline of the call the current task is handling, if it came through a server
+    /// with `Deadlines` installed and had one.
+    pub fn current() -> Option<Instant> {
+        CURRENT.try_with(|deadline| *deadline).ok().flatten().map(tokio::time::Instant::into_std)
+    }
+
+    fn default_deadline(&self) -> Option<Instant> {
+        self.default_timeout.and_then(|timeout| Instant::now().checked_add(timeout))
+    }
+}
+
+impl ServerInterceptor for Deadlines {
+    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+        match ctx.deadline().or_else(|| self.default_deadline()) {
+            None => CURRENT.scope(None, next.run(ctx)).await,
+            Some(deadline) => {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                let run = CURRENT.scope(Some(deadline), next.run(ctx));
+                // The runtime already stops a call at the deadline it came with; this also
+                // covers a default one.
+                match tokio::time::timeout_at(deadline, run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
+                }
+            }
+        }
+    }
+}
+
+impl ClientInterceptor for Deadlines {
+    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+        let earliest =
+            [ctx.deadline(), Deadlines::current(), self.default_deadline()].into_iter().flatten().min();
+        ctx.set_deadline(earliest);
+        next.run(ctx).await
+    }
+}

@@ -20,7 +20,7 @@ use crate::interceptor::{DynServerInterceptor, run_chain};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::stream::{Inbound, Outlet, StreamEvent, StreamSender, StreamShared, Streaming};
-use crate::wire::{Frame, FrameKind};
+use crate::wire::{Frame, FrameKind, flags};
 
 /// The shape of a method's call: how many messages go each way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -342,8 +342,12 @@ fn mismatched_status(id: u64, out: &mpsc::UnboundedSender<Outgoing>, payload: &P
 
 /// Builds a `Response` frame carrying a non-OK status.
 pub(crate) fn error_response(id: u64, status: Status) -> Frame {
+    let refused = status.is_refused();
     let (code, message, metadata) = status.into_parts();
     let mut frame = Frame::new(FrameKind::Response, id);
+    if refused {
+        frame.flags |= flags::REFUSED;
+    }
     if code != Code::Ok {
         frame.header.status_code = Some(code.as_u32());
     }
