@@ -22,7 +22,7 @@ mod tracing;
 
 pub use auth::BearerToken;
 #[cfg(feature = "jwt")]
-pub use auth::{Claims, JwtAuth};
+pub use auth::{Claims, InvalidJwtKey, JwtAuth};
 pub use breaker::{BreakerScope, BreakerState, CircuitBreaker};
 pub use deadline::Deadlines;
 #[cfg(feature = "metrics")]
