@@ -201,6 +201,7 @@ impl Builder {
             }
         }
         let descriptors = compiler.file_descriptor_set();
+        check_names(&descriptors)?;
         if let Some(path) = &self.file_descriptor_set_path {
             let bytes = prost::Message::encode_to_vec(&descriptors);
             std::fs::write(path, bytes)
@@ -231,6 +232,39 @@ impl Builder {
         }));
         config.compile_fds(descriptors).map_err(|err| Error::new(format!("generating code failed: {err}")))
     }
+}
+
+/// Refuses, with a clear message, a service whose generated client or server would clash with
+/// a message or enum of the same package (say `service Foo` beside `message FooClient`), which
+/// would otherwise surface as confusing errors in generated code.
+fn check_names(descriptors: &prost_types::FileDescriptorSet) -> Result<(), Error> {
+    for file in &descriptors.file {
+        let package = file.package();
+        let types: Vec<&str> = descriptors
+            .file
+            .iter()
+            .filter(|other| other.package() == package)
+            .flat_map(|other| {
+                let messages = other.message_type.iter().map(|m| m.name());
+                let enums = other.enum_type.iter().map(|e| e.name());
+                messages.chain(enums)
+            })
+            .collect();
+        for service in &file.service {
+            let rust_name = heck::ToUpperCamelCase::to_upper_camel_case(service.name());
+            for generated in [format!("{rust_name}Client"), format!("{rust_name}Server")] {
+                if types.contains(&generated.as_str()) {
+                    return Err(Error::new(format!(
+                        "{}: service `{}` generates `{generated}`, which clashes with the type of that name in \
+                         package `{package}`; rename one of them",
+                        file.name(),
+                        service.name()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A protox error as `path:line:column: message`, with the path as found in the includes.
@@ -343,21 +377,28 @@ fn docs(comments: &prost_build::Comments) -> Vec<String> {
         .collect()
 }
 
-/// `<` becomes `&lt;`, except where it opens an autolink (`<https://...>`).
+/// `<` becomes `&lt;`, except inside inline code (`` `Vec<u8>` ``) and where it opens an
+/// autolink (`<https://...>`).
 fn escape_angle_brackets(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(at) = rest.find('<') {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        if tail.starts_with("<http://") || tail.starts_with("<https://") {
-            out.push('<');
-        } else {
-            out.push_str("&lt;");
+    let mut in_code = false;
+    for (at, c) in line.char_indices() {
+        match c {
+            '`' => {
+                in_code = !in_code;
+                out.push(c);
+            }
+            '<' if !in_code => {
+                let tail = &line[at..];
+                if tail.starts_with("<http://") || tail.starts_with("<https://") {
+                    out.push('<');
+                } else {
+                    out.push_str("&lt;");
+                }
+            }
+            _ => out.push(c),
         }
-        rest = &tail[1..];
     }
-    out.push_str(rest);
     out
 }
 
@@ -378,6 +419,7 @@ mod tests {
     fn angle_brackets_are_escaped_except_autolinks() {
         assert_eq!(escape_angle_brackets("a <b> c"), "a &lt;b> c");
         assert_eq!(escape_angle_brackets("see <https://x.y/z>"), "see <https://x.y/z>");
+        assert_eq!(escape_angle_brackets("a `Vec<u8>` b <c>"), "a `Vec<u8>` b &lt;c>");
     }
 
     #[test]

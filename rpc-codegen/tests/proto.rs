@@ -58,6 +58,14 @@ fn a_missing_file_says_so() {
 }
 
 #[test]
+fn a_service_whose_client_would_clash_with_a_message_is_refused_clearly() {
+    let proto = "syntax = \"proto3\";\npackage p;\nmessage FooClient {}\nservice Foo { rpc Get (FooClient) returns (FooClient); }\n";
+    let dir = scratch("clash", &[("clash.proto", proto)]);
+    let err = compile(&dir, "clash.proto").expect_err("clash").to_string();
+    assert!(err.contains("service `Foo` generates `FooClient`, which clashes"), "{err}");
+}
+
+#[test]
 fn the_generated_code_for_a_small_service_matches_the_snapshot() {
     let proto = "syntax = \"proto3\";
 package helloworld;

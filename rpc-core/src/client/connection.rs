@@ -284,7 +284,9 @@ impl ClientConnection {
                 }
             }
             FrameKind::StreamMessage => {
-                self.streams.on_message(frame).map_err(|err| Status::internal(err.to_string()))?;
+                self.streams
+                    .on_message(frame, &mut self.io)
+                    .map_err(|err| Status::internal(err.to_string()))?;
             }
             FrameKind::StreamEnd => {
                 let id = frame.call_id;

@@ -106,43 +106,39 @@ impl ChannelTask {
     }
 
     fn cancel(&mut self, id: u64) {
-        match &mut self.state {
-            State::Ready(conn) => {
-                if conn.cancel(id) {
-                    return;
-                }
-            }
-            State::Connecting { queued, .. } => {
-                // Never sent: forget it, and whatever was queued for it.
-                queued.retain(|c| c.call_id() != Some(id));
-                return;
-            }
-            State::Idle | State::Backoff { .. } => {}
+        // A call in flight on a connection: that connection tells the server.
+        if let State::Ready(conn) = &mut self.state
+            && conn.cancel(id)
+        {
+            return;
         }
-        for conn in &mut self.draining {
-            if conn.cancel(id) {
-                return;
-            }
+        if self.draining.iter_mut().any(|conn| conn.cancel(id)) {
+            return;
+        }
+        // Still waiting for a connection: it was never sent; forget it and what followed it.
+        if let State::Connecting { queued, .. } = &mut self.state {
+            queued.retain(|c| c.call_id() != Some(id));
         }
     }
 
-    /// Hands a stream event to the connection that carries the stream.
+    /// Hands a stream event to the connection that carries the stream: the live one, or one
+    /// draining after a `GOAWAY`. Only a stream still waiting for a connection has its events
+    /// queued behind its opening.
     fn route(&mut self, event: StreamEvent) {
         let id = match &event {
             StreamEvent::Frame(frame) => frame.call_id,
             StreamEvent::Release { id, .. } | StreamEvent::Cancel { id } => *id,
         };
-        match &mut self.state {
-            State::Connecting { queued, .. } => {
-                // Its stream is queued too, or was never opened; order is kept either way.
-                queued.push(Command::Stream(event));
-                return;
-            }
-            State::Ready(conn) if conn.has_stream(id) => return conn.on_stream_event(event),
-            _ => {}
+        if let State::Ready(conn) = &mut self.state
+            && conn.has_stream(id)
+        {
+            return conn.on_stream_event(event);
         }
         if let Some(conn) = self.draining.iter_mut().find(|conn| conn.has_stream(id)) {
-            conn.on_stream_event(event);
+            return conn.on_stream_event(event);
+        }
+        if let State::Connecting { queued, .. } = &mut self.state {
+            queued.push(Command::Stream(event));
         }
         // Otherwise the stream's connection is gone, and the event with it.
     }

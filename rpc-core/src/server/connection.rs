@@ -273,7 +273,7 @@ impl ServerConnection {
         match frame.kind {
             FrameKind::Request => self.start_call(frame),
             FrameKind::StreamOpen => self.start_call(frame),
-            FrameKind::StreamMessage => self.streams.on_message(frame),
+            FrameKind::StreamMessage => self.streams.on_message(frame, &mut self.io),
             FrameKind::StreamEnd => {
                 // The client half-closed: its handler reads the end after the messages.
                 self.streams.end_inbound(frame.call_id, Ok(frame.header.metadata));

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{Inbound, StreamShared};
 use crate::metadata::Metadata;
-use crate::status::Status;
+use crate::status::{Code, Status};
 use crate::transport::FrameIo;
 use crate::wire::{Frame, FrameKind, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW, WireError};
 
@@ -175,7 +175,10 @@ impl StreamTable {
 
     /// A `STREAM_MESSAGE` arrived: checks it against the credit granted and hands it to the
     /// stream's consumer. A message nobody will read has its credit released at once.
-    pub(crate) fn on_message(&mut self, frame: Frame) -> Result<(), WireError> {
+    pub(crate) fn on_message<T>(&mut self, frame: Frame, io: &mut FrameIo<T>) -> Result<(), WireError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
         let cost = frame.payload_len() as u64;
         let overdraft = self.config.max_frame_size as i64;
         self.conn_recv_remaining -= cost as i64;
@@ -183,7 +186,9 @@ impl StreamTable {
             return Err(WireError::FlowControl { what: "connection window overrun" });
         }
         let Some(slot) = self.slots.get_mut(&frame.call_id) else {
+            // Nobody will read it: consumed now.
             self.conn_unreleased += cost;
+            self.grant_connection_credit(io);
             return Ok(());
         };
         slot.recv_remaining -= cost as i64;
@@ -198,6 +203,7 @@ impl StreamTable {
             slot.inbound = None;
             slot.recv_remaining += cost as i64;
             self.conn_unreleased += cost;
+            self.grant_connection_credit(io);
         }
         Ok(())
     }
@@ -232,9 +238,24 @@ impl StreamTable {
             }
         }
         self.conn_unreleased += bytes;
-        if self.conn_unreleased >= self.config.connection_window / 2 {
+        self.grant_connection_credit(io);
+    }
+
+    /// Grants consumed bytes back at connection level once half the window has built up, or
+    /// as soon as any has when the peer's credit is down to half the window: idle streams
+    /// holding part of the window must not leave an active one waiting for a threshold the
+    /// rest can no longer reach.
+    fn grant_connection_credit<T>(&mut self, io: &mut FrameIo<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let half = (self.config.connection_window / 2) as i64;
+        let due = self.conn_unreleased as i64 >= half
+            || (self.conn_unreleased > 0 && self.conn_recv_remaining <= half);
+        if due {
             let grant = std::mem::take(&mut self.conn_unreleased);
             self.conn_recv_remaining += grant as i64;
+            // Window updates are a few bytes: below any limit.
             let _ = io.queue(&window_update(0, grant));
         }
     }
@@ -266,6 +287,11 @@ impl StreamTable {
             if frame.kind == FrameKind::StreamEnd {
                 // Nothing may follow the end: further sends fail.
                 slot.shared.stop_sending(Status::failed_precondition("the stream was closed by this side"));
+                if frame.header.status_code == Some(Code::DeadlineExceeded.as_u32()) {
+                    // Past the deadline the call is over whatever is queued: the end goes now,
+                    // not behind messages waiting for credit.
+                    slot.outbox.clear();
+                }
             }
             slot.outbox.push_back(frame);
             if !slot.in_ring {
@@ -341,7 +367,9 @@ impl StreamTable {
         for _ in 0..WRITE_ROUNDS {
             let moved = self.fill(io, ended);
             match io.poll_write(cx) {
-                std::task::Poll::Ready(Ok(())) if moved => continue,
+                // Written out: more stream data may fit now that the buffer is empty (it may
+                // have held a chunk of other frames), and nothing else would come back for it.
+                std::task::Poll::Ready(Ok(())) if moved || self.fill(io, ended) => continue,
                 other => return other,
             }
         }
@@ -491,8 +519,10 @@ mod tests {
         assert_eq!(written_ids(&mut io, &mut peer).await, [1]);
     }
 
-    #[test]
-    fn receiving_past_the_window_plus_one_frame_is_a_violation() {
+    #[tokio::test]
+    async fn receiving_past_the_window_plus_one_frame_is_a_violation() {
+        let (ours, _theirs) = tokio::io::duplex(1024 * 1024);
+        let mut io = FrameIo::new(ours, FrameCodec::new());
         let mut table = StreamTable::new(config());
         let (tx, _rx) = mpsc::unbounded_channel();
         table.open(1, tx, StreamShared::new(1 << 20));
@@ -500,9 +530,9 @@ mod tests {
         let cost = frame.payload_len() as i64;
         let allowed = (64 * 1024 + 64 * 1024) / cost;
         for _ in 0..allowed {
-            table.on_message(frame.clone()).expect("within the window and the overdraft");
+            table.on_message(frame.clone(), &mut io).expect("within the window and the overdraft");
         }
-        assert!(matches!(table.on_message(frame), Err(WireError::FlowControl { .. })));
+        assert!(matches!(table.on_message(frame, &mut io), Err(WireError::FlowControl { .. })));
     }
 
     #[test]
@@ -517,5 +547,32 @@ mod tests {
         assert_eq!(io.pending_write_bytes(), before, "under half a window: nothing yet");
         table.release(1, 30 * 1024, false, &mut io);
         assert!(io.pending_write_bytes() > before, "half a window released: a WINDOW_UPDATE");
+    }
+
+    #[tokio::test]
+    async fn stream_data_behind_a_chunk_of_other_frames_is_written_in_the_same_poll() {
+        use std::task::{Poll, Wake, Waker};
+
+        struct NoWake;
+        impl Wake for NoWake {
+            fn wake(self: Arc<Self>) {}
+        }
+
+        let (ours, _theirs) = tokio::io::duplex(16 * 1024 * 1024);
+        let mut io = FrameIo::new(ours, FrameCodec::new());
+        let mut table = StreamTable::new(config());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        table.open(1, tx, StreamShared::new(1 << 20));
+        // A 70 KiB response fills the buffer past a chunk; a stream message waits behind it.
+        let mut big = Frame::new(FrameKind::Response, 9);
+        big.body = Bytes::from(vec![0u8; 70 * 1024]);
+        io.queue(&big).expect("queued");
+        table.push(message(1, 5));
+        let waker = Waker::from(Arc::new(NoWake));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let result = table.poll_write(&mut io, &mut cx, &mut Vec::new());
+        assert!(matches!(result, Poll::Ready(Ok(()))));
+        assert!(table.slots[&1].outbox.is_empty(), "the message was left behind with nothing to wake for it");
+        assert_eq!(io.pending_write_bytes(), 0);
     }
 }

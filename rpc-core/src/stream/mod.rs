@@ -375,6 +375,8 @@ impl<T> Streaming<T> {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        // Closed first, so that nothing arrives between the drain and the drop unaccounted.
+        self.rx.close();
         let mut bytes = std::mem::take(&mut self.unreleased);
         while let Ok(inbound) = self.rx.try_recv() {
             if let Inbound::Message { cost, .. } = inbound {

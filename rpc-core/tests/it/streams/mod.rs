@@ -14,6 +14,7 @@ use rpc_core::{Channel, Code};
 
 use crate::common::{self, Echo, Running, TestClient, eventually};
 use crate::raw::RawClient;
+use rpc_core::codec::ProstCodec;
 use rpc_core::wire::{Frame, FrameKind};
 pub use service::*;
 
@@ -253,24 +254,6 @@ async fn a_deadline_mid_stream_is_deadline_exceeded_on_both_sides() {
 }
 
 #[tokio::test]
-async fn the_server_ends_a_stream_at_its_deadline_on_its_own() {
-    let (server, probe, channel) = setup(|b| b).await;
-    let client = StreamsClient::new(channel);
-    // The client's own timer is far away; only the server's deadline can end this. The
-    // deadline travels with the call, so use a raw deadline through a client that does not
-    // enforce it: the server must end the stream with DEADLINE_EXCEEDED itself.
-    let (mut tx, mut rx) = client.echo().timeout(Duration::from_millis(200)).await.expect("open");
-    tx.send(item(1)).await.expect("send");
-    assert_eq!(rx.message().await.expect("ok").expect("echo").n, 1);
-    let status = rx.message().await.expect_err("deadline");
-    assert_eq!(status.code(), Code::DeadlineExceeded);
-    eventually("the handler is stopped", || probe.abandoned.load(Ordering::SeqCst) == 1).await;
-    // The sender learns too.
-    eventually("the sender is closed", || tx.is_closed()).await;
-    server.shutdown().await;
-}
-
-#[tokio::test]
 async fn calling_a_streaming_method_as_unary_and_the_reverse_is_unimplemented() {
     let (server, _, channel) = setup(|b| b).await;
     let status = channel
@@ -339,4 +322,193 @@ async fn stream_data_past_the_credit_plus_one_frame_is_a_flow_control_violation(
     // Other connections are unaffected.
     TestClient::new(channel).echo(Echo::default()).await.expect("still serving");
     server.shutdown().await;
+}
+
+// Regression tests found by review: lost events, credit leaks, stalls and a lost wake-up.
+
+/// A stream on a connection that got GOAWAY keeps working while a new call reconnects.
+#[tokio::test]
+async fn an_upload_on_a_draining_connection_survives_a_reconnect_beside_it() {
+    let service = StreamService::default();
+    let probe = Arc::clone(&service.probe);
+    let mut server = common::serve_with(|b| {
+        b.add_service(StreamsServer::new(service)).shutdown_grace(Duration::from_secs(20))
+    })
+    .await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let streams = StreamsClient::new(channel.clone());
+    let unary = TestClient::new(channel.clone());
+    let (mut requests, response) = streams.sum().await.expect("open");
+    requests.send(Item { n: 1, payload: Bytes::new() }).await.expect("send");
+    eventually("first item read", || probe.received.load(Ordering::SeqCst) == 1).await;
+    server.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await; // GOAWAY read; connection draining
+    // Some other call needs a new connection...
+    let other = std::future::IntoFuture::into_future(unary.echo(Echo::default()));
+    // ...while the upload continues on the old one.
+    requests.send(Item { n: 2, payload: Bytes::new() }).await.expect("send");
+    requests.close();
+    let total = tokio::time::timeout(Duration::from_secs(5), response).await;
+    drop(other);
+    let total = total.expect("upload answered within 5s").expect("ok");
+    assert_eq!((total.sum, total.count), (3, 2));
+    server.join().await;
+}
+
+/// Messages the server discards (the stream was refused) must have their connection credit
+/// granted back, or the client's connection window leaks away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_streams_do_not_leak_connection_credit() {
+    let service = StreamService::default();
+    let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let chunk = Item { n: 0, payload: Bytes::from(vec![1u8; 60 * 1024]) };
+    for _ in 0..40 {
+        let (mut tx, mut rx) = channel
+            .bidi_streaming::<Item, Item, ProstCodec>("/test.v1.Streams/NoSuchMethod")
+            .await
+            .expect("open");
+        for _ in 0..16 {
+            if tx.send(chunk.clone()).await.is_err() {
+                break;
+            }
+        }
+        let _ = rx.message().await;
+    }
+    let client = StreamsClient::new(channel);
+    let upload = async {
+        let (mut requests, response) = client.sum().await?;
+        for n in 0..100 {
+            requests.send(Item { n, payload: chunk.payload.clone() }).await?;
+        }
+        requests.close();
+        response.await
+    };
+    let total = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("no stall").expect("ok");
+    assert_eq!(total.count, 100);
+    server.shutdown().await;
+}
+
+/// Nine consumers that do not read hold ~9 MiB of the 16 MiB connection window; a tenth
+/// stream that is read eagerly must still make progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_stream_is_not_starved_by_idle_ones_holding_half_the_connection_window() {
+    let service = StreamService::default();
+    let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let client = StreamsClient::new(channel);
+    let mut idle = Vec::new();
+    for _ in 0..9 {
+        idle.push(
+            client
+                .count(CountRequest { count: 100, size: 64 * 1024, ..Default::default() })
+                .await
+                .expect("open"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read_all = async {
+        let mut items =
+            client.count(CountRequest { count: 400, size: 64 * 1024, ..Default::default() }).await?;
+        let mut n = 0;
+        while items.message().await?.is_some() {
+            n += 1;
+        }
+        Ok::<_, rpc_core::Status>(n)
+    };
+    let n = tokio::time::timeout(Duration::from_secs(20), read_all).await.expect("no stall").expect("ok");
+    assert_eq!(n, 400);
+    drop(idle);
+    server.shutdown().await;
+}
+
+/// Messages for a call the server no longer tracks count as consumed (§8.3): their
+/// connection credit must come back, or a compliant client runs dry.
+#[tokio::test]
+async fn discarded_stream_messages_are_granted_back_at_connection_level() {
+    use rpc_core::wire::{Frame, FrameKind};
+    let service = StreamService::default();
+    let server =
+        common::serve_with(|b| b.add_service(StreamsServer::new(service)).connection_window(1024 * 1024))
+            .await;
+    let mut raw = crate::raw::RawClient::connect(server.addr).await;
+    let mut message = Frame::new(FrameKind::StreamMessage, 7);
+    message.body = Bytes::from(vec![0u8; 60 * 1024]);
+    for _ in 0..15 {
+        raw.send(&message).await; // 15 x 60 KiB = 900 KiB of the 1 MiB granted
+    }
+    let mut ping = Frame::new(FrameKind::Ping, 0);
+    ping.body = Bytes::from_static(b"12345678");
+    raw.send(&ping).await;
+    let mut granted = 0;
+    loop {
+        let frame = raw.next().await.expect("frames").expect("open");
+        match frame.kind {
+            FrameKind::WindowUpdate if frame.call_id == 0 => {
+                granted += frame.header.window_increment.unwrap_or(0)
+            }
+            FrameKind::Pong => break,
+            _ => {}
+        }
+    }
+    assert!(granted >= 512 * 1024, "only {granted} bytes of connection credit granted back");
+    server.shutdown().await;
+}
+
+/// A stream's messages queued in the same turn as a large unary response must still go out.
+#[tokio::test]
+async fn stream_data_queued_behind_a_large_unary_response_is_not_stranded() {
+    use bytes::BytesMut;
+    use rpc_core::wire::{Frame, FrameCodec, FrameKind};
+    use tokio_util::codec::Encoder;
+    let service = StreamService::default();
+    let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
+    let mut raw = crate::raw::RawClient::connect(server.addr).await;
+    let mut out = BytesMut::new();
+    let mut codec = FrameCodec::new();
+    let mut open = Frame::new(FrameKind::StreamOpen, 1);
+    open.header.method = Some(Bytes::from_static(b"/test.v1.Streams/Count"));
+    codec.encode(&open, &mut out).expect("encode");
+    let mut msg = Frame::new(FrameKind::StreamMessage, 1);
+    msg.body = prost::Message::encode_to_vec(&CountRequest { count: 3, ..Default::default() }).into();
+    codec.encode(&msg, &mut out).expect("encode");
+    codec.encode(&Frame::new(FrameKind::StreamEnd, 1), &mut out).expect("encode");
+    let mut req = Frame::new(FrameKind::Request, 3);
+    req.header.method = Some(Bytes::from_static(b"/test.v1.Test/Big"));
+    req.body = prost::Message::encode_to_vec(&common::Size { bytes: 70 * 1024 }).into();
+    codec.encode(&req, &mut out).expect("encode");
+    raw.send_bytes(&out).await;
+    let mut got = Vec::new();
+    loop {
+        // `next` fails the test if nothing arrives for 10 s.
+        let frame = raw.next().await.expect("frames").expect("open");
+        got.push((frame.kind, frame.call_id));
+        if frame.kind == FrameKind::StreamEnd && frame.call_id == 1 {
+            break;
+        }
+    }
+    server.shutdown().await;
+}
+
+/// §8a: at its deadline the server ends the stream with DEADLINE_EXCEEDED "whatever state
+/// the stream is in" — including when its messages are waiting for credit.
+#[tokio::test]
+async fn the_server_ends_a_stream_at_its_deadline_even_with_messages_waiting_for_credit() {
+    use rpc_core::wire::{Frame, FrameKind};
+    let service = StreamService::default();
+    let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
+    let mut raw = crate::raw::RawClient::connect(server.addr).await;
+    let mut open = Frame::new(FrameKind::StreamOpen, 1);
+    open.header.method = Some(Bytes::from_static(b"/test.v1.Streams/Count"));
+    open.header.timeout = Some(Duration::from_millis(300));
+    raw.send(&open).await;
+    let mut msg = Frame::new(FrameKind::StreamMessage, 1);
+    msg.body =
+        prost::Message::encode_to_vec(&CountRequest { count: 1000, size: 60 * 1024, ..Default::default() })
+            .into();
+    raw.send(&msg).await;
+    raw.send(&Frame::new(FrameKind::StreamEnd, 1)).await;
+    let end = raw.next_of(FrameKind::StreamEnd).await;
+    assert_eq!(end.header.status_code, Some(rpc_core::Code::DeadlineExceeded as u32));
+    server.kill().await;
 }
