@@ -29,4 +29,4 @@ pub use deadline::Deadlines;
 pub use metrics::Metrics;
 pub use rate_limit::{ConcurrencyLimit, RateLimit};
 pub use retry::Retry;
-pub use tracing::{TraceContext, Tracing};
+pub use tracing::{SpanId, TraceContext, TraceId, Tracing};
