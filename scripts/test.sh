@@ -23,3 +23,4 @@ step "examples"
 cargo run --locked --quiet --example quickstart
 cargo run --locked --quiet --example route_guide
 cargo run --locked --quiet --example proto_greeter
+cargo run --locked --quiet --example interceptors
