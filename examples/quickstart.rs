@@ -1,12 +1,16 @@
-//! Quickstart: declare a service as a trait, serve it, call it, shut down.
+//! Quickstart: declare a service as a trait, serve it, find it, call it, shut down.
 //!
-//! Run with `cargo run --example quickstart`. It starts a server on a free local port,
-//! makes a few calls over one connection (one of them failing with a status on purpose),
-//! prints what came back, shuts the server down gracefully and exits 0.
+//! Run with `cargo run --example quickstart`. It starts a server on a free local port that
+//! registers itself in the embedded in-process registry, resolves the service by name from a
+//! client, makes a few calls over one connection (one of them failing with a status on
+//! purpose), prints what came back, shuts the server down gracefully (deregistering it) and
+//! exits 0.
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
+use rpc_core::discovery::{MemoryRegistry, Registry};
+use rpc_core::server::Registration;
 use rpc_core::{Channel, Code, Context, Server, Status};
 use tokio::net::TcpListener;
 
@@ -56,22 +60,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    // Serve on a free port; the oneshot is our shutdown signal.
+    // The registry where services find each other; here, the embedded in-process one.
+    let registry = MemoryRegistry::new();
+
+    // Serve on a free port, registered in the registry; the oneshot is our shutdown signal.
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        tokio::spawn(Server::builder().add_service(GreeterServer::new(FriendlyGreeter)).serve_with_listener(
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+    let server = Server::builder()
+        .add_service(GreeterServer::new(FriendlyGreeter))
+        .register(registry.clone(), Registration::new());
+    let server = tokio::spawn(server.serve_with_listener(listener, async {
+        let _ = stopped.await;
+    }));
     println!("server listening on {addr}");
 
-    // One channel, one connection, every call below multiplexed over it.
-    let client = GreeterClient::new(Channel::connect(addr).await?);
-    println!("connected to {} ({})", addr, GreeterClient::SERVICE_NAME);
+    // Find the service by name (waiting for it to register), then call it: one channel, one
+    // connection to the instance, every call below multiplexed over it.
+    let channel = Channel::balanced(registry.clone(), GreeterClient::SERVICE_NAME).connect().await?;
+    let client = GreeterClient::new(channel);
+    let instances = registry.discover(GreeterClient::SERVICE_NAME).await?;
+    let found: Vec<&str> = instances.iter().map(|i| i.address()).collect();
+    println!("resolved {} -> {found:?}", GreeterClient::SERVICE_NAME);
 
     let reply = client.say_hello(HelloRequest { name: "world".into() }).await?;
     println!("say_hello(world)        -> {:?}", reply.message);
@@ -103,10 +113,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("expected InvalidArgument, got {other:?}").into()),
     }
 
-    // Graceful shutdown: in-flight calls finish, then the server returns.
+    // Graceful shutdown: the server deregisters, in-flight calls finish, then it returns.
     let _ = stop.send(());
     server.await??;
-    println!("server shut down cleanly");
+    let left = registry.discover(GreeterClient::SERVICE_NAME).await?.len();
+    println!("server shut down cleanly ({left} instances left registered)");
     if ok != 10 {
         return Err(format!("{} of 10 concurrent calls failed", 10 - ok).into());
     }

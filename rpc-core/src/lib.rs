@@ -43,9 +43,15 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// The services this crate declares with its own macro name it as `::rpc_core`.
+extern crate self as rpc_core;
+
+pub mod balance;
 pub mod client;
 pub mod codec;
+pub mod discovery;
 mod extensions;
+pub mod health;
 pub mod interceptor;
 pub mod interceptors;
 pub mod metadata;

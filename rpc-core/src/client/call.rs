@@ -11,7 +11,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use super::{CallOptions, Channel};
+use super::{CallOptions, Channel, Endpoint, Route};
+use crate::balance::{Balancer, InFlight, Node, node_id};
 use crate::codec::Codec;
 use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
 use crate::metadata::Metadata;
@@ -107,16 +108,23 @@ where
     /// Sends the call; the future yields the message with the response's metadata.
     pub fn full(self) -> ResponseFuture<'a, Resp, C> {
         let body = <C as Codec<Req>>::encode_to_bytes(&self.request);
-        let inner = match &self.channel.shared.interceptors {
-            None => {
-                let (mut frame, deadline) =
-                    self.channel.opening_frame(FrameKind::Request, self.method, self.options);
+        let channel = self.channel;
+        let inner = match (&channel.shared.interceptors, &channel.shared.route) {
+            (None, Route::Direct(endpoint)) => {
+                let deadline = channel.deadline_for(&self.options);
+                let mut frame =
+                    endpoint.opening_frame(FrameKind::Request, self.method, self.options.metadata);
                 frame.body = body;
-                Inner::Direct { raw: RawCall::send(self.channel, frame, self.method, deadline) }
+                Inner::Direct { raw: RawCall::send(Via::Direct(endpoint), frame, self.method, deadline) }
             }
-            Some(chain) => {
+            (None, Route::Balanced(balancer)) => {
+                let deadline = channel.deadline_for(&self.options);
+                let call = BalancedCall::new(balancer, self.method, self.options.metadata, body, deadline);
+                Inner::Balanced { call }
+            }
+            (Some(chain), _) => {
                 let chain = Arc::clone(chain);
-                let call = intercepted(self.channel, chain, self.method, self.options, body);
+                let call = intercepted(channel, chain, self.method, self.options, body);
                 Inner::Intercepted { call: Box::pin(call) }
             }
         };
@@ -162,11 +170,20 @@ struct UnaryEndpoint<'a> {
 impl ClientEndpoint for UnaryEndpoint<'_> {
     fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
         Box::pin(async move {
-            let mut frame = Frame::new(FrameKind::Request, self.channel.shared.next_call_id());
-            frame.header.method = Some(Bytes::from_static(ctx.method().as_bytes()));
-            frame.header.metadata = ctx.metadata().clone();
-            frame.body = self.body.clone();
-            let response = RawCall::send(self.channel, frame, ctx.method(), ctx.deadline_instant()).await?;
+            let method = ctx.method();
+            let deadline = ctx.deadline_instant();
+            let response = match &self.channel.shared.route {
+                Route::Direct(endpoint) => {
+                    let mut frame =
+                        endpoint.opening_frame(FrameKind::Request, method, ctx.metadata().clone());
+                    frame.body = self.body.clone();
+                    RawCall::send(Via::Direct(endpoint), frame, method, deadline).await?
+                }
+                Route::Balanced(balancer) => {
+                    let metadata = ctx.metadata().clone();
+                    BalancedCall::new(balancer, method, metadata, self.body.clone(), deadline).await?
+                }
+            };
             ctx.set_response_metadata(response.header.metadata.clone());
             match status_of(&response) {
                 Some(status) => Err(status),
@@ -176,6 +193,22 @@ impl ClientEndpoint for UnaryEndpoint<'_> {
                 }
             }
         })
+    }
+}
+
+/// Where a call is sent: through a direct channel's endpoint, or to a balanced channel's
+/// instance (counted in flight there while the call lives).
+enum Via<'a> {
+    Direct(&'a Endpoint),
+    Node(InFlight),
+}
+
+impl Via<'_> {
+    fn endpoint(&self) -> &Endpoint {
+        match self {
+            Via::Direct(endpoint) => endpoint,
+            Via::Node(in_flight) => in_flight.node().endpoint(),
+        }
     }
 }
 
@@ -189,7 +222,7 @@ pin_project_lite::pin_project! {
     /// One request on its way: its response frame, or why there is none. Dropping it before
     /// it completes cancels the call.
     struct RawCall<'a> {
-        channel: &'a Channel,
+        via: Option<Via<'a>>,
         id: u64,
         method: &'static str,
         state: State,
@@ -200,27 +233,42 @@ pin_project_lite::pin_project! {
     impl<'a> PinnedDrop for RawCall<'a> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if matches!(this.state, State::Waiting(_)) {
-                this.channel.cancel(*this.id);
+            if matches!(this.state, State::Waiting(_))
+                && let Some(via) = this.via
+            {
+                via.endpoint().cancel(*this.id);
             }
         }
     }
 }
 
 impl<'a> RawCall<'a> {
-    /// Sends `frame`, a call to `method`; the call gives up at `deadline`.
+    /// Sends `frame`, a call to `method`, via `via`; the call gives up at `deadline`.
     fn send(
-        channel: &'a Channel,
+        via: Via<'a>,
         frame: Frame,
         method: &'static str,
         deadline: Option<tokio::time::Instant>,
     ) -> RawCall<'a> {
         let id = frame.call_id;
-        let state = match channel.send_call(frame, deadline) {
+        let state = match via.endpoint().send_call(frame, deadline) {
             Ok(rx) => State::Waiting(rx),
             Err(status) => State::Failed(status),
         };
-        RawCall { channel, id, method, state, sleep: deadline.map(tokio::time::sleep_until) }
+        RawCall { via: Some(via), id, method, state, sleep: deadline.map(tokio::time::sleep_until) }
+    }
+
+    /// A call that failed before it could be sent anywhere.
+    fn failed(status: Status, method: &'static str) -> RawCall<'a> {
+        RawCall { via: None, id: 0, method, state: State::Failed(status), sleep: None }
+    }
+
+    /// The balanced channel's instance the call went to.
+    fn node(&self) -> Option<&Arc<Node>> {
+        match &self.via {
+            Some(Via::Node(in_flight)) => Some(in_flight.node()),
+            _ => None,
+        }
     }
 }
 
@@ -240,7 +288,9 @@ impl Future for RawCall<'_> {
                 if let Some(sleep) = this.sleep.as_pin_mut()
                     && sleep.poll(cx).is_ready()
                 {
-                    this.channel.cancel(*this.id);
+                    if let Some(via) = this.via {
+                        via.endpoint().cancel(*this.id);
+                    }
                     let method = this.method;
                     return Poll::Ready(Err(Status::deadline_exceeded(format!(
                         "{method}: the deadline passed before an answer came"
@@ -259,6 +309,7 @@ pin_project_lite::pin_project! {
     #[project = InnerProj]
     enum Inner<'a> {
         Direct { #[pin] raw: RawCall<'a> },
+        Balanced { #[pin] call: BalancedCall<'a> },
         Intercepted { call: BoxFuture<'a, Result<Frame, Status>> },
     }
 }
@@ -281,6 +332,7 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let frame = match self.project().inner.project() {
             InnerProj::Direct { raw } => ready!(raw.poll(cx)),
+            InnerProj::Balanced { call } => ready!(call.poll(cx)),
             InnerProj::Intercepted { call } => ready!(call.as_mut().poll(cx)),
         };
         Poll::Ready(frame.and_then(decode_response::<Resp, C>))
@@ -301,6 +353,92 @@ impl<Resp, C: Codec<Resp>> Future for MessageFuture<'_, Resp, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx).map(|r| r.map(Response::into_inner))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A unary call on a balanced channel: sent to the instance the policy picks, and to
+    /// another one after a failure when that is safe (see [`crate::balance`]).
+    struct BalancedCall<'a> {
+        balancer: &'a Balancer,
+        method: &'static str,
+        // Kept to send the call again.
+        metadata: Metadata,
+        body: Bytes,
+        deadline: Option<tokio::time::Instant>,
+        tried: Vec<usize>,
+        attempts: u32,
+        #[pin]
+        raw: RawCall<'a>,
+    }
+}
+
+impl<'a> BalancedCall<'a> {
+    fn new(
+        balancer: &'a Balancer,
+        method: &'static str,
+        metadata: Metadata,
+        body: Bytes,
+        deadline: Option<tokio::time::Instant>,
+    ) -> BalancedCall<'a> {
+        let raw = match balancer.pick(&metadata, &[]) {
+            Ok(node) => send_to(node, method, &metadata, &body, deadline),
+            Err(status) => RawCall::failed(status, method),
+        };
+        BalancedCall { balancer, method, metadata, body, deadline, tried: Vec::new(), attempts: 1, raw }
+    }
+}
+
+/// Sends a unary call to `node`.
+fn send_to(
+    node: Arc<Node>,
+    method: &'static str,
+    metadata: &Metadata,
+    body: &Bytes,
+    deadline: Option<tokio::time::Instant>,
+) -> RawCall<'static> {
+    let mut frame = node.endpoint().opening_frame(FrameKind::Request, method, metadata.clone());
+    frame.body = body.clone();
+    RawCall::send(Via::Node(InFlight::new(node)), frame, method, deadline)
+}
+
+impl Future for BalancedCall<'_> {
+    type Output = Result<Frame, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let result = ready!(this.raw.as_mut().poll(cx));
+            let (node, status) = {
+                let Some(node) = this.raw.as_ref().get_ref().node() else {
+                    // No instance to send it to.
+                    return Poll::Ready(result);
+                };
+                let status = match &result {
+                    Ok(frame) => status_of(frame),
+                    Err(status) => Some(status.clone()),
+                };
+                this.balancer.record(node, status.as_ref());
+                (node_id(node), status)
+            };
+            let Some(status) = status else { return Poll::Ready(result) };
+            let time_left = this.deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline);
+            if !time_left || !this.balancer.may_fail_over(this.method, &status, *this.attempts) {
+                return Poll::Ready(result);
+            }
+            this.tried.push(node);
+            let Ok(next) = this.balancer.pick(this.metadata, this.tried) else {
+                return Poll::Ready(result);
+            };
+            tracing::debug!(
+                method = *this.method,
+                failed = %status,
+                next = next.address(),
+                "sending the call to another instance"
+            );
+            *this.attempts += 1;
+            this.raw.set(send_to(next, this.method, this.metadata, this.body, *this.deadline));
+        }
     }
 }
 

@@ -51,6 +51,92 @@ macro_rules! call_option_methods {
     };
 }
 
+/// The options every channel has, direct or balanced: limits, timeouts, keepalive,
+/// reconnection, flow control and interceptors. Used inside the `impl` of a builder with
+/// `config: ChannelConfig` and `chain: ClientChain` fields.
+macro_rules! channel_option_methods {
+    () => {
+        /// The time allowed to establish a connection: the TCP connect, then the server's
+        /// preface (default 10 s).
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.connect_timeout = timeout;
+            self
+        }
+
+        /// A timeout for calls that set none themselves (default: none).
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.default_timeout = Some(timeout);
+            self
+        }
+
+        /// Sets `TCP_NODELAY` (default on).
+        pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
+            self.config.tcp_nodelay = enabled;
+            self
+        }
+
+        /// The largest response frame accepted (default 4 MiB; at most 1 GiB); announced to the
+        /// server, which answers `ResourceExhausted` rather than send a larger one.
+        pub fn max_frame_size(mut self, bytes: usize) -> Self {
+            self.config.max_frame_size = bytes.min($crate::wire::MAX_FRAME_SIZE_CAP);
+            self
+        }
+
+        /// The largest response header accepted (default 16 KiB): it bounds the response
+        /// metadata. Announced to the server, which answers `ResourceExhausted` rather than send
+        /// a larger one.
+        pub fn max_header_size(mut self, bytes: usize) -> Self {
+            self.config.max_header_size = bytes;
+            self
+        }
+
+        /// Pings the server after this much silence (default 30 s); `None` turns keepalive off.
+        pub fn keepalive_interval(mut self, interval: Option<std::time::Duration>) -> Self {
+            self.config.keepalive_interval = interval;
+            self
+        }
+
+        /// How long a keepalive ping may go unanswered before the connection is declared dead
+        /// and its calls fail with `Unavailable` (default 10 s).
+        pub fn keepalive_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.keepalive_timeout = timeout;
+            self
+        }
+
+        /// Delays between failed connection attempts: `initial`, doubling up to `max`, with
+        /// jitter (defaults 100 ms and 5 s). While waiting, calls fail fast with `Unavailable`.
+        pub fn reconnect_backoff(mut self, initial: std::time::Duration, max: std::time::Duration) -> Self {
+            self.config.backoff_initial = initial;
+            self.config.backoff_max = max.max(initial);
+            self
+        }
+
+        /// The flow-control window granted to the server for each stream it sends on: how many
+        /// bytes of its messages may be in flight or waiting to be read (default 1 MiB; at least
+        /// 64 KiB). It is also the budget of bytes a [`StreamSender`](crate::StreamSender) may
+        /// queue ahead of the socket.
+        pub fn stream_window(mut self, bytes: u64) -> Self {
+            self.config.stream_window = bytes.max($crate::wire::MIN_STREAM_WINDOW);
+            self
+        }
+
+        /// The flow-control window granted to the server for all streams of one connection
+        /// together (default 16 MiB; at least 1 MiB).
+        pub fn connection_window(mut self, bytes: u64) -> Self {
+            self.config.connection_window = bytes.max($crate::wire::MIN_CONNECTION_WINDOW);
+            self
+        }
+
+        /// Adds an interceptor that every call through the channel runs through, inside those
+        /// added before it. See [`interceptor`](crate::interceptor).
+        pub fn interceptor(mut self, interceptor: impl $crate::interceptor::ClientInterceptor) -> Self {
+            self.chain = self.chain.with(interceptor);
+            self
+        }
+    };
+}
+
+mod balanced;
 mod call;
 mod connection;
 mod streaming;
@@ -63,21 +149,21 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use balanced::BalancedBuilder;
 pub use call::{MessageFuture, Response, ResponseFuture, UnaryCall};
 pub use streaming::{BidiStreaming, ClientStreaming, OpenFuture, ServerStreaming, StreamingCall};
 
 use bytes::Bytes;
 
+use crate::balance::{Balancer, InstanceState};
 use crate::codec::Codec;
-use crate::interceptor::{ClientChain, ClientInterceptor, DynClientInterceptor};
+use crate::discovery::{AnyRegistry, Registry};
+use crate::interceptor::{ClientChain, DynClientInterceptor};
 use crate::metadata::Metadata;
 use crate::status::Status;
 use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
-use crate::wire::{
-    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, Frame, FrameKind, MAX_FRAME_SIZE_CAP,
-    MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW,
-};
+use crate::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, Frame, FrameKind};
 use task::ChannelTask;
 pub(crate) use task::Command;
 
@@ -140,31 +226,100 @@ impl Default for ChannelConfig {
     }
 }
 
-/// A multiplexed connection to one server; see the [module docs](self).
+/// A multiplexed connection to one server, or a balanced set of connections to the
+/// instances of a service; see the [module docs](self).
 #[derive(Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    tx: mpsc::UnboundedSender<Command>,
-    next_call_id: AtomicU64,
+    route: Route,
+    /// The address (or, for a balanced channel, the service name) the channel calls.
     target: Arc<str>,
     config: Arc<ChannelConfig>,
     /// The channel's interceptors; `None` when there are none, so calls skip the mechanism.
     interceptors: Option<Arc<[Arc<dyn DynClientInterceptor>]>>,
 }
 
-impl Shared {
-    fn next_call_id(&self) -> u64 {
-        // Ids are unique for the channel's life, so they never repeat on any connection.
+/// Where a channel's calls go.
+enum Route {
+    /// To one server, through one connection task.
+    Direct(Endpoint),
+    /// To the instances of a service, each through its own channel.
+    Balanced(Arc<Balancer>),
+}
+
+/// The handle to one connection task: commands go in, and call ids are drawn here.
+pub(crate) struct Endpoint {
+    tx: mpsc::UnboundedSender<Command>,
+    next_call_id: AtomicU64,
+}
+
+impl Endpoint {
+    /// Starts the connection task for `target`; it connects on the first call.
+    fn spawn(target: &Arc<str>, config: &Arc<ChannelConfig>) -> Endpoint {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(ChannelTask::new(rx, Arc::clone(target), Arc::clone(config)));
+        Endpoint { tx, next_call_id: AtomicU64::new(1) }
+    }
+
+    pub(crate) fn next_call_id(&self) -> u64 {
+        // Ids are unique for the endpoint's life, so they never repeat on any connection.
         self.next_call_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn send_call(
+        &self,
+        frame: Frame,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<oneshot::Receiver<Result<Frame, Status>>, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Call { frame, reply, deadline })
+            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
+        Ok(rx)
+    }
+
+    pub(crate) fn cancel(&self, id: u64) {
+        let _ = self.tx.send(Command::Cancel { id });
+    }
+
+    pub(crate) fn sender(&self) -> &mpsc::UnboundedSender<Command> {
+        &self.tx
+    }
+
+    /// Waits until the connection is established, or has failed.
+    async fn ready(&self) -> Result<(), Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::WaitReady { reply })
+            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(Status::unavailable("the channel's connection task has stopped")),
+        }
+    }
+
+    /// The frame that opens a call of `kind` to `method`, with a fresh call id.
+    pub(crate) fn opening_frame(&self, kind: FrameKind, method: &'static str, metadata: Metadata) -> Frame {
+        let mut frame = Frame::new(kind, self.next_call_id());
+        frame.header.method = Some(Bytes::from_static(method.as_bytes()));
+        frame.header.metadata = metadata;
+        frame
     }
 }
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel").field("target", &self.shared.target).finish_non_exhaustive()
+        let kind = match self.shared.route {
+            Route::Direct(_) => "direct",
+            Route::Balanced(_) => "balanced",
+        };
+        f.debug_struct("Channel")
+            .field("target", &self.shared.target)
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,22 +331,6 @@ struct CallOptions {
 }
 
 impl Channel {
-    /// The frame that opens a call of `kind` to `method`, with a fresh call id and the
-    /// call's metadata, and the call's deadline (from its timeout, or the channel's default).
-    /// The frame's `TIMEOUT` is filled in from the deadline when it is written.
-    fn opening_frame(
-        &self,
-        kind: FrameKind,
-        method: &'static str,
-        options: CallOptions,
-    ) -> (Frame, Option<tokio::time::Instant>) {
-        let deadline = self.deadline_for(&options);
-        let mut frame = Frame::new(kind, self.shared.next_call_id());
-        frame.header.method = Some(Bytes::from_static(method.as_bytes()));
-        frame.header.metadata = options.metadata;
-        (frame, deadline)
-    }
-
     /// A call's deadline: from its timeout, or the channel's default.
     fn deadline_for(&self, options: &CallOptions) -> Option<tokio::time::Instant> {
         let timeout = options.timeout.or(self.shared.config.default_timeout);
@@ -260,21 +399,70 @@ impl Channel {
         StreamingCall::new(self, method, None)
     }
 
-    fn send_call(
-        &self,
-        frame: Frame,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<oneshot::Receiver<Result<Frame, Status>>, Status> {
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .tx
-            .send(Command::Call { frame, reply, deadline })
-            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
-        Ok(rx)
+    /// A channel to the instances of `service`, found in `registry`: each call goes to the
+    /// instance a [`Policy`](crate::balance::Policy) picks, failing instances are ejected
+    /// and probed back, and a failed call is sent to another instance when that is safe. See
+    /// [`balance`](crate::balance).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use rpc_core::Channel;
+    /// use rpc_core::balance::Policy;
+    /// use rpc_core::discovery::MemoryRegistry;
+    ///
+    /// # async fn run(registry: MemoryRegistry) -> Result<(), rpc_core::Status> {
+    /// let channel = Channel::balanced(registry, "acme.users.v1.Users")
+    ///     .policy(Policy::PowerOfTwoChoices)
+    ///     .idempotent("/acme.users.v1.Users/GetUser")
+    ///     .timeout(Duration::from_secs(2))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn balanced(registry: impl Registry, service: impl Into<String>) -> BalancedBuilder {
+        BalancedBuilder::new(AnyRegistry::new(registry), service.into())
     }
 
-    fn cancel(&self, id: u64) {
-        let _ = self.shared.tx.send(Command::Cancel { id });
+    /// A direct channel to `target` with no interceptors, connecting on its first call.
+    pub(crate) fn direct(target: &str, config: Arc<ChannelConfig>) -> Channel {
+        let target: Arc<str> = target.into();
+        let endpoint = Endpoint::spawn(&target, &config);
+        Channel {
+            shared: Arc::new(Shared { route: Route::Direct(endpoint), target, config, interceptors: None }),
+        }
+    }
+
+    /// What a balanced channel knows of the service's instances now (an empty list for a
+    /// direct channel): their registrations, calls in flight, ejections and health.
+    pub fn instances(&self) -> Vec<InstanceState> {
+        match &self.shared.route {
+            Route::Direct(_) => Vec::new(),
+            Route::Balanced(balancer) => balancer.instances(),
+        }
+    }
+
+    /// Runs `open` with the endpoint a new call goes through: the channel's own, or for a
+    /// balanced channel, that of the instance picked for a call with `metadata`.
+    pub(crate) fn with_endpoint<R>(
+        &self,
+        metadata: &Metadata,
+        open: impl FnOnce(&Endpoint) -> R,
+    ) -> Result<R, Status> {
+        match &self.shared.route {
+            Route::Direct(endpoint) => Ok(open(endpoint)),
+            Route::Balanced(balancer) => {
+                let node = balancer.pick(metadata, &[])?;
+                Ok(open(node.endpoint()))
+            }
+        }
+    }
+
+    /// The connection task of a direct channel; `None` for a balanced one.
+    pub(crate) fn endpoint(&self) -> Option<&Endpoint> {
+        match &self.shared.route {
+            Route::Direct(endpoint) => Some(endpoint),
+            Route::Balanced(_) => None,
+        }
     }
 }
 
@@ -287,110 +475,24 @@ pub struct ChannelBuilder {
 }
 
 impl ChannelBuilder {
-    /// The time allowed to establish a connection: the TCP connect, then the server's
-    /// preface (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> ChannelBuilder {
-        self.config.connect_timeout = timeout;
-        self
-    }
-
-    /// A timeout for calls that set none themselves (default: none).
-    pub fn timeout(mut self, timeout: Duration) -> ChannelBuilder {
-        self.config.default_timeout = Some(timeout);
-        self
-    }
-
-    /// Sets `TCP_NODELAY` (default on).
-    pub fn tcp_nodelay(mut self, enabled: bool) -> ChannelBuilder {
-        self.config.tcp_nodelay = enabled;
-        self
-    }
-
-    /// The largest response frame accepted (default 4 MiB; at most 1 GiB); announced to the
-    /// server, which answers `ResourceExhausted` rather than send a larger one.
-    pub fn max_frame_size(mut self, bytes: usize) -> ChannelBuilder {
-        self.config.max_frame_size = bytes.min(MAX_FRAME_SIZE_CAP);
-        self
-    }
-
-    /// The largest response header accepted (default 16 KiB): it bounds the response
-    /// metadata. Announced to the server, which answers `ResourceExhausted` rather than send
-    /// a larger one.
-    pub fn max_header_size(mut self, bytes: usize) -> ChannelBuilder {
-        self.config.max_header_size = bytes;
-        self
-    }
-
-    /// Pings the server after this much silence (default 30 s); `None` turns keepalive off.
-    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> ChannelBuilder {
-        self.config.keepalive_interval = interval;
-        self
-    }
-
-    /// How long a keepalive ping may go unanswered before the connection is declared dead
-    /// and its calls fail with `Unavailable` (default 10 s).
-    pub fn keepalive_timeout(mut self, timeout: Duration) -> ChannelBuilder {
-        self.config.keepalive_timeout = timeout;
-        self
-    }
-
-    /// Delays between failed connection attempts: `initial`, doubling up to `max`, with
-    /// jitter (defaults 100 ms and 5 s). While waiting, calls fail fast with `Unavailable`.
-    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> ChannelBuilder {
-        self.config.backoff_initial = initial;
-        self.config.backoff_max = max.max(initial);
-        self
-    }
-
-    /// The flow-control window granted to the server for each stream it sends on: how many
-    /// bytes of its messages may be in flight or waiting to be read (default 1 MiB; at least
-    /// 64 KiB). It is also the budget of bytes a [`StreamSender`](crate::StreamSender) may
-    /// queue ahead of the socket.
-    pub fn stream_window(mut self, bytes: u64) -> ChannelBuilder {
-        self.config.stream_window = bytes.max(MIN_STREAM_WINDOW);
-        self
-    }
-
-    /// The flow-control window granted to the server for all streams of one connection
-    /// together (default 16 MiB; at least 1 MiB).
-    pub fn connection_window(mut self, bytes: u64) -> ChannelBuilder {
-        self.config.connection_window = bytes.max(MIN_CONNECTION_WINDOW);
-        self
-    }
-
-    /// Adds an interceptor that every call through the channel runs through, inside those
-    /// added before it. See [`interceptor`](crate::interceptor).
-    pub fn interceptor(mut self, interceptor: impl ClientInterceptor) -> ChannelBuilder {
-        self.chain = self.chain.with(interceptor);
-        self
-    }
+    channel_option_methods!();
 
     /// Connects now; fails with `Unavailable` if the server cannot be reached or does not
     /// speak the protocol. Must be called inside a Tokio runtime.
     pub async fn connect(self) -> Result<Channel, Status> {
         let channel = self.connect_lazy();
-        let (reply, rx) = oneshot::channel();
-        channel
-            .shared
-            .tx
-            .send(Command::WaitReady { reply })
-            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
-        match rx.await {
-            Ok(Ok(())) => Ok(channel),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(Status::unavailable("the channel's connection task has stopped")),
+        if let Some(endpoint) = channel.endpoint() {
+            endpoint.ready().await?;
         }
+        Ok(channel)
     }
 
     /// A channel that connects on its first call. Must be called inside a Tokio runtime.
     pub fn connect_lazy(self) -> Channel {
-        let (tx, rx) = mpsc::unbounded_channel();
         let target: Arc<str> = self.target.into();
         let config = Arc::new(self.config);
-        tokio::spawn(ChannelTask::new(rx, Arc::clone(&target), Arc::clone(&config)));
+        let endpoint = Endpoint::spawn(&target, &config);
         let interceptors = (!self.chain.is_empty()).then(|| self.chain.interceptors.into());
-        Channel {
-            shared: Arc::new(Shared { tx, next_call_id: AtomicU64::new(1), target, config, interceptors }),
-        }
+        Channel { shared: Arc::new(Shared { route: Route::Direct(endpoint), target, config, interceptors }) }
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::task::Command;
-use super::{CallOptions, Channel};
+use super::{CallOptions, Channel, Endpoint};
 use crate::codec::Codec;
 use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext};
 use crate::server::MethodKind;
@@ -97,9 +97,16 @@ where
     {
         let channel = self.channel;
         let Some(chain) = channel.shared.interceptors.clone() else {
-            let (frame, deadline) = channel.opening_frame(FrameKind::StreamOpen, self.method, self.options);
-            let (_, sender, receiver) = open_stream::<Req, Resp, C>(channel, frame, deadline);
-            return OpenFuture::ready(finish(self.request, sender, receiver));
+            let deadline = channel.deadline_for(&self.options);
+            let window = channel.shared.config.stream_window;
+            let metadata = self.options.metadata;
+            let opened = channel.with_endpoint(&metadata, |endpoint| {
+                let frame = endpoint.opening_frame(FrameKind::StreamOpen, self.method, metadata.clone());
+                open_stream::<Req, Resp, C>(endpoint, window, frame, deadline)
+            });
+            return OpenFuture::ready(
+                opened.and_then(|(_, sender, receiver)| finish(self.request, sender, receiver)),
+            );
         };
         let deadline = channel.deadline_for(&self.options);
         let mut ctx = ClientContext::new(
@@ -136,25 +143,25 @@ where
 /// caller gets.
 type Finish<Req, Resp, T> = fn(Option<Req>, StreamSender<Req>, Streaming<Resp>) -> Result<T, Status>;
 
-/// Sends the `STREAM_OPEN` for `frame` and returns the stream's shared state and its two ends.
+/// Sends the `STREAM_OPEN` for `frame` through `endpoint`, with a flow-control `window`,
+/// and returns the stream's shared state and its two ends.
 fn open_stream<Req, Resp, C>(
-    channel: &Channel,
+    endpoint: &Endpoint,
+    window: u64,
     frame: Frame,
     deadline: Option<tokio::time::Instant>,
 ) -> (Arc<StreamShared>, StreamSender<Req>, Streaming<Resp>)
 where
     C: Codec<Req> + Codec<Resp>,
 {
-    let shared = &channel.shared;
     let id = frame.call_id;
-    let window = shared.config.stream_window;
     let (inbound_tx, inbound) = mpsc::unbounded_channel();
     let budget = StreamShared::new(window);
+    let tx = endpoint.sender();
     // If the channel's task is gone, the command (and with it `inbound_tx`) is dropped: the
     // stream then reads as failed, which is what the caller needs to know.
-    let _ =
-        shared.tx.send(Command::OpenStream { frame, inbound: inbound_tx, shared: budget.clone(), deadline });
-    let outlet = Outlet::Client(shared.tx.clone());
+    let _ = tx.send(Command::OpenStream { frame, inbound: inbound_tx, shared: budget.clone(), deadline });
+    let outlet = Outlet::Client(tx.clone());
     let sender = StreamSender::new(id, Arc::clone(&budget), outlet.clone(), encode::<Req, C>, true);
     let timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let receiver = Streaming::new(id, inbound, outlet, decode::<Resp, C>, window, timer, true)
@@ -183,11 +190,20 @@ where
             let Some(deliver) = take(&self.deliver) else {
                 return Err(Status::failed_precondition("a streaming call cannot be sent twice"));
             };
-            let mut frame = Frame::new(FrameKind::StreamOpen, self.channel.shared.next_call_id());
-            frame.header.method = Some(Bytes::from_static(ctx.method().as_bytes()));
-            frame.header.metadata = ctx.metadata().clone();
-            let (shared, sender, receiver) =
-                open_stream::<Req, Resp, C>(&self.channel, frame, ctx.deadline_instant());
+            let window = self.channel.shared.config.stream_window;
+            let deadline = ctx.deadline_instant();
+            let opened = self.channel.with_endpoint(ctx.metadata(), |endpoint| {
+                let frame =
+                    endpoint.opening_frame(FrameKind::StreamOpen, ctx.method(), ctx.metadata().clone());
+                open_stream::<Req, Resp, C>(endpoint, window, frame, deadline)
+            });
+            let (shared, sender, receiver) = match opened {
+                Ok(ends) => ends,
+                Err(status) => {
+                    let _ = deliver.send(Err(status.clone()));
+                    return Err(status);
+                }
+            };
             let ends = (self.finish)(take(&self.request), sender, receiver);
             let failed = ends.as_ref().err().cloned();
             let _ = deliver.send(ends);

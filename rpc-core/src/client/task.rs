@@ -271,8 +271,10 @@ fn apply(conn: &mut ClientConnection, command: Command) {
     }
 }
 
-/// Answers a command that cannot be served.
+/// Answers a command that cannot be served. The call was never sent, so its status says so
+/// ([`Status::is_refused`]): it is safe to send it again, here or elsewhere.
 fn fail(command: Command, error: Status) {
+    let error = error.refused();
     match command {
         Command::Call { reply, .. } => {
             let _ = reply.send(Err(error));

@@ -28,5 +28,6 @@ pub use deadline::Deadlines;
 #[cfg(feature = "metrics")]
 pub use metrics::Metrics;
 pub use rate_limit::{ConcurrencyLimit, RateLimit};
+pub(crate) use retry::Idempotent;
 pub use retry::Retry;
 pub use tracing::{SpanId, TraceContext, TraceId, Tracing};

@@ -150,11 +150,7 @@ impl Retry {
     /// (`/acme.users.v1.Users/GetUser`), or every method of a service (`/acme.users.v1.Users/*`).
     /// May be called many times.
     pub fn idempotent(mut self, pattern: impl Into<String>) -> Retry {
-        let pattern = pattern.into();
-        match pattern.strip_suffix('*') {
-            Some(prefix) => self.idempotent.prefixes.push(prefix.into()),
-            None => self.idempotent.methods.push(pattern.into()),
-        }
+        self.idempotent.add(pattern.into());
         self
     }
 
@@ -273,14 +269,22 @@ impl CodeSet {
 
 /// The methods whose calls may be sent more than once.
 #[derive(Debug, Clone, Default)]
-struct Idempotent {
-    all: bool,
+pub(crate) struct Idempotent {
+    pub(crate) all: bool,
     methods: Vec<Box<str>>,
     prefixes: Vec<Box<str>>,
 }
 
 impl Idempotent {
-    fn matches(&self, method: &str) -> bool {
+    /// Adds a full method name, or a prefix ending in `*`.
+    pub(crate) fn add(&mut self, pattern: String) {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => self.prefixes.push(prefix.into()),
+            None => self.methods.push(pattern.into()),
+        }
+    }
+
+    pub(crate) fn matches(&self, method: &str) -> bool {
         self.all
             || self.methods.iter().any(|m| **m == *method)
             || self.prefixes.iter().any(|p| method.starts_with(&**p))

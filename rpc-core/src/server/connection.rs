@@ -54,6 +54,7 @@ pub(crate) async fn serve_connection(
     let outcome = std::future::poll_fn(|cx| conn.poll(cx)).await;
     match outcome {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(err) if is_disconnect(&err) => tracing::debug!(%peer, %err, "the client went away"),
         Err(err) => {
             tracing::warn!(%peer, %err, "closing connection");
             if let Some(goaway) = goaway_for(&err) {
@@ -62,6 +63,16 @@ pub(crate) async fn serve_connection(
         }
     }
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, conn.io.close()).await;
+}
+
+/// Whether `err` is the client leaving abruptly (a reset, or a closed socket), which servers
+/// see all the time, rather than a broken rule worth a warning.
+fn is_disconnect(err: &WireError) -> bool {
+    use std::io::ErrorKind;
+    matches!(err, WireError::Io(io) if matches!(
+        io.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+    ))
 }
 
 /// The `GOAWAY` that tells a misbehaving peer why it is being disconnected; none when the

@@ -29,6 +29,7 @@
 
 mod connection;
 mod context;
+mod registration;
 mod routes;
 mod service;
 
@@ -42,9 +43,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use context::Context;
+pub use registration::Registration;
 pub(crate) use service::Outgoing;
 pub use service::{MethodDescriptor, MethodKind, ServerCall, Service, ServiceDescriptor, Spawned};
 
+use crate::discovery::{AnyRegistry, Registry};
+use crate::health::{HealthReporter, HealthServer, HealthService};
 use crate::interceptor::{ServerChain, ServerInterceptor};
 use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
@@ -119,6 +123,8 @@ impl Server {
             routes: Routes::default(),
             config: ServerConfig::default(),
             chain: ServerChain::new(),
+            health: Some(HealthReporter::new()),
+            registration: None,
         }
     }
 }
@@ -128,6 +134,9 @@ pub struct ServerBuilder {
     routes: Routes,
     config: ServerConfig,
     chain: ServerChain,
+    /// The statuses of the built-in health service; `None` when it is not mounted.
+    health: Option<HealthReporter>,
+    registration: Option<(AnyRegistry, Registration)>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -136,6 +145,8 @@ impl std::fmt::Debug for ServerBuilder {
             .field("services", &self.routes.service_names())
             .field("config", &self.config)
             .field("interceptors", &self.chain.len())
+            .field("health", &self.health.is_some())
+            .field("registration", &self.registration.as_ref().map(|(_, r)| r))
             .finish()
     }
 }
@@ -164,6 +175,48 @@ impl ServerBuilder {
     /// before it and before each service's own. See [`interceptor`](crate::interceptor).
     pub fn interceptor(mut self, interceptor: impl ServerInterceptor) -> ServerBuilder {
         self.chain = self.chain.with(interceptor);
+        self
+    }
+
+    /// Registers the server in `registry` once it listens, and deregisters it when it shuts
+    /// down, before it stops accepting calls. By default every mounted service (but the
+    /// health service) is registered, at the listener's address: see [`Registration`].
+    /// Serving fails if the registry cannot be reached at the start; later, the registry
+    /// keeps the registration alive on its own.
+    ///
+    /// ```no_run
+    /// use rpc_core::Server;
+    /// use rpc_core::discovery::MemoryRegistry;
+    /// use rpc_core::server::Registration;
+    ///
+    /// # async fn run(registry: MemoryRegistry) -> std::io::Result<()> {
+    /// Server::builder()
+    ///     // .add_service(...)
+    ///     .register(registry, Registration::new().weight(50))
+    ///     .serve("127.0.0.1:50051")
+    ///     .await
+    /// # }
+    /// ```
+    pub fn register(mut self, registry: impl Registry, registration: Registration) -> ServerBuilder {
+        self.registration = Some((AnyRegistry::new(registry), registration));
+        self
+    }
+
+    /// The statuses the server's built-in [health service](crate::health) reports: every
+    /// mounted service is `SERVING` once the server listens (unless given another status
+    /// before), and `NOT_SERVING` once it shuts down. Set a status with the reporter at any
+    /// time.
+    ///
+    /// # Panics
+    /// If the health service was turned off with [`without_health`](Self::without_health).
+    #[allow(clippy::expect_used)] // Asking for what was turned off is a programming error.
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.health.clone().expect("the health service was turned off with without_health")
+    }
+
+    /// Does not mount the built-in health service.
+    pub fn without_health(mut self) -> ServerBuilder {
+        self.health = None;
         self
     }
 
@@ -243,10 +296,12 @@ impl ServerBuilder {
     /// Serves on a listener the caller bound (for example to port 0, to learn the port),
     /// until `signal` completes, then shuts down gracefully:
     ///
-    /// 1. the listener is closed, so new connections are refused;
-    /// 2. every connection gets a `GOAWAY`: its client sends no new calls on it, and calls
+    /// 1. the health service reports `NOT_SERVING`, and the server's registrations (see
+    ///    [`register`](Self::register)) are removed;
+    /// 2. the listener is closed, so new connections are refused;
+    /// 3. every connection gets a `GOAWAY`: its client sends no new calls on it, and calls
     ///    that still arrive are refused (`Unavailable`, flagged as not processed);
-    /// 3. in-flight calls finish, up to the [grace period](Self::shutdown_grace), after which
+    /// 4. in-flight calls finish, up to the [grace period](Self::shutdown_grace), after which
     ///    the remaining connections are closed.
     pub async fn serve_with_listener(
         self,
@@ -254,12 +309,30 @@ impl ServerBuilder {
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let mut routes = self.routes;
+        let health_name = HealthServer::<HealthService>::SERVICE_NAME;
+        let mut registered: Vec<&str> = routes.service_names().to_vec();
+        registered.retain(|name| *name != health_name);
+        if let Some(health) = &self.health {
+            if !routes.contains(health_name) {
+                routes.add_bypassing_server_chain(Arc::new(HealthServer::new(HealthService::new(
+                    health.clone(),
+                ))));
+            }
+            health.set_serving_unless_set("");
+            for name in &registered {
+                health.set_serving_unless_set(name);
+            }
+        }
         routes.set_server_chain(&self.chain);
+        let local = listener.local_addr()?;
+        let leases = match &self.registration {
+            Some((registry, registration)) => registration.register(registry, local, &registered).await?,
+            None => Vec::new(),
+        };
         let routes = Arc::new(routes);
         let config = Arc::new(self.config);
         let shutdown = CancellationToken::new();
         let mut connections = JoinSet::new();
-        let local = listener.local_addr()?;
         tracing::info!(%local, services = ?routes.service_names(), "serving");
 
         let mut signal = std::pin::pin!(signal);
@@ -293,6 +366,11 @@ impl ServerBuilder {
             }
         }
 
+        // Deregister first, so that clients stop choosing this server while it drains.
+        if let Some(health) = &self.health {
+            health.shut_down();
+        }
+        registration::deregister(leases).await;
         drop(listener);
         let open = connections.len();
         tracing::info!(%local, open, "shutting down: draining connections");

@@ -19,6 +19,8 @@ pub(crate) struct Route {
     pub(crate) interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
     /// The service's own interceptors, until the server-wide ones are put in front.
     service_chain: ServerChain,
+    /// Whether the server-wide interceptors pass this route by (the built-in health service).
+    bypass_server_chain: bool,
 }
 
 /// Every method of every mounted service, by its full name.
@@ -35,6 +37,15 @@ impl Routes {
     /// If a service of the same name is already mounted: that is a programming error,
     /// caught when the server is built rather than by a surprised caller.
     pub(crate) fn add(&mut self, service: Arc<dyn Service>, chain: ServerChain) {
+        self.mount(service, chain, false);
+    }
+
+    /// Mounts `service` where the server-wide interceptors do not apply.
+    pub(crate) fn add_bypassing_server_chain(&mut self, service: Arc<dyn Service>) {
+        self.mount(service, ServerChain::new(), true);
+    }
+
+    fn mount(&mut self, service: Arc<dyn Service>, chain: ServerChain, bypass_server_chain: bool) {
         let descriptor = service.descriptor();
         assert!(
             !self.services.contains(&descriptor.name),
@@ -50,6 +61,7 @@ impl Routes {
                 kind: method.kind,
                 interceptors: None,
                 service_chain: chain.clone(),
+                bypass_server_chain,
             };
             self.by_path.insert(method.path.as_bytes().into(), route);
         }
@@ -57,7 +69,9 @@ impl Routes {
 
     /// Puts the server-wide interceptors in front of every service's own.
     pub(crate) fn set_server_chain(&mut self, server: &ServerChain) {
+        let none = ServerChain::new();
         for route in self.by_path.values_mut() {
+            let server = if route.bypass_server_chain { &none } else { server };
             route.interceptors = route.service_chain.behind(server);
         }
     }
@@ -85,5 +99,10 @@ impl Routes {
     /// The names of the mounted services.
     pub(crate) fn service_names(&self) -> &[&'static str] {
         &self.services
+    }
+
+    /// Whether a service of this name is mounted.
+    pub(crate) fn contains(&self, service: &str) -> bool {
+        self.services.contains(&service)
     }
 }

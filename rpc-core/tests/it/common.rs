@@ -197,11 +197,24 @@ pub async fn serve_on(
     listener: TcpListener,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> Running {
+    serve_configured(listener, Server::builder(), configure).await
+}
+
+/// Serves the test service on `listener`, mounted on a builder made earlier.
+pub async fn serve_from(builder: ServerBuilder, listener: TcpListener) -> Running {
+    serve_configured(listener, builder, |b| b).await
+}
+
+async fn serve_configured(
+    listener: TcpListener,
+    builder: ServerBuilder,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> Running {
     let addr = listener.local_addr().expect("addr");
     let service = TestService::default();
     let probe = Arc::clone(&service.probe);
     let (stop, stopped) = oneshot::channel::<()>();
-    let builder = configure(Server::builder().add_service(TestServer::new(service)));
+    let builder = configure(builder.add_service(TestServer::new(service)));
     let handle = tokio::spawn(builder.serve_with_listener(listener, async {
         let _ = stopped.await;
     }));

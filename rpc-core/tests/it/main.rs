@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod bad_input;
+mod balance;
 #[cfg(feature = "jwt")]
 mod builtin_auth;
 mod builtin_breaker;
@@ -16,7 +17,11 @@ mod builtin_tracing;
 mod common;
 mod concurrency;
 mod deadline;
+mod discovery;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod golden;
+mod health;
 mod interceptors;
 mod limits;
 mod raw;

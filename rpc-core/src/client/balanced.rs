@@ -1,0 +1,109 @@
+//! The builder of balanced channels.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Channel, ChannelConfig, Route, Shared};
+use crate::balance::{BalanceOptions, Balancer, Policy};
+use crate::discovery::{AnyRegistry, Registry};
+use crate::interceptor::ClientChain;
+use crate::status::Status;
+
+/// Options for a balanced [`Channel`], made with [`Channel::balanced`]: how calls are spread
+/// over the service's instances and what happens when one fails, and the options of each
+/// instance's connection (the same as a direct channel's).
+#[derive(Debug, Clone)]
+pub struct BalancedBuilder {
+    registry: AnyRegistry,
+    service: String,
+    options: BalanceOptions,
+    config: ChannelConfig,
+    chain: ClientChain,
+}
+
+impl BalancedBuilder {
+    pub(super) fn new(registry: AnyRegistry, service: String) -> BalancedBuilder {
+        BalancedBuilder {
+            registry,
+            service,
+            options: BalanceOptions::default(),
+            config: ChannelConfig::default(),
+            chain: ClientChain::new(),
+        }
+    }
+
+    /// How each call's instance is picked (default [`Policy::WeightedRoundRobin`]).
+    pub fn policy(mut self, policy: Policy) -> BalancedBuilder {
+        self.options.policy = policy;
+        self
+    }
+
+    /// Marks methods as idempotent, so that a call that failed with `Unavailable` on one
+    /// instance is sent to another: a full method name (`/acme.users.v1.Users/GetUser`), or
+    /// every method of a service (`/acme.users.v1.Users/*`). Calls that never reached an
+    /// instance are sent to another whatever their method. May be called many times.
+    pub fn idempotent(mut self, pattern: impl Into<String>) -> BalancedBuilder {
+        self.options.idempotent.add(pattern.into());
+        self
+    }
+
+    /// Marks every method as idempotent.
+    pub fn all_idempotent(mut self) -> BalancedBuilder {
+        self.options.idempotent.all = true;
+        self
+    }
+
+    /// The most instances one call is sent to, the first included (default
+    /// [`DEFAULT_FAILOVER_ATTEMPTS`](crate::balance::DEFAULT_FAILOVER_ATTEMPTS); 1 turns
+    /// failover off).
+    pub fn failover_attempts(mut self, attempts: u32) -> BalancedBuilder {
+        self.options.failover_attempts = attempts.max(1);
+        self
+    }
+
+    /// How long a failing instance is left out: `first` after its first failure, doubling
+    /// with each failed probe, up to `max` (defaults
+    /// [`DEFAULT_EJECTION`](crate::balance::DEFAULT_EJECTION) and
+    /// [`DEFAULT_MAX_EJECTION`](crate::balance::DEFAULT_MAX_EJECTION)).
+    pub fn ejection(mut self, first: Duration, max: Duration) -> BalancedBuilder {
+        self.options.ejection = first;
+        self.options.max_ejection = max.max(first);
+        self
+    }
+
+    /// Asks each instance's [health service](crate::health) every `interval` whether it
+    /// serves this service; instances that say they do not are left out until they do, and a
+    /// successful check brings an ejected instance back. Off by default.
+    pub fn health_check(mut self, interval: Duration) -> BalancedBuilder {
+        self.options.health_check = Some(interval);
+        self
+    }
+
+    channel_option_methods!();
+
+    /// Resolves the service: watches it in the registry and waits for its first list of
+    /// instances, for at most the connect timeout if the list is empty. Connections to the
+    /// instances are opened on their first calls. Fails with `Unavailable` if the registry
+    /// cannot be reached or lists no instance in time. Must be called inside a Tokio
+    /// runtime.
+    pub async fn connect(self) -> Result<Channel, Status> {
+        let service: Arc<str> = self.service.into();
+        let watch = self
+            .registry
+            .watch(&service)
+            .await
+            .map_err(|err| Status::unavailable(format!("cannot resolve {service}: {err}")))?;
+        let config = Arc::new(self.config);
+        let balancer =
+            Balancer::start(Arc::clone(&service), watch, self.options, Arc::clone(&config)).await?;
+        let interceptors = (!self.chain.is_empty()).then(|| self.chain.interceptors.into());
+        Ok(Channel {
+            shared: Arc::new(Shared {
+                route: Route::Balanced(balancer),
+                target: service,
+                config,
+                interceptors,
+            }),
+        })
+    }
+}

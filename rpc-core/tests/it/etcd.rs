@@ -1,0 +1,301 @@
+//! The etcd registry against a real etcd server: each test starts its own on free loopback
+//! ports with a temporary data directory (the `etcd` binary comes from Debian's
+//! `etcd-server`, which the test script installs; `ETCD_BIN` points elsewhere).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rpc_core::discovery::{EtcdOptions, EtcdRegistry, Instance, Registry, Update, Watch};
+use rpc_core::server::Registration;
+use rpc_core::{Channel, Server};
+use tokio::net::TcpListener;
+
+use crate::common::{self, Echo, TestClient, TestServer, TestService};
+
+const SERVICE: &str = "test.v1.Test";
+const TTL: Duration = Duration::from_secs(2);
+
+/// An etcd server of this test's own, stopped (and its data removed) on drop.
+struct Etcd {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    async fn start() -> Etcd {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rpc-etcd-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut etcd = Etcd { child: None, client_port: free_port(), peer_port: free_port(), dir };
+        etcd.spawn().await;
+        etcd
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    async fn registry(&self) -> EtcdRegistry {
+        EtcdRegistry::connect([self.endpoint()], EtcdOptions::new().ttl(TTL)).await.expect("etcd client")
+    }
+
+    async fn spawn(&mut self) {
+        let binary = std::env::var_os("ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
+        std::fs::create_dir_all(&self.dir).expect("etcd data dir");
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("etcd log file");
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(&binary)
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", self.dir.join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start etcd ({}): {err}. Install Debian's etcd-server (scripts/test.sh does) \
+                     or set ETCD_BIN",
+                    binary.display()
+                )
+            });
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(registry) = EtcdRegistry::connect([self.endpoint()], EtcdOptions::new()).await
+                && registry.discover("ready.Check").await.is_ok()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "etcd did not start; see {:?}",
+                self.dir.with_extension("log")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the server, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports, with its data, or without (`wipe`).
+    async fn restart(&mut self, wipe: bool) {
+        self.kill();
+        if wipe {
+            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        }
+        self.spawn().await;
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.dir.with_extension("log"));
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The next update of `watch`, failing the test if none comes within `limit`.
+async fn next_within(watch: &mut Watch, limit: Duration) -> Update {
+    tokio::time::timeout(limit, watch.next())
+        .await
+        .unwrap_or_else(|_| panic!("no update within {limit:?}"))
+        .expect("the watch goes on")
+        .expect("no error")
+}
+
+async fn next(watch: &mut Watch) -> Update {
+    next_within(watch, Duration::from_secs(20)).await
+}
+
+fn addresses(instances: &[Instance]) -> Vec<&str> {
+    instances.iter().map(Instance::address).collect()
+}
+
+#[tokio::test]
+async fn registrations_are_keys_under_the_documented_layout_and_go_with_their_lease() {
+    let etcd = Etcd::start().await;
+    let registry = etcd.registry().await;
+    let lease = registry
+        .register(Instance::new(SERVICE, "10.0.0.1:80").with_weight(5).with_tag("zone", "a"))
+        .await
+        .expect("register");
+    let found = registry.discover(SERVICE).await.expect("discover");
+    assert_eq!(addresses(&found), ["10.0.0.1:80"]);
+    assert_eq!(found[0].weight(), 5);
+
+    // The raw key, as any other tool would see it.
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("raw client");
+    let got = raw.get("/rpc/services/test.v1.Test/10.0.0.1:80", None).await.expect("get");
+    let kv = got.kvs().first().expect("the key exists");
+    assert_ne!(kv.lease(), 0, "the key is attached to a lease");
+    let value: serde_json::Value = serde_json::from_slice(kv.value()).expect("JSON");
+    assert_eq!(value["address"], "10.0.0.1:80");
+    assert_eq!(value["weight"], 5);
+    assert_eq!(value["tags"]["zone"], "a");
+
+    lease.revoke().await.expect("revoke");
+    assert!(registry.discover(SERVICE).await.expect("discover").is_empty());
+}
+
+#[tokio::test]
+async fn the_watch_delivers_registrations_and_departures() {
+    let etcd = Etcd::start().await;
+    let registry = etcd.registry().await;
+    let mut watch = registry.watch(SERVICE).await.expect("watch");
+    assert!(next(&mut watch).await.instances().is_empty());
+    let a = registry.register(Instance::new(SERVICE, "10.0.0.1:80")).await.expect("register");
+    assert_eq!(addresses(next(&mut watch).await.added()), ["10.0.0.1:80"]);
+    let b = registry.register(Instance::new(SERVICE, "10.0.0.2:80")).await.expect("register");
+    let update = next(&mut watch).await;
+    assert_eq!(addresses(update.instances()), ["10.0.0.1:80", "10.0.0.2:80"]);
+    // Other services' keys are not this watch's business (nor is a service whose name merely
+    // starts with this one's).
+    let _other = registry.register(Instance::new("test.v1.TestPlus", "10.0.0.3:80")).await.expect("register");
+    drop(a);
+    let update = next(&mut watch).await;
+    assert_eq!(addresses(update.removed()), ["10.0.0.1:80"]);
+    assert_eq!(addresses(update.instances()), ["10.0.0.2:80"]);
+    b.revoke().await.expect("revoke");
+    assert!(next(&mut watch).await.instances().is_empty());
+}
+
+#[tokio::test]
+async fn a_killed_instance_expires_within_its_ttl() {
+    let etcd = Etcd::start().await;
+    let registry = etcd.registry().await;
+    let mut watch = registry.watch(SERVICE).await.expect("watch");
+    assert!(next(&mut watch).await.instances().is_empty());
+    // The instance's process: a runtime of its own, with its own connection to etcd.
+    let process =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let endpoint = etcd.endpoint();
+    let lease = process
+        .spawn(async move {
+            let registry = EtcdRegistry::connect([endpoint], EtcdOptions::new().ttl(TTL)).await?;
+            registry.register(Instance::new(SERVICE, "10.0.0.9:80")).await
+        })
+        .await
+        .expect("task")
+        .expect("register");
+    assert_eq!(addresses(next(&mut watch).await.added()), ["10.0.0.9:80"]);
+    // Alive well past its TTL while its keep-alives run.
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(registry.discover(SERVICE).await.expect("discover").len(), 1);
+
+    // Killed: no goodbye, the keep-alives stop with the process.
+    std::mem::forget(lease);
+    let killed = tokio::time::Instant::now();
+    process.shutdown_background();
+    let update = next_within(&mut watch, TTL + Duration::from_secs(5)).await;
+    assert_eq!(addresses(update.removed()), ["10.0.0.9:80"]);
+    eprintln!("expired {:?} after the kill (TTL {TTL:?})", killed.elapsed());
+}
+
+#[tokio::test]
+async fn registrations_and_watches_survive_an_etcd_restart() {
+    let mut etcd = Etcd::start().await;
+    let registry = etcd.registry().await;
+    let _kept = registry.register(Instance::new(SERVICE, "10.0.0.1:80")).await.expect("register");
+    let mut watch = registry.watch(SERVICE).await.expect("watch");
+    assert_eq!(next(&mut watch).await.instances().len(), 1);
+
+    etcd.restart(false).await;
+    // The watch resumes: a registration made after the restart reaches it.
+    let _new =
+        registry.register(Instance::new(SERVICE, "10.0.0.2:80")).await.expect("register after restart");
+    let update = next(&mut watch).await;
+    assert_eq!(addresses(update.instances()), ["10.0.0.1:80", "10.0.0.2:80"]);
+    // And the first registration is still kept alive, well past its TTL.
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(registry.discover(SERVICE).await.expect("discover").len(), 2);
+}
+
+#[tokio::test]
+async fn an_instance_registers_again_when_etcd_comes_back_without_its_data() {
+    let mut etcd = Etcd::start().await;
+    let registry = etcd.registry().await;
+    let _lease = registry.register(Instance::new(SERVICE, "10.0.0.1:80")).await.expect("register");
+    let mut watch = registry.watch(SERVICE).await.expect("watch");
+    assert_eq!(next(&mut watch).await.instances().len(), 1);
+
+    etcd.restart(true).await;
+    // The lease keeper finds its lease gone and registers again; the watch, whose history is
+    // gone too, lists again and follows on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = registry.discover(SERVICE).await.expect("discover");
+        if addresses(&found) == ["10.0.0.1:80"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the instance did not register again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _other = registry.register(Instance::new(SERVICE, "10.0.0.2:80")).await.expect("register");
+    loop {
+        let update = next(&mut watch).await;
+        if addresses(update.instances()) == ["10.0.0.1:80", "10.0.0.2:80"] {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_balanced_client_finds_servers_through_etcd() {
+    let etcd = Etcd::start().await;
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let registry = etcd.registry().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::builder()
+            .add_service(TestServer::new(TestService::default()))
+            .register(registry, Registration::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(server.serve_with_listener(listener, async {
+            let _ = stopped.await;
+        }));
+        servers.push((stop, handle));
+    }
+    let channel = Channel::balanced(etcd.registry().await, SERVICE).connect().await.expect("connect");
+    common::eventually("both servers are listed", || channel.instances().len() == 2).await;
+    let client = TestClient::new(channel.clone());
+    for _ in 0..10 {
+        client.echo(Echo::default()).await.expect("call");
+    }
+    // A server shutting down deregisters from etcd; the channel follows.
+    let (stop, handle) = servers.pop().expect("a server");
+    let _ = stop.send(());
+    handle.await.expect("task").expect("server");
+    common::eventually("one server is left", || channel.instances().len() == 1).await;
+    for _ in 0..10 {
+        client.echo(Echo::default()).await.expect("call");
+    }
+}
