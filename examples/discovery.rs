@@ -92,6 +92,18 @@ fn show(label: &str, counts: &BTreeMap<String, usize>) {
     println!("{label}: {}", parts.join(", "));
 }
 
+/// Waits until `condition` holds, for ten seconds at most.
+async fn wait_until(what: &str, condition: impl Fn() -> bool) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("timed out waiting until {what}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// The registry named on the command line: the in-process one, or etcd with `--etcd URL`.
 async fn registry_from_args() -> Result<AnyRegistry, Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -135,9 +147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .policy(Policy::WeightedRoundRobin)
         .connect()
         .await?;
-    while channel.instances().len() < 3 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until("all three instances are listed", || channel.instances().len() == 3).await?;
     let client = WhereClient::new(channel.clone());
     println!("\n{} resolves to {} instances", WhereClient::SERVICE_NAME, channel.instances().len());
     show("900 calls, all three up", &distribution(&client, 900).await?);
@@ -164,9 +174,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let _ = beta.stop.send(());
     beta.task.await??;
-    while channel.instances().len() != 2 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until("beta is no longer listed", || channel.instances().len() == 2).await?;
     println!("\nstopped beta; the client now sees {} instances", channel.instances().len());
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     stop_traffic.store(true, Ordering::Relaxed);

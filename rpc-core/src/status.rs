@@ -191,8 +191,19 @@ impl Status {
     /// Marks the status as a refusal: the call was not processed at all (for example shed
     /// under load, or over a rate limit), so a client may safely send it again. A server
     /// sends the mark with the status (the `REFUSED` flag).
+    ///
+    /// On a server, the mark is sent for refusals by interceptors (which answer before the
+    /// handler runs) and by the framework itself. A status that a *handler* returns is never
+    /// sent as refused: the handler ran. That also keeps a refusal the handler received from a
+    /// call of its own, and returned with `?`, from passing for this call's.
     pub fn refused(mut self) -> Status {
         self.refused = true;
+        self
+    }
+
+    /// The status without the refusal mark: for what a handler returns, since it ran.
+    pub(crate) fn processed(mut self) -> Status {
+        self.refused = false;
         self
     }
 

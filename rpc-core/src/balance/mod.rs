@@ -7,24 +7,35 @@
 //! failed by a change of the list: they finish on the connection they started on.
 //!
 //! Each call is sent to the instance its [`Policy`] picks. An instance whose connection
-//! fails, or that answers `Unavailable`, is *ejected*: no call is sent to it for a back-off
-//! period (doubling while it keeps failing), after which the next call to it is a probe that
-//! brings it back if it succeeds. When every instance is ejected, calls go to them anyway
-//! rather than fail without trying. With [`health_check`](crate::client::BalancedBuilder::health_check),
-//! instances are also asked regularly through the health service
-//! ([`health`](crate::health)), and those not serving are left out.
+//! fails, that answers `Unavailable`, or whose connection is still not up when a call's
+//! deadline passes, is *ejected*: no call is sent to it for a back-off period (doubling with
+//! each failed probe, up to a maximum). When the period is over, a single call is let through
+//! as a probe (the others keep away while it runs): if it succeeds the instance is back in
+//! rotation, if it fails the next period is longer. Outcomes of calls sent before an ejection
+//! change nothing: a slow success from before cannot end it. When every instance is ejected,
+//! calls go to them anyway rather than fail without trying. With
+//! [`health_check`](crate::client::BalancedBuilder::health_check), instances are also asked
+//! regularly through the health service ([`health`](crate::health)); those not serving are
+//! left out, and a successful check is a probe that brings an ejected instance back.
 //!
-//! A call that failed on one instance is sent to another when that is safe: when the call
-//! never reached the instance (the connection could not be made, or the server refused the
-//! call unprocessed), or when its method is marked
+//! A unary call that failed on one instance is sent to another when that is safe: when the
+//! call never reached the instance (the connection could not be made, or the server refused
+//! the call unprocessed), or when its method is marked
 //! [idempotent](crate::client::BalancedBuilder::idempotent) and it failed with
-//! `Unavailable`.
+//! `Unavailable`. A [`Retry`](crate::interceptors::Retry) interceptor on the channel runs
+//! around all of that: each of its attempts may itself try several instances.
+//!
+//! Streaming calls go to the instance the policy picks, count as in flight there until they
+//! end, and their failures eject instances like unary calls'; but a stream is never sent to
+//! another instance: its messages cannot be replayed.
 //!
 //! Picking takes no lock: the instance list and the policy's precomputed state are one
-//! immutable snapshot, swapped whole when the list changes.
+//! immutable snapshot, swapped whole when the list changes; the per-instance state (calls in
+//! flight, ejection) is atomics, kept across changes of an instance's registration.
 
 mod picker;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -41,6 +52,7 @@ use crate::health::{HealthCheckRequest, HealthClient, ServingStatus};
 use crate::interceptors::Idempotent;
 use crate::metadata::{Metadata, MetadataKey};
 use crate::status::{Code, Status};
+use crate::stream::StreamOutcome;
 use picker::{Member, Picker};
 
 /// The default number of points each instance has on a consistent-hashing ring.
@@ -146,30 +158,46 @@ pub(crate) struct Balancer {
 
 /// One list of instances and the policy's state for it: immutable, swapped whole.
 struct Snapshot {
-    nodes: Box<[Arc<Node>]>,
+    nodes: Box<[Node]>,
     picker: Picker,
+    /// Instances listed with weight 0, left out (for error messages).
+    drained: usize,
 }
 
-/// One instance and the channel to it.
-pub(crate) struct Node {
+/// One instance as registered, and its state.
+struct Node {
     instance: Instance,
+    state: Arc<NodeState>,
+}
+
+/// What the balancer keeps about one address: its channel, the calls in flight on it, and
+/// its ejection. Shared by every snapshot that lists the address, so that a change of
+/// registration (a new weight) loses none of it.
+pub(crate) struct NodeState {
+    address: Arc<str>,
     channel: Channel,
     in_flight: AtomicUsize,
-    /// Failures in a row; reset by a success.
+    /// Ejections in a row, each after a failed probe; reset by a success.
     failures: AtomicU32,
-    /// Until when it is ejected, in milliseconds since the balancer's epoch (0: it is not).
+    /// Until when it is ejected, in milliseconds since the balancer's epoch; 0 when it is in
+    /// rotation. Once that time has passed it is due for a probe: the one call that claims
+    /// the probe moves this on by a probe window, so that the others keep away meanwhile.
     ejected_until: AtomicU64,
+    /// Counts ejections: the outcome of a call sent before the latest one says nothing about
+    /// the instance since.
+    generation: AtomicU32,
     serving: AtomicBool,
 }
 
-impl Node {
-    fn new(instance: Instance, config: &Arc<ChannelConfig>) -> Node {
-        Node {
-            channel: Channel::direct(instance.address(), Arc::clone(config)),
-            instance,
+impl NodeState {
+    fn new(address: &str, config: &Arc<ChannelConfig>) -> NodeState {
+        NodeState {
+            address: address.into(),
+            channel: Channel::direct(address, Arc::clone(config)),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            generation: AtomicU32::new(0),
             serving: AtomicBool::new(true),
         }
     }
@@ -184,34 +212,46 @@ impl Node {
     }
 
     /// The instance's address.
-    pub(crate) fn address(&self) -> &str {
-        self.instance.address()
+    pub(crate) fn address(&self) -> &Arc<str> {
+        &self.address
     }
 
-    fn is_ejected(&self, now_ms: impl FnOnce() -> u64) -> bool {
+    /// Whether calls may go to it now: serving, and not ejected (or due for a probe).
+    fn is_available(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        if !self.serving.load(Ordering::Relaxed) {
+            return false;
+        }
         let until = self.ejected_until.load(Ordering::Relaxed);
-        until != 0 && now_ms() < until
+        until == 0 || now_ms() >= until
+    }
+
+    fn is_ejected(&self, now_ms: u64) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && now_ms < until
     }
 }
 
 #[cold]
-#[allow(clippy::panic)] // Nodes are only ever built with direct channels, in `Node::new`.
+#[allow(clippy::panic)] // Nodes are only ever built with direct channels, in `NodeState::new`.
 fn unreachable_balanced() -> ! {
     panic!("a balancer node holds a balanced channel")
 }
 
-/// A call in flight on a node: counted while it lives, for the two-choices policy.
+/// A call sent to an instance: counted in flight while it lives (for the two-choices
+/// policy), and remembering the instance's ejection generation when it was sent.
 pub(crate) struct InFlight {
-    node: Arc<Node>,
+    node: Arc<NodeState>,
+    generation: u32,
 }
 
 impl InFlight {
-    pub(crate) fn new(node: Arc<Node>) -> InFlight {
+    fn new(node: Arc<NodeState>) -> InFlight {
         node.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { node }
+        let generation = node.generation.load(Ordering::Relaxed);
+        InFlight { node, generation }
     }
 
-    pub(crate) fn node(&self) -> &Arc<Node> {
+    pub(crate) fn node(&self) -> &Arc<NodeState> {
         &self.node
     }
 }
@@ -222,32 +262,36 @@ impl Drop for InFlight {
     }
 }
 
+/// A stream on a balanced channel: in flight on its instance until it ends, and then
+/// recorded like a unary call.
+pub(crate) struct StreamCall {
+    call: InFlight,
+    balancer: Arc<Balancer>,
+}
+
+impl StreamCall {
+    pub(crate) fn new(call: InFlight, balancer: Arc<Balancer>) -> StreamCall {
+        StreamCall { call, balancer }
+    }
+}
+
+impl StreamOutcome for StreamCall {
+    fn ended(self: Box<Self>, status: Option<&Status>) {
+        self.balancer.record(&self.call, status);
+    }
+}
+
 impl Balancer {
-    /// Follows `service` through `watch`: waits for its first list of instances (up to the
-    /// connect timeout for a list with at least one), then keeps following it in a task.
+    /// Follows `service` through `watch`: waits for its first list with an instance to call
+    /// (up to the connect timeout in all), then keeps following it in a task.
     pub(crate) async fn start(
         service: Arc<str>,
         mut watch: Watch,
         options: BalanceOptions,
         config: Arc<ChannelConfig>,
     ) -> Result<Arc<Balancer>, Status> {
-        let first = match tokio::time::timeout(config.connect_timeout, watch.next()).await {
-            Ok(Some(Ok(update))) => update,
-            Ok(Some(Err(err))) => {
-                return Err(Status::unavailable(format!("cannot resolve {service}: {err}")));
-            }
-            Ok(None) => {
-                return Err(Status::unavailable(format!("the registry ended the watch of {service}")));
-            }
-            Err(_) => {
-                return Err(Status::unavailable(format!(
-                    "the registry did not list {service} within {:?}",
-                    config.connect_timeout
-                )));
-            }
-        };
         let stop = CancellationToken::new();
-        let empty = Snapshot { nodes: Box::new([]), picker: Picker::new(&options.policy, &[]) };
+        let empty = Snapshot { nodes: Box::new([]), picker: Picker::new(&options.policy, &[]), drained: 0 };
         let balancer = Arc::new(Balancer {
             service: Arc::clone(&service),
             snapshot: ArcSwap::from_pointee(empty),
@@ -256,24 +300,31 @@ impl Balancer {
             epoch: Instant::now(),
             _tasks: stop.clone().drop_guard(),
         });
-        balancer.apply(&first);
         let deadline = Instant::now() + config.connect_timeout;
-        let mut waited = false;
-        while balancer.snapshot.load().nodes.is_empty() {
-            waited = true;
+        let mut listed = false;
+        while !listed || balancer.snapshot.load().nodes.is_empty() {
             match tokio::time::timeout_at(deadline, watch.next()).await {
-                Ok(Some(Ok(update))) => balancer.apply(&update),
-                Ok(Some(Err(err))) => tracing::warn!(%service, %err, "registry watch error"),
-                Ok(None) | Err(_) => {
-                    return Err(Status::unavailable(format!(
-                        "no instances of {service} registered within {:?}",
-                        config.connect_timeout
-                    )));
+                Ok(Some(Ok(update))) => {
+                    balancer.apply(&update);
+                    listed = true;
+                }
+                Ok(Some(Err(err))) => {
+                    return Err(Status::unavailable(format!("cannot resolve {service}: {err}")));
+                }
+                Ok(None) => {
+                    return Err(Status::unavailable(format!("the registry ended the watch of {service}")));
+                }
+                Err(_) => {
+                    let limit = config.connect_timeout;
+                    return Err(Status::unavailable(match balancer.snapshot.load().drained {
+                        0 if listed => format!("no instances of {service} registered within {limit:?}"),
+                        0 => format!("the registry did not list {service} within {limit:?}"),
+                        n => format!(
+                            "the {n} instances of {service} registered within {limit:?} have weight 0"
+                        ),
+                    }));
                 }
             }
-        }
-        if waited {
-            tracing::debug!(%service, "instances appeared");
         }
         tokio::spawn(follow(Arc::downgrade(&balancer), watch, stop.clone()));
         if let Some(interval) = balancer.options.health_check {
@@ -282,35 +333,28 @@ impl Balancer {
         Ok(balancer)
     }
 
-    /// Installs a new list of instances, keeping the nodes (and connections) of those that
-    /// stay. Instances of weight 0 are left out.
+    /// Installs a new list of instances, keeping the state (and connection) of the addresses
+    /// that stay. Instances of weight 0 are left out.
     fn apply(&self, update: &Update) {
         let old = self.snapshot.load();
-        let nodes: Box<[Arc<Node>]> = update
+        let known: HashMap<&str, &Arc<NodeState>> =
+            old.nodes.iter().map(|node| (&*node.state.address, &node.state)).collect();
+        let nodes: Box<[Node]> = update
             .instances()
             .iter()
             .filter(|instance| instance.weight() > 0)
-            .map(|instance| {
-                match old.nodes.iter().find(|node| node.address() == instance.address()) {
-                    Some(node) if node.instance == *instance => Arc::clone(node),
-                    Some(node) => {
-                        // Same instance, new registration: keep its connection and state.
-                        Arc::new(Node {
-                            instance: instance.clone(),
-                            channel: node.channel.clone(),
-                            in_flight: AtomicUsize::new(0),
-                            failures: AtomicU32::new(node.failures.load(Ordering::Relaxed)),
-                            ejected_until: AtomicU64::new(node.ejected_until.load(Ordering::Relaxed)),
-                            serving: AtomicBool::new(node.serving.load(Ordering::Relaxed)),
-                        })
-                    }
-                    None => Arc::new(Node::new(instance.clone(), &self.config)),
-                }
+            .map(|instance| Node {
+                instance: instance.clone(),
+                state: match known.get(instance.address()) {
+                    Some(state) => Arc::clone(state),
+                    None => Arc::new(NodeState::new(instance.address(), &self.config)),
+                },
             })
             .collect();
+        let drained = update.instances().len() - nodes.len();
         let members: Vec<Member<'_>> = nodes
             .iter()
-            .map(|node| Member { address: node.address(), weight: node.instance.weight() })
+            .map(|node| Member { address: node.instance.address(), weight: node.instance.weight() })
             .collect();
         let picker = Picker::new(&self.options.policy, &members);
         for instance in update.added() {
@@ -319,33 +363,45 @@ impl Balancer {
         for instance in update.removed() {
             tracing::info!(service = %self.service, address = instance.address(), "instance removed");
         }
-        self.snapshot.store(Arc::new(Snapshot { nodes, picker }));
+        self.snapshot.store(Arc::new(Snapshot { nodes, picker, drained }));
     }
 
-    /// The instance for a call with `metadata`, other than those `tried` (by node address in
-    /// memory): one that is not ejected if there is one.
-    pub(crate) fn pick(&self, metadata: &Metadata, tried: &[usize]) -> Result<Arc<Node>, Status> {
+    /// The instance for a call with `metadata`, other than the addresses `tried`: one in
+    /// rotation if there is one (claiming the probe of an instance due for one), else any.
+    pub(crate) fn pick(&self, metadata: &Metadata, tried: &[Arc<str>]) -> Result<InFlight, Status> {
         let snapshot = self.snapshot.load();
         let nodes = &snapshot.nodes;
         if nodes.is_empty() {
-            return Err(
-                Status::unavailable(format!("no instances of {} are registered", self.service)).refused()
-            );
+            let message = match snapshot.drained {
+                0 => format!("no instances of {} are registered", self.service),
+                n => format!("the {n} instances of {} registered have weight 0", self.service),
+            };
+            return Err(Status::unavailable(message).refused());
         }
         let key = match &self.options.policy {
             Policy::ConsistentHash { key, .. } => metadata.get(key.as_str()).map(|value| &value[..]),
             _ => None,
         };
-        let untried = |i: usize| tried.is_empty() || !tried.contains(&node_id(&nodes[i]));
-        let healthy = |i: usize| {
-            let node = &nodes[i];
-            untried(i) && node.serving.load(Ordering::Relaxed) && !node.is_ejected(|| self.now_ms())
-        };
-        let load = |i: usize| nodes[i].in_flight.load(Ordering::Relaxed);
-        let picked =
-            snapshot.picker.pick(key, &healthy, &load).or_else(|| snapshot.picker.pick(key, &untried, &load));
-        match picked {
-            Some(index) => Ok(Arc::clone(&nodes[index])),
+        let load = |i: usize| nodes[i].state.in_flight.load(Ordering::Relaxed);
+        let untried = |i: usize| tried.is_empty() || !tried.contains(&nodes[i].state.address);
+        // Probes lost to another caller: out for this pick.
+        let mut lost: Option<Vec<usize>> = None;
+        loop {
+            let available = |i: usize| {
+                untried(i)
+                    && lost.as_ref().is_none_or(|lost| !lost.contains(&i))
+                    && nodes[i].state.is_available(|| self.now_ms())
+            };
+            let Some(index) = snapshot.picker.pick(key, &available, &load) else { break };
+            let node = &nodes[index].state;
+            if self.claim(node) {
+                return Ok(InFlight::new(Arc::clone(node)));
+            }
+            lost.get_or_insert_with(Vec::new).push(index);
+        }
+        // Every instance is out: try them anyway, rather than fail without trying.
+        match snapshot.picker.pick(key, &untried, &load) {
+            Some(index) => Ok(InFlight::new(Arc::clone(&nodes[index].state))),
             None => Err(Status::unavailable(format!(
                 "no instance of {} left to try ({} tried)",
                 self.service,
@@ -355,6 +411,17 @@ impl Balancer {
         }
     }
 
+    /// Whether a call may go to `node`, picked as available: always when it is in rotation;
+    /// when it is due for a probe, only for the one caller that claims the probe.
+    fn claim(&self, node: &NodeState) -> bool {
+        let until = node.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        let window = self.now_ms().saturating_add(millis(self.options.ejection));
+        node.ejected_until.compare_exchange(until, window, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
     /// Whether a call to `method` that failed with `status` may be sent to another instance.
     pub(crate) fn may_fail_over(&self, method: &str, status: &Status, attempts: u32) -> bool {
         attempts < self.options.failover_attempts
@@ -362,43 +429,58 @@ impl Balancer {
                 || (status.code() == Code::Unavailable && self.options.idempotent.matches(method)))
     }
 
-    /// Records the outcome of a call on `node`: an `Unavailable` ejects it, anything else
-    /// shows it is up.
-    pub(crate) fn record(&self, node: &Node, status: Option<&Status>) {
-        match status {
-            Some(status) if status.code() == Code::Unavailable => self.eject(node, status),
-            _ => self.restore(node),
+    /// Records the outcome of a call: `Unavailable` ejects the instance, and so does a
+    /// deadline that passed while its connection was not even up (a hung handshake); another
+    /// deadline says nothing; anything else shows the instance answers.
+    pub(crate) fn record(&self, call: &InFlight, status: Option<&Status>) {
+        let node = &call.node;
+        match status.map(Status::code) {
+            Some(Code::Unavailable) => self.eject(node, call.generation, status),
+            Some(Code::DeadlineExceeded) if !node.endpoint().is_established() => {
+                self.eject(node, call.generation, status);
+            }
+            Some(Code::DeadlineExceeded) => {}
+            _ => self.restore(node, call.generation),
         }
     }
 
-    fn eject(&self, node: &Node, status: &Status) {
-        let now = self.now_ms();
-        if node.is_ejected(|| now) {
-            // Calls that were in flight when it failed: one ejection is enough.
+    /// Ejects `node` after a failure of a call sent in `generation`; failures of calls sent
+    /// before its latest ejection change nothing.
+    fn eject(&self, node: &NodeState, generation: u32, status: Option<&Status>) {
+        if node
+            .generation
+            .compare_exchange(generation, generation.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
             return;
         }
         let failures = node.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let exponent = failures.saturating_sub(1).min(20);
         let period = self.options.ejection.saturating_mul(1 << exponent).min(self.options.max_ejection);
-        let until = now.saturating_add(u64::try_from(period.as_millis()).unwrap_or(u64::MAX)).max(1);
+        let until = self.now_ms().saturating_add(millis(period));
         node.ejected_until.store(until, Ordering::Relaxed);
         tracing::info!(
             service = %self.service,
-            address = node.address(),
+            address = %node.address,
             ?period,
             failures,
-            reason = %status.message(),
+            reason = status.map(Status::message).unwrap_or_default(),
             "instance ejected"
         );
     }
 
-    fn restore(&self, node: &Node) {
+    /// Puts `node` back in rotation after a success of a call sent in `generation` (the
+    /// probe, or a call sent since): successes of calls sent before its latest ejection do
+    /// not count.
+    fn restore(&self, node: &NodeState, generation: u32) {
         // The common case reads one atomic and writes nothing.
-        if node.failures.load(Ordering::Relaxed) != 0 {
-            node.failures.store(0, Ordering::Relaxed);
-            node.ejected_until.store(0, Ordering::Relaxed);
-            tracing::info!(service = %self.service, address = node.address(), "instance back in rotation");
+        if node.failures.load(Ordering::Relaxed) == 0 || node.generation.load(Ordering::Relaxed) != generation
+        {
+            return;
         }
+        node.failures.store(0, Ordering::Relaxed);
+        node.ejected_until.store(0, Ordering::Relaxed);
+        tracing::info!(service = %self.service, address = %node.address, "instance back in rotation");
     }
 
     fn now_ms(&self) -> u64 {
@@ -415,12 +497,16 @@ impl Balancer {
             .iter()
             .map(|node| InstanceState {
                 instance: node.instance.clone(),
-                in_flight: node.in_flight.load(Ordering::Relaxed),
-                ejected: node.is_ejected(|| now),
-                serving: node.serving.load(Ordering::Relaxed),
+                in_flight: node.state.in_flight.load(Ordering::Relaxed),
+                ejected: node.state.is_ejected(now),
+                serving: node.state.serving.load(Ordering::Relaxed),
             })
             .collect()
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for Balancer {
@@ -431,11 +517,6 @@ impl fmt::Debug for Balancer {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
-}
-
-/// A node's identity within one call's tries: its address in memory.
-pub(crate) fn node_id(node: &Arc<Node>) -> usize {
-    Arc::as_ptr(node) as usize
 }
 
 /// Applies the watch's updates to the balancer until it goes away. A broken watch keeps the
@@ -463,7 +544,7 @@ async fn check_health(balancer: std::sync::Weak<Balancer>, interval: Duration, s
     loop {
         let Some(strong) = balancer.upgrade() else { return };
         let snapshot = strong.snapshot.load_full();
-        let checks = snapshot.nodes.iter().map(|node| check_one(&strong, node, interval));
+        let checks = snapshot.nodes.iter().map(|node| check_one(&strong, &node.state, interval));
         tokio::select! {
             () = stop.cancelled() => return,
             _ = futures_util::future::join_all(checks) => {}
@@ -476,16 +557,24 @@ async fn check_health(balancer: std::sync::Weak<Balancer>, interval: Duration, s
     }
 }
 
-/// One health check of one instance, recorded on its node.
-async fn check_one(balancer: &Balancer, node: &Node, timeout: Duration) {
+/// One health check of one instance, recorded on its state.
+async fn check_one(balancer: &Balancer, node: &NodeState, timeout: Duration) {
+    // The check counts as a call sent now: its outcome is current.
+    let generation = node.generation.load(Ordering::Relaxed);
     let client = HealthClient::new(node.channel.clone());
     let request = HealthCheckRequest { service: balancer.service.to_string() };
     let serving = match client.check(request).timeout(timeout).await {
         Ok(response) => response.status() == ServingStatus::Serving,
         // A server without the health service cannot say; its calls will.
         Err(status) if status.code() == Code::Unimplemented => true,
-        Err(status) if status.code() == Code::Unavailable || status.code() == Code::DeadlineExceeded => {
-            balancer.eject(node, &status);
+        Err(status) if status.code() == Code::Unavailable => {
+            balancer.eject(node, generation, Some(&status));
+            return;
+        }
+        Err(status) if status.code() == Code::DeadlineExceeded => {
+            if !node.endpoint().is_established() {
+                balancer.eject(node, generation, Some(&status));
+            }
             return;
         }
         Err(_) => false,
@@ -493,9 +582,136 @@ async fn check_one(balancer: &Balancer, node: &Node, timeout: Duration) {
     let was = node.serving.swap(serving, Ordering::Relaxed);
     if serving {
         // A check that succeeds is a probe: an ejected instance comes back.
-        balancer.restore(node);
+        balancer.restore(node, generation);
     }
     if was != serving {
-        tracing::info!(service = %balancer.service, address = node.address(), serving, "health changed");
+        tracing::info!(service = %balancer.service, address = %node.address, serving, "health changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::{Registry, StaticRegistry};
+
+    const SERVICE: &str = "test.v1.Test";
+
+    /// A balancer over instances at unreachable addresses: nothing here sends a call.
+    async fn balancer(addresses: &[&str], options: BalanceOptions) -> Arc<Balancer> {
+        let registry = addresses
+            .iter()
+            .fold(StaticRegistry::new(), |registry, address| registry.with(SERVICE, *address));
+        let watch = registry.watch(SERVICE).await.expect("watch");
+        Balancer::start(SERVICE.into(), watch, options, Arc::new(ChannelConfig::default()))
+            .await
+            .expect("start")
+    }
+
+    fn options(ejection_ms: u64, max_ms: u64) -> BalanceOptions {
+        BalanceOptions {
+            policy: Policy::RoundRobin,
+            ejection: Duration::from_millis(ejection_ms),
+            max_ejection: Duration::from_millis(max_ms),
+            ..BalanceOptions::default()
+        }
+    }
+
+    fn unavailable() -> Status {
+        Status::unavailable("down")
+    }
+
+    fn ejected(balancer: &Balancer) -> Vec<bool> {
+        balancer.instances().iter().map(|i| i.ejected).collect()
+    }
+
+    fn advance(ms: u64) -> impl Future<Output = ()> {
+        tokio::time::advance(Duration::from_millis(ms))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_doubles_with_each_failed_probe_up_to_the_maximum() {
+        let balancer = balancer(&["10.0.0.1:1"], options(100, 350)).await;
+        let call = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        balancer.record(&call, Some(&unavailable()));
+        assert_eq!(ejected(&balancer), [true]);
+        advance(100).await;
+        assert_eq!(ejected(&balancer), [false], "due for a probe after the first 100 ms");
+        for period in [200, 350, 350] {
+            // A probe goes out, and fails: a longer period, up to the maximum.
+            let probe = balancer.pick(&Metadata::new(), &[]).expect("probe");
+            balancer.record(&probe, Some(&unavailable()));
+            advance(period - 1).await;
+            assert_eq!(ejected(&balancer), [true], "still out just before {period} ms");
+            advance(1).await;
+            assert_eq!(ejected(&balancer), [false], "due for a probe after {period} ms");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_probe_goes_out_when_an_ejection_ends_and_its_success_ends_it() {
+        let balancer = balancer(&["10.0.0.1:1", "10.0.0.2:1"], options(100, 1000)).await;
+        let first = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        assert_eq!(&**first.node().address(), "10.0.0.1:1");
+        balancer.record(&first, Some(&unavailable()));
+        let addresses = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|_| balancer.pick(&Metadata::new(), &[]).expect("pick").node().address().to_string())
+                .collect()
+        };
+        assert!(addresses(6).iter().all(|a| a == "10.0.0.2:1"), "the ejected instance gets no calls");
+        advance(100).await;
+        let picks: Vec<InFlight> =
+            (0..6).map(|_| balancer.pick(&Metadata::new(), &[]).expect("pick")).collect();
+        let probes: Vec<&InFlight> = picks.iter().filter(|p| &**p.node().address() == "10.0.0.1:1").collect();
+        assert_eq!(probes.len(), 1, "exactly one probe");
+        balancer.record(probes[0], None);
+        let after = addresses(6);
+        assert_eq!(after.iter().filter(|a| *a == "10.0.0.1:1").count(), 3, "back in rotation: {after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_of_a_call_sent_before_the_ejection_does_not_end_it() {
+        let balancer = balancer(&["10.0.0.1:1"], options(100, 1000)).await;
+        let slow = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        let failed = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        let failed_too = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        balancer.record(&failed, Some(&unavailable()));
+        // Outcomes of calls sent before the ejection: a failure does not extend it, and a
+        // success does not end it.
+        balancer.record(&failed_too, Some(&unavailable()));
+        balancer.record(&slow, None);
+        assert_eq!(ejected(&balancer), [true]);
+        advance(100).await;
+        assert_eq!(ejected(&balancer), [false], "the first period was not doubled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_ejects_only_an_instance_whose_connection_is_not_up() {
+        let balancer = balancer(&["10.0.0.1:1"], options(100, 1000)).await;
+        let call = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        // Never connected: the call never left, the instance is not answering.
+        balancer.record(&call, Some(&Status::deadline_exceeded("late")));
+        assert_eq!(ejected(&balancer), [true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_registration_of_an_address_keeps_its_calls_in_flight_and_ejection() {
+        let balancer = balancer(&["10.0.0.1:1", "10.0.0.2:1"], options(100, 1000)).await;
+        // Round-robin: one call on each.
+        let running = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        let failed = balancer.pick(&Metadata::new(), &[]).expect("pick");
+        balancer.record(&failed, Some(&unavailable()));
+        let reweighted = vec![
+            Instance::new(SERVICE, "10.0.0.1:1").with_weight(7),
+            Instance::new(SERVICE, "10.0.0.2:1").with_weight(3),
+        ];
+        let previous: Vec<Instance> = balancer.instances().into_iter().map(|i| i.instance).collect();
+        balancer.apply(&Update::between(&previous, reweighted));
+        let states = balancer.instances();
+        assert_eq!(states.iter().map(|s| s.instance.weight()).collect::<Vec<_>>(), [7, 3]);
+        assert_eq!(states.iter().map(|s| s.in_flight).collect::<Vec<_>>(), [1, 1], "{states:?}");
+        assert_eq!(states.iter().map(|s| s.ejected).collect::<Vec<_>>(), [false, true]);
+        drop((running, failed));
+        assert!(balancer.instances().iter().all(|s| s.in_flight == 0));
     }
 }

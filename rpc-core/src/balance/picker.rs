@@ -15,6 +15,16 @@ use super::Policy;
 /// scaled down to fit (keeping their proportions to within one pick in this many).
 const MAX_SEQUENCE: u64 = 1 << 16;
 
+/// The most steps (sequence length × members) spent computing a smooth weighted round-robin
+/// sequence, about 10 ms: weight sums are scaled down to stay within it. Past 2048 members of
+/// unequal weights even a sequence of one turn each would exceed it, and weighted random
+/// picking is used instead.
+const MAX_SEQUENCE_WORK: u64 = 1 << 22;
+
+/// The most points on a consistent-hashing ring (16 MiB of them); with many instances, each
+/// gets fewer than the asked-for virtual nodes.
+const MAX_RING_POINTS: u64 = 1 << 20;
+
 /// A member of the list: its identity on the hash ring, and its weight.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Member<'a> {
@@ -30,7 +40,7 @@ pub(crate) enum Picker {
     /// nginx's smooth weighted round-robin, its sequence computed ahead: the sequence repeats
     /// with a period of the (reduced) weight sum, so walking it with a counter is the
     /// algorithm itself, without its lock.
-    Weighted { sequence: Box<[u32]>, next: AtomicUsize },
+    Weighted { sequence: Box<[u32]>, next: AtomicUsize, cumulative: Box<[u64]> },
     /// Weighted random: the running sums of the weights, searched with a random number.
     Random { cumulative: Box<[u64]> },
     /// A hash ring of virtual nodes: `(point, member)` sorted by point.
@@ -45,20 +55,13 @@ impl Picker {
         let len = members.len();
         match policy {
             Policy::RoundRobin => Picker::RoundRobin { next: AtomicUsize::new(0), len },
-            Policy::WeightedRoundRobin => {
-                Picker::Weighted { sequence: smooth_sequence(members), next: AtomicUsize::new(0) }
-            }
-            Policy::Random => {
-                let mut total = 0u64;
-                let cumulative = members
-                    .iter()
-                    .map(|m| {
-                        total += u64::from(m.weight);
-                        total
-                    })
-                    .collect();
-                Picker::Random { cumulative }
-            }
+            Policy::WeightedRoundRobin => match smooth_sequence(members) {
+                Some(sequence) => {
+                    Picker::Weighted { sequence, next: AtomicUsize::new(0), cumulative: cumulative(members) }
+                }
+                None => Picker::Random { cumulative: cumulative(members) },
+            },
+            Policy::Random => Picker::Random { cumulative: cumulative(members) },
             Policy::ConsistentHash { virtual_nodes, .. } => {
                 Picker::Hash { ring: ring(members, *virtual_nodes) }
             }
@@ -81,15 +84,18 @@ impl Picker {
                 // keep equal turns.
                 (0..*len).map(|_| next.fetch_add(1, Ordering::Relaxed) % len).find(|&member| usable(member))
             }
-            Picker::Weighted { sequence, next, .. } => {
+            Picker::Weighted { sequence, next, cumulative } => {
                 if sequence.is_empty() {
                     return None;
                 }
-                let start = next.fetch_add(1, Ordering::Relaxed);
-                // Skipping unusable members along the sequence keeps the others' proportions.
-                (0..sequence.len())
-                    .map(|step| sequence[start.wrapping_add(step) % sequence.len()] as usize)
-                    .find(|&member| usable(member))
+                let member = sequence[next.fetch_add(1, Ordering::Relaxed) % sequence.len()] as usize;
+                if usable(member) {
+                    return Some(member);
+                }
+                // The turn of a member that is out goes to the others in proportion to their
+                // weights. (Walking on along the sequence instead would hand it to whoever
+                // follows, skewing the shares.)
+                weighted_among(cumulative, usable)
             }
             Picker::Random { cumulative, .. } => {
                 let total = cumulative.last().copied().unwrap_or(0);
@@ -101,21 +107,8 @@ impl Picker {
                 if usable(member) {
                     return Some(member);
                 }
-                // Some members are out: draw among the others, in proportion to their weights.
-                let weight = |i: usize| cumulative[i] - if i == 0 { 0 } else { cumulative[i - 1] };
-                let usable_total: u64 = (0..cumulative.len()).filter(|&i| usable(i)).map(weight).sum();
-                if usable_total == 0 {
-                    return None;
-                }
-                let mut point = fastrand::u64(0..usable_total);
-                (0..cumulative.len()).filter(|&i| usable(i)).find(|&i| {
-                    let w = weight(i);
-                    if point < w {
-                        return true;
-                    }
-                    point -= w;
-                    false
-                })
+                // Some members are out: draw among the others.
+                weighted_among(cumulative, usable)
             }
             Picker::Hash { ring } => {
                 if ring.is_empty() {
@@ -152,6 +145,37 @@ impl Picker {
     }
 }
 
+/// The running sums of the members' weights.
+fn cumulative(members: &[Member<'_>]) -> Box<[u64]> {
+    let mut total = 0u64;
+    members
+        .iter()
+        .map(|m| {
+            total += u64::from(m.weight);
+            total
+        })
+        .collect()
+}
+
+/// A member for which `usable` holds, drawn in proportion to the weights given as running
+/// sums; `None` if no usable member has a weight.
+fn weighted_among(cumulative: &[u64], usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+    let weight = |i: usize| cumulative[i] - if i == 0 { 0 } else { cumulative[i - 1] };
+    let total: u64 = (0..cumulative.len()).filter(|&i| usable(i)).map(weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = fastrand::u64(0..total);
+    (0..cumulative.len()).filter(|&i| usable(i)).find(|&i| {
+        let w = weight(i);
+        if point < w {
+            return true;
+        }
+        point -= w;
+        false
+    })
+}
+
 /// The first member from `start` on (wrapping) for which `usable` holds.
 fn scan(start: usize, len: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
     if len == 0 {
@@ -178,9 +202,22 @@ fn random_usable(len: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
 /// nginx's smooth weighted round-robin, run for one period: each step adds every member's
 /// weight to its current score, picks the highest score (the first, on ties) and takes the
 /// total weight off it. Weights are divided by their greatest common divisor first, and
-/// scaled down if their sum would make the period longer than [`MAX_SEQUENCE`].
-fn smooth_sequence(members: &[Member<'_>]) -> Box<[u32]> {
-    let weights = reduced_weights(members);
+/// scaled down if their sum would make the period longer than [`MAX_SEQUENCE`] or its
+/// computation longer than [`MAX_SEQUENCE_WORK`]. `None` when even one turn per member
+/// would cost more than that.
+fn smooth_sequence(members: &[Member<'_>]) -> Option<Box<[u32]>> {
+    let live = members.iter().filter(|m| m.weight > 0).count() as u64;
+    // Equal weights: the sequence is each member in turn, whatever the algorithm's size.
+    let first = members.iter().find(|m| m.weight > 0).map(|m| m.weight);
+    if members.iter().all(|m| m.weight == 0 || Some(m.weight) == first) {
+        let turns = members.iter().enumerate().filter(|(_, m)| m.weight > 0);
+        return Some(turns.map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX)).collect());
+    }
+    let max_total = MAX_SEQUENCE.min(MAX_SEQUENCE_WORK / (members.len() as u64).max(1));
+    if max_total < live {
+        return None;
+    }
+    let weights = reduced_weights(members, max_total);
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
     let mut sequence = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
@@ -195,19 +232,23 @@ fn smooth_sequence(members: &[Member<'_>]) -> Box<[u32]> {
         current[best] -= total;
         sequence.push(u32::try_from(best).unwrap_or(u32::MAX));
     }
-    sequence.into_boxed_slice()
+    Some(sequence.into_boxed_slice())
 }
 
-/// The members' weights divided by their greatest common divisor, and scaled to a sum of at
-/// most [`MAX_SEQUENCE`] (no non-zero weight falls to zero).
-fn reduced_weights(members: &[Member<'_>]) -> Vec<i64> {
+/// The members' weights divided by their greatest common divisor, and scaled to a sum of
+/// about `max_total` at most (no non-zero weight falls to zero, so the sum may exceed it by
+/// up to the number of members).
+fn reduced_weights(members: &[Member<'_>], max_total: u64) -> Vec<i64> {
     let divisor = members.iter().map(|m| u64::from(m.weight)).fold(0, gcd).max(1);
     let mut weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight) / divisor).collect();
     let total: u64 = weights.iter().sum();
-    if total > MAX_SEQUENCE {
+    if total > max_total {
+        let live = weights.iter().filter(|w| **w > 0).count() as u64;
+        // Room left once every member has its one guaranteed turn.
+        let room = max_total.saturating_sub(live).max(1);
         for weight in &mut weights {
             if *weight > 0 {
-                *weight = (*weight * MAX_SEQUENCE / total).max(1);
+                *weight = 1 + (u128::from(*weight) * u128::from(room) / u128::from(total)) as u64;
             }
         }
     }
@@ -225,14 +266,17 @@ fn ring(members: &[Member<'_>], virtual_nodes: u32) -> Box<[(u64, u32)]> {
     if total == 0 {
         return Box::new([]);
     }
-    let per_member = u64::from(virtual_nodes.max(1)) * members.len() as u64;
+    let live = members.iter().filter(|m| m.weight > 0).count() as u64;
+    let per_member = u64::from(virtual_nodes.max(1)).min(MAX_RING_POINTS / live.max(1)).max(1);
+    let points_total = per_member * live;
     let mut ring = Vec::new();
     let mut name = String::new();
     for (index, member) in members.iter().enumerate() {
         if member.weight == 0 {
             continue;
         }
-        let points = (per_member * u64::from(member.weight)).div_ceil(total).max(1);
+        let share = u128::from(points_total) * u128::from(member.weight) / u128::from(total);
+        let points = u64::try_from(share).unwrap_or(u64::MAX).clamp(1, MAX_RING_POINTS);
         for point in 0..points {
             use std::fmt::Write;
             name.clear();
@@ -324,6 +368,50 @@ mod tests {
         let Picker::Weighted { sequence, .. } = &picker else { panic!("weighted picker") };
         assert!(sequence.len() as u64 <= MAX_SEQUENCE + 3, "{}", sequence.len());
         assert!(sequence.contains(&1), "a tiny weight still gets a turn");
+    }
+
+    #[test]
+    fn the_turns_of_a_member_that_is_out_are_shared_by_weight() {
+        // The heavy member out: the two light ones share its turns equally.
+        let picker5 = picker(&Policy::WeightedRoundRobin, &members(&[5, 1, 1]));
+        let got = counts(&picker5, 7_000, &|i| i != 0);
+        assert_eq!(got[0], 0);
+        assert!((got[1] as f64 / got[2] as f64 - 1.0).abs() < 0.1, "{got:?}");
+        // A heavy member in the middle of the list: no neighbour inherits its turns.
+        let picker = picker(&Policy::WeightedRoundRobin, &members(&[1, 5, 1, 1]));
+        let got = counts(&picker, 8_000, &|i| i != 1);
+        assert_eq!(got[1], 0);
+        for share in [got[0], got[2], got[3]] {
+            assert!((2_300..=3_000).contains(&share), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn large_lists_keep_the_weighted_sequence_bounded() {
+        // Equal weights: one turn each, however many members.
+        let equal = picker(&Policy::WeightedRoundRobin, &members(&vec![100; 10_000]));
+        let Picker::Weighted { sequence, .. } = &equal else { panic!("weighted picker") };
+        assert_eq!(sequence.len(), 10_000);
+        // Unequal weights: a sequence within the work bound, every member in it.
+        let weights: Vec<u32> = (0..1_500).map(|i| 1 + i % 7).collect();
+        let uneven = picker(&Policy::WeightedRoundRobin, &members(&weights));
+        let Picker::Weighted { sequence, .. } = &uneven else { panic!("weighted picker") };
+        assert!(sequence.len() as u64 * 1_500 <= MAX_SEQUENCE_WORK + 1_500 * 1_500, "{}", sequence.len());
+        let mut seen = vec![false; 1_500];
+        sequence.iter().for_each(|&m| seen[m as usize] = true);
+        assert!(seen.iter().all(|&s| s));
+        // Too many unequal members for any sequence: weighted random instead.
+        let weights: Vec<u32> = (0..3_000).map(|i| 1 + i % 7).collect();
+        assert!(matches!(picker(&Policy::WeightedRoundRobin, &members(&weights)), Picker::Random { .. }));
+    }
+
+    #[test]
+    fn the_hash_ring_is_bounded_whatever_the_virtual_node_count() {
+        let policy = Policy::ConsistentHash { key: "k".into(), virtual_nodes: u32::MAX };
+        let ring_picker = picker(&policy, &members(&[u32::MAX, 1, 7]));
+        let Picker::Hash { ring } = &ring_picker else { panic!("hash picker") };
+        assert!(ring.len() as u64 <= MAX_RING_POINTS + 3, "{}", ring.len());
+        assert!((0..3).all(|m| ring.iter().any(|&(_, owner)| owner == m)), "every member is on the ring");
     }
 
     #[test]

@@ -53,9 +53,10 @@ impl BalancedBuilder {
         self
     }
 
-    /// The most instances one call is sent to, the first included (default
+    /// The most instances one unary call is sent to, the first included (default
     /// [`DEFAULT_FAILOVER_ATTEMPTS`](crate::balance::DEFAULT_FAILOVER_ATTEMPTS); 1 turns
-    /// failover off).
+    /// failover off). A [`Retry`](crate::interceptors::Retry) interceptor on the channel
+    /// multiplies it: each of its attempts is failed over on its own.
     pub fn failover_attempts(mut self, attempts: u32) -> BalancedBuilder {
         self.options.failover_attempts = attempts.max(1);
         self

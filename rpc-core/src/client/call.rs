@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::{CallOptions, Channel, Endpoint, Route};
-use crate::balance::{Balancer, InFlight, Node, node_id};
+use crate::balance::{Balancer, InFlight};
 use crate::codec::Codec;
 use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
 use crate::metadata::Metadata;
@@ -120,7 +120,7 @@ where
             (None, Route::Balanced(balancer)) => {
                 let deadline = channel.deadline_for(&self.options);
                 let call = BalancedCall::new(balancer, self.method, self.options.metadata, body, deadline);
-                Inner::Balanced { call }
+                Inner::Balanced { call: Box::pin(call) }
             }
             (Some(chain), _) => {
                 let chain = Arc::clone(chain);
@@ -264,9 +264,9 @@ impl<'a> RawCall<'a> {
     }
 
     /// The balanced channel's instance the call went to.
-    fn node(&self) -> Option<&Arc<Node>> {
+    fn in_flight(&self) -> Option<&InFlight> {
         match &self.via {
-            Some(Via::Node(in_flight)) => Some(in_flight.node()),
+            Some(Via::Node(in_flight)) => Some(in_flight),
             _ => None,
         }
     }
@@ -309,7 +309,8 @@ pin_project_lite::pin_project! {
     #[project = InnerProj]
     enum Inner<'a> {
         Direct { #[pin] raw: RawCall<'a> },
-        Balanced { #[pin] call: BalancedCall<'a> },
+        // Boxed: the common, direct call stays small.
+        Balanced { call: Pin<Box<BalancedCall<'a>>> },
         Intercepted { call: BoxFuture<'a, Result<Frame, Status>> },
     }
 }
@@ -332,7 +333,7 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let frame = match self.project().inner.project() {
             InnerProj::Direct { raw } => ready!(raw.poll(cx)),
-            InnerProj::Balanced { call } => ready!(call.poll(cx)),
+            InnerProj::Balanced { call } => ready!(call.as_mut().poll(cx)),
             InnerProj::Intercepted { call } => ready!(call.as_mut().poll(cx)),
         };
         Poll::Ready(frame.and_then(decode_response::<Resp, C>))
@@ -366,7 +367,8 @@ pin_project_lite::pin_project! {
         metadata: Metadata,
         body: Bytes,
         deadline: Option<tokio::time::Instant>,
-        tried: Vec<usize>,
+        // The addresses tried so far.
+        tried: Vec<Arc<str>>,
         attempts: u32,
         #[pin]
         raw: RawCall<'a>,
@@ -389,17 +391,17 @@ impl<'a> BalancedCall<'a> {
     }
 }
 
-/// Sends a unary call to `node`.
+/// Sends a unary call to the instance of `call`.
 fn send_to(
-    node: Arc<Node>,
+    call: InFlight,
     method: &'static str,
     metadata: &Metadata,
     body: &Bytes,
     deadline: Option<tokio::time::Instant>,
 ) -> RawCall<'static> {
-    let mut frame = node.endpoint().opening_frame(FrameKind::Request, method, metadata.clone());
+    let mut frame = call.node().endpoint().opening_frame(FrameKind::Request, method, metadata.clone());
     frame.body = body.clone();
-    RawCall::send(Via::Node(InFlight::new(node)), frame, method, deadline)
+    RawCall::send(Via::Node(call), frame, method, deadline)
 }
 
 impl Future for BalancedCall<'_> {
@@ -409,8 +411,8 @@ impl Future for BalancedCall<'_> {
         let mut this = self.project();
         loop {
             let result = ready!(this.raw.as_mut().poll(cx));
-            let (node, status) = {
-                let Some(node) = this.raw.as_ref().get_ref().node() else {
+            let (address, status) = {
+                let Some(call) = this.raw.as_ref().get_ref().in_flight() else {
                     // No instance to send it to.
                     return Poll::Ready(result);
                 };
@@ -418,22 +420,22 @@ impl Future for BalancedCall<'_> {
                     Ok(frame) => status_of(frame),
                     Err(status) => Some(status.clone()),
                 };
-                this.balancer.record(node, status.as_ref());
-                (node_id(node), status)
+                this.balancer.record(call, status.as_ref());
+                (call.node().address(), status)
             };
             let Some(status) = status else { return Poll::Ready(result) };
             let time_left = this.deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline);
             if !time_left || !this.balancer.may_fail_over(this.method, &status, *this.attempts) {
                 return Poll::Ready(result);
             }
-            this.tried.push(node);
+            this.tried.push(Arc::clone(address));
             let Ok(next) = this.balancer.pick(this.metadata, this.tried) else {
                 return Poll::Ready(result);
             };
             tracing::debug!(
                 method = *this.method,
                 failed = %status,
-                next = next.address(),
+                next = %next.node().address(),
                 "sending the call to another instance"
             );
             *this.attempts += 1;

@@ -144,7 +144,7 @@ mod task;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -254,14 +254,22 @@ enum Route {
 pub(crate) struct Endpoint {
     tx: mpsc::UnboundedSender<Command>,
     next_call_id: AtomicU64,
+    /// Whether the task has a connection up that accepts calls.
+    established: Arc<AtomicBool>,
 }
 
 impl Endpoint {
     /// Starts the connection task for `target`; it connects on the first call.
     fn spawn(target: &Arc<str>, config: &Arc<ChannelConfig>) -> Endpoint {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(ChannelTask::new(rx, Arc::clone(target), Arc::clone(config)));
-        Endpoint { tx, next_call_id: AtomicU64::new(1) }
+        let established = Arc::new(AtomicBool::new(false));
+        tokio::spawn(ChannelTask::new(rx, Arc::clone(target), Arc::clone(config), Arc::clone(&established)));
+        Endpoint { tx, next_call_id: AtomicU64::new(1), established }
+    }
+
+    /// Whether a connection is up: calls sent now go straight out.
+    pub(crate) fn is_established(&self) -> bool {
+        self.established.load(Ordering::Relaxed)
     }
 
     pub(crate) fn next_call_id(&self) -> u64 {
@@ -438,22 +446,6 @@ impl Channel {
         match &self.shared.route {
             Route::Direct(_) => Vec::new(),
             Route::Balanced(balancer) => balancer.instances(),
-        }
-    }
-
-    /// Runs `open` with the endpoint a new call goes through: the channel's own, or for a
-    /// balanced channel, that of the instance picked for a call with `metadata`.
-    pub(crate) fn with_endpoint<R>(
-        &self,
-        metadata: &Metadata,
-        open: impl FnOnce(&Endpoint) -> R,
-    ) -> Result<R, Status> {
-        match &self.shared.route {
-            Route::Direct(endpoint) => Ok(open(endpoint)),
-            Route::Balanced(balancer) => {
-                let node = balancer.pick(metadata, &[])?;
-                Ok(open(node.endpoint()))
-            }
         }
     }
 

@@ -11,9 +11,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::task::Command;
-use super::{CallOptions, Channel, Endpoint};
+use super::{CallOptions, Channel, Endpoint, Route};
+use crate::balance::StreamCall;
 use crate::codec::Codec;
 use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext};
+use crate::metadata::Metadata;
 use crate::server::MethodKind;
 use crate::status::Status;
 use crate::stream::{Outlet, StreamResponse, StreamSender, StreamShared, Streaming};
@@ -98,12 +100,7 @@ where
         let channel = self.channel;
         let Some(chain) = channel.shared.interceptors.clone() else {
             let deadline = channel.deadline_for(&self.options);
-            let window = channel.shared.config.stream_window;
-            let metadata = self.options.metadata;
-            let opened = channel.with_endpoint(&metadata, |endpoint| {
-                let frame = endpoint.opening_frame(FrameKind::StreamOpen, self.method, metadata.clone());
-                open_stream::<Req, Resp, C>(endpoint, window, frame, deadline)
-            });
+            let opened = open_on_route::<Req, Resp, C>(channel, self.method, self.options.metadata, deadline);
             return OpenFuture::ready(
                 opened.and_then(|(_, sender, receiver)| finish(self.request, sender, receiver)),
             );
@@ -143,6 +140,37 @@ where
 /// caller gets.
 type Finish<Req, Resp, T> = fn(Option<Req>, StreamSender<Req>, Streaming<Resp>) -> Result<T, Status>;
 
+/// An opened stream: its shared state, and its two ends.
+type OpenedStream<Req, Resp> = (Arc<StreamShared>, StreamSender<Req>, Streaming<Resp>);
+
+/// Opens a stream to `method` where the channel sends its calls: its connection, or the
+/// instance a balanced channel picks.
+fn open_on_route<Req, Resp, C>(
+    channel: &Channel,
+    method: &'static str,
+    metadata: Metadata,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<OpenedStream<Req, Resp>, Status>
+where
+    C: Codec<Req> + Codec<Resp>,
+{
+    let window = channel.shared.config.stream_window;
+    match &channel.shared.route {
+        Route::Direct(endpoint) => {
+            let frame = endpoint.opening_frame(FrameKind::StreamOpen, method, metadata);
+            Ok(open_stream::<Req, Resp, C>(endpoint, window, frame, deadline))
+        }
+        Route::Balanced(balancer) => {
+            let call = balancer.pick(&metadata, &[])?;
+            let endpoint = call.node().endpoint();
+            let frame = endpoint.opening_frame(FrameKind::StreamOpen, method, metadata);
+            let (shared, sender, receiver) = open_stream::<Req, Resp, C>(endpoint, window, frame, deadline);
+            let receiver = receiver.with_outcome(Box::new(StreamCall::new(call, Arc::clone(balancer))));
+            Ok((shared, sender, receiver))
+        }
+    }
+}
+
 /// Sends the `STREAM_OPEN` for `frame` through `endpoint`, with a flow-control `window`,
 /// and returns the stream's shared state and its two ends.
 fn open_stream<Req, Resp, C>(
@@ -150,7 +178,7 @@ fn open_stream<Req, Resp, C>(
     window: u64,
     frame: Frame,
     deadline: Option<tokio::time::Instant>,
-) -> (Arc<StreamShared>, StreamSender<Req>, Streaming<Resp>)
+) -> OpenedStream<Req, Resp>
 where
     C: Codec<Req> + Codec<Resp>,
 {
@@ -190,13 +218,9 @@ where
             let Some(deliver) = take(&self.deliver) else {
                 return Err(Status::failed_precondition("a streaming call cannot be sent twice"));
             };
-            let window = self.channel.shared.config.stream_window;
-            let deadline = ctx.deadline_instant();
-            let opened = self.channel.with_endpoint(ctx.metadata(), |endpoint| {
-                let frame =
-                    endpoint.opening_frame(FrameKind::StreamOpen, ctx.method(), ctx.metadata().clone());
-                open_stream::<Req, Resp, C>(endpoint, window, frame, deadline)
-            });
+            let metadata = ctx.metadata().clone();
+            let opened =
+                open_on_route::<Req, Resp, C>(&self.channel, ctx.method(), metadata, ctx.deadline_instant());
             let (shared, sender, receiver) = match opened {
                 Ok(ends) => ends,
                 Err(status) => {

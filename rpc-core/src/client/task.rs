@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,6 +81,8 @@ pub(crate) struct ChannelTask {
     state: State,
     draining: Vec<ClientConnection>,
     failures: u32,
+    /// Whether a connection that accepts calls is established, for the channel's owner to read.
+    established: Arc<AtomicBool>,
 }
 
 impl ChannelTask {
@@ -87,8 +90,9 @@ impl ChannelTask {
         rx: mpsc::UnboundedReceiver<Command>,
         target: Arc<str>,
         config: Arc<ChannelConfig>,
+        established: Arc<AtomicBool>,
     ) -> Self {
-        ChannelTask { rx, target, config, state: State::Idle, draining: Vec::new(), failures: 0 }
+        ChannelTask { rx, target, config, state: State::Idle, draining: Vec::new(), failures: 0, established }
     }
 
     fn handle(&mut self, command: Command) {
@@ -175,8 +179,17 @@ impl ChannelTask {
         self.state = State::Backoff { until: Box::pin(tokio::time::sleep(delay)), error };
     }
 
-    /// Advances the connection state as far as it goes without waiting.
+    /// Advances the connection state as far as it goes without waiting, and publishes whether
+    /// it ended up established.
     fn drive(&mut self, cx: &mut Context<'_>) {
+        self.advance(cx);
+        let up = matches!(&self.state, State::Ready(conn) if conn.is_established() && conn.accepts_calls());
+        if self.established.load(Ordering::Relaxed) != up {
+            self.established.store(up, Ordering::Relaxed);
+        }
+    }
+
+    fn advance(&mut self, cx: &mut Context<'_>) {
         loop {
             match &mut self.state {
                 State::Idle => return,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +106,8 @@ impl Default for EtcdOptions {
 /// and which is attached to an etcd lease of the registry's TTL, kept alive by the
 /// registering process: if the process dies, etcd deletes the key when the lease expires.
 /// Anything that can write such keys (a deploy tool, a sidecar, another language) can
-/// register instances; unknown JSON fields are ignored.
+/// register instances: unknown JSON fields are ignored, `service` and `address` may be left
+/// out (they are taken from the key), and so may `weight` (100), `version` and `tags`.
 ///
 /// - A registration is a key attached to a lease of the TTL, renewed every third of it. If
 ///   etcd becomes unreachable the renewal retries with backoff; if the lease was lost
@@ -308,6 +311,20 @@ async fn renew(
             }
         }
         tracing::trace!(key = %registration.key, lease, "lease renewed");
+        // The lease lives, but the key may not (someone deleted it): write it back, unless
+        // another registration of the same address now owns it.
+        match client.get(registration.key.as_bytes(), None).await {
+            Ok(found) if found.kvs().is_empty() => {
+                tracing::warn!(key = %registration.key, "the registration's key was deleted; writing it back");
+                let options = PutOptions::new().with_lease(lease);
+                let value = registration.value.as_slice();
+                if let Err(err) = client.put(registration.key.as_bytes(), value, Some(options)).await {
+                    return Renewal::Failed(unavailable(err));
+                }
+            }
+            Ok(_) => {}
+            Err(err) => return Renewal::Failed(unavailable(err)),
+        }
         tokio::time::sleep(period).await;
     }
 }
@@ -326,10 +343,16 @@ impl LeaseKeeper for EtcdLease {
         Box::pin(async move {
             let EtcdLease { mut client, registration, current, .. } = *self;
             let revoking = async {
-                // Revoking the lease deletes the key with it; deleting the key as well
-                // covers a lease etcd had already lost.
-                let revoked = client.lease_revoke(current.load(Ordering::Acquire)).await;
-                let deleted = client.delete(registration.key.as_bytes(), None).await;
+                // Revoking the lease deletes the key with it. The key is also deleted if it is
+                // still under this lease (covering a lease etcd had lost), but not if another
+                // registration of the same address has taken it over since.
+                let lease = current.load(Ordering::Acquire);
+                let revoked = client.lease_revoke(lease).await;
+                let key = registration.key.as_bytes();
+                let ours = Txn::new()
+                    .when([Compare::lease(key, CompareOp::Equal, lease)])
+                    .and_then([TxnOp::delete(key, None)]);
+                let deleted = client.txn(ours).await;
                 match (revoked, deleted) {
                     (_, Ok(_)) | (Ok(_), _) => Ok(()),
                     (Err(err), Err(_)) => Err(unavailable(err)),
@@ -349,21 +372,35 @@ async fn list(client: &mut Client, prefix: &str) -> Result<(BTreeMap<String, Ins
     let revision = response.header().map_or(0, |h| h.revision());
     let mut instances = BTreeMap::new();
     for kv in response.kvs() {
-        if let Some((key, instance)) = parse(kv.key(), kv.value()) {
+        if let Some((key, instance)) = parse(kv.key(), kv.value(), prefix) {
             instances.insert(key, instance);
         }
     }
     Ok((instances, revision))
 }
 
-/// An instance from a key and its value; a value that is not an instance is skipped, with a
-/// warning.
-fn parse(key: &[u8], value: &[u8]) -> Option<(String, Instance)> {
+/// An instance from a key under `prefix` (`{base}/{service}/`) and its value. A value that
+/// leaves out the service or the address gets them from the key, and one without a weight
+/// gets the default; a value that is not an instance is skipped, with a warning.
+fn parse(key: &[u8], value: &[u8], prefix: &str) -> Option<(String, Instance)> {
     let key = String::from_utf8_lossy(key).into_owned();
-    match serde_json::from_slice::<Instance>(value) {
-        Ok(instance) => Some((key, instance)),
+    let mut instance = match serde_json::from_slice::<Instance>(value) {
+        Ok(instance) => instance,
         Err(err) => {
             tracing::warn!(%key, %err, "skipping an etcd key that does not hold an instance");
+            return None;
+        }
+    };
+    if instance.service.is_empty() {
+        instance.service = prefix.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_owned();
+    }
+    if instance.address.is_empty() {
+        instance.address = key.strip_prefix(prefix).unwrap_or_default().to_owned();
+    }
+    match instance.validate() {
+        Ok(()) => Some((key, instance)),
+        Err(err) => {
+            tracing::warn!(%key, %err, "skipping an etcd key that does not hold a valid instance");
             None
         }
     }
@@ -429,7 +466,7 @@ async fn follow(
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     match event.event_type() {
                         EventType::Put => {
-                            if let Some((key, instance)) = parse(kv.key(), kv.value()) {
+                            if let Some((key, instance)) = parse(kv.key(), kv.value(), &prefix) {
                                 changed |=
                                     instances.insert(key, instance.clone()).as_ref() != Some(&instance);
                             }

@@ -1,6 +1,6 @@
 //! The in-process registry: the embedded default.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -42,6 +42,8 @@ struct Inner {
 struct State {
     services: HashMap<String, Entry>,
     next_lease: u64,
+    /// The leases not revoked: only those may register again after expiring.
+    live_leases: HashSet<u64>,
 }
 
 /// One service: its registrations by address, and the list its watchers see.
@@ -102,6 +104,7 @@ impl Registry for MemoryRegistry {
             let mut state = self.inner.lock();
             state.next_lease += 1;
             let lease = state.next_lease;
+            state.live_leases.insert(lease);
             let expires = Instant::now() + self.inner.ttl;
             let entry = state.entry(instance.service());
             let registered = Registered { instance: instance.clone(), lease, expires };
@@ -109,12 +112,7 @@ impl Registry for MemoryRegistry {
             entry.publish();
             lease
         };
-        let heartbeat = tokio::spawn(heartbeat(
-            Arc::downgrade(&self.inner),
-            instance.service().to_owned(),
-            instance.address().to_owned(),
-            lease,
-        ));
+        let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&self.inner), instance.clone(), lease));
         let keeper = MemoryLease {
             inner: Arc::downgrade(&self.inner),
             service: instance.service().to_owned(),
@@ -219,18 +217,33 @@ impl Entry {
     }
 }
 
-/// Refreshes one registration every third of the TTL, for as long as it exists.
-async fn heartbeat(inner: Weak<Inner>, service: String, address: String, lease: u64) {
+/// Refreshes one registration every third of the TTL, until its lease is revoked (which
+/// stops this task) or another registration of the same address replaces it. A registration
+/// that expired meanwhile (the process stalled for longer than the TTL) is made again.
+async fn heartbeat(inner: Weak<Inner>, instance: Instance, lease: u64) {
     loop {
         let Some(ttl) = inner.upgrade().map(|inner| inner.ttl) else { return };
         tokio::time::sleep(ttl / 3).await;
         let Some(inner) = inner.upgrade() else { return };
         let mut state = inner.lock();
-        let Some(entry) = state.services.get_mut(&service) else { return };
-        match entry.registered.get_mut(&address) {
-            Some(r) if r.lease == lease => r.expires = Instant::now() + inner.ttl,
-            // Expired, revoked, or replaced by a newer registration of the same address.
-            _ => return,
+        if !state.live_leases.contains(&lease) {
+            return;
+        }
+        let expires = Instant::now() + inner.ttl;
+        let entry = state.entry(instance.service());
+        match entry.registered.get_mut(instance.address()) {
+            Some(r) if r.lease == lease => r.expires = expires,
+            Some(_) => return,
+            None => {
+                tracing::warn!(
+                    service = instance.service(),
+                    address = instance.address(),
+                    "registration had expired; registering again"
+                );
+                let registered = Registered { instance: instance.clone(), lease, expires };
+                entry.registered.insert(instance.address().to_owned(), registered);
+                entry.publish();
+            }
         }
     }
 }
@@ -249,6 +262,7 @@ impl LeaseKeeper for MemoryLease {
         self.heartbeat.abort();
         if let Some(inner) = self.inner.upgrade() {
             let mut state = inner.lock();
+            state.live_leases.remove(&self.lease);
             if let Some(entry) = state.services.get_mut(&self.service)
                 && entry.registered.get(&self.address).is_some_and(|r| r.lease == self.lease)
             {

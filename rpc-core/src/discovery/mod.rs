@@ -63,13 +63,21 @@ pub use memory::MemoryRegistry;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "etcd", derive(serde::Serialize, serde::Deserialize))]
 pub struct Instance {
+    #[cfg_attr(feature = "etcd", serde(default))]
     service: String,
+    #[cfg_attr(feature = "etcd", serde(default))]
     address: String,
+    #[cfg_attr(feature = "etcd", serde(default = "default_weight"))]
     weight: u32,
     #[cfg_attr(feature = "etcd", serde(default))]
     version: String,
     #[cfg_attr(feature = "etcd", serde(default))]
     tags: BTreeMap<String, String>,
+}
+
+#[cfg(feature = "etcd")]
+fn default_weight() -> u32 {
+    Instance::DEFAULT_WEIGHT
 }
 
 impl Instance {

@@ -107,7 +107,8 @@ where
             };
             let (returned, result) = handler(ctx.lend()).await;
             *ctx = returned;
-            result.map(|output| self.output = Some(output))
+            // The handler ran: whatever it returns is not a refusal.
+            result.map(|output| self.output = Some(output)).map_err(Status::processed)
         })
     }
 }

@@ -123,7 +123,8 @@ impl Server {
             routes: Routes::default(),
             config: ServerConfig::default(),
             chain: ServerChain::new(),
-            health: Some(HealthReporter::new()),
+            health: HealthReporter::new(),
+            serve_health: true,
             registration: None,
         }
     }
@@ -134,8 +135,10 @@ pub struct ServerBuilder {
     routes: Routes,
     config: ServerConfig,
     chain: ServerChain,
-    /// The statuses of the built-in health service; `None` when it is not mounted.
-    health: Option<HealthReporter>,
+    /// The statuses of the built-in health service.
+    health: HealthReporter,
+    /// Whether the built-in health service is mounted.
+    serve_health: bool,
     registration: Option<(AnyRegistry, Registration)>,
 }
 
@@ -145,7 +148,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("services", &self.routes.service_names())
             .field("config", &self.config)
             .field("interceptors", &self.chain.len())
-            .field("health", &self.health.is_some())
+            .field("health", &self.serve_health)
             .field("registration", &self.registration.as_ref().map(|(_, r)| r))
             .finish()
     }
@@ -205,18 +208,14 @@ impl ServerBuilder {
     /// The statuses the server's built-in [health service](crate::health) reports: every
     /// mounted service is `SERVING` once the server listens (unless given another status
     /// before), and `NOT_SERVING` once it shuts down. Set a status with the reporter at any
-    /// time.
-    ///
-    /// # Panics
-    /// If the health service was turned off with [`without_health`](Self::without_health).
-    #[allow(clippy::expect_used)] // Asking for what was turned off is a programming error.
+    /// time. (After [`without_health`](Self::without_health) nobody can ask for them.)
     pub fn health_reporter(&self) -> HealthReporter {
-        self.health.clone().expect("the health service was turned off with without_health")
+        self.health.clone()
     }
 
     /// Does not mount the built-in health service.
     pub fn without_health(mut self) -> ServerBuilder {
-        self.health = None;
+        self.serve_health = false;
         self
     }
 
@@ -310,23 +309,27 @@ impl ServerBuilder {
     ) -> io::Result<()> {
         let mut routes = self.routes;
         let health_name = HealthServer::<HealthService>::SERVICE_NAME;
-        let mut registered: Vec<&str> = routes.service_names().to_vec();
-        registered.retain(|name| *name != health_name);
-        if let Some(health) = &self.health {
+        let mut mounted: Vec<&str> = routes.service_names().to_vec();
+        mounted.retain(|name| *name != health_name);
+        // The names the server is known by: registered (which may be other names), and mounted.
+        let registered = match &self.registration {
+            Some((_, registration)) => registration.names(&mounted),
+            None => Vec::new(),
+        };
+        if self.serve_health {
             if !routes.contains(health_name) {
-                routes.add_bypassing_server_chain(Arc::new(HealthServer::new(HealthService::new(
-                    health.clone(),
-                ))));
+                let service = HealthService::new(self.health.clone());
+                routes.add_bypassing_server_chain(Arc::new(HealthServer::new(service)));
             }
-            health.set_serving_unless_set("");
-            for name in &registered {
-                health.set_serving_unless_set(name);
+            self.health.set_serving_unless_set("");
+            for name in mounted.iter().copied().chain(registered.iter().map(String::as_str)) {
+                self.health.set_serving_unless_set(name);
             }
         }
         routes.set_server_chain(&self.chain);
         let local = listener.local_addr()?;
         let leases = match &self.registration {
-            Some((registry, registration)) => registration.register(registry, local, &registered).await?,
+            Some((registry, registration)) => registration.register(registry, local, registered).await?,
             None => Vec::new(),
         };
         let routes = Arc::new(routes);
@@ -367,9 +370,7 @@ impl ServerBuilder {
         }
 
         // Deregister first, so that clients stop choosing this server while it drains.
-        if let Some(health) = &self.health {
-            health.shut_down();
-        }
+        self.health.shut_down();
         registration::deregister(leases).await;
         drop(listener);
         let open = connections.len();

@@ -67,12 +67,20 @@ impl Registration {
         self
     }
 
-    /// Registers the instances for a server listening on `local` with `mounted` services.
+    /// The service names to register, for a server with `mounted` services.
+    pub(crate) fn names(&self, mounted: &[&str]) -> Vec<String> {
+        match &self.services {
+            Some(services) => services.clone(),
+            None => mounted.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// Registers `services` for a server listening on `local`.
     pub(crate) async fn register(
         &self,
         registry: &AnyRegistry,
         local: SocketAddr,
-        mounted: &[&str],
+        services: Vec<String>,
     ) -> io::Result<Vec<Lease>> {
         let address = match &self.address {
             Some(address) => address.clone(),
@@ -86,10 +94,6 @@ impl Registration {
                 ));
             }
             None => local.to_string(),
-        };
-        let services: Vec<String> = match &self.services {
-            Some(services) => services.clone(),
-            None => mounted.iter().map(|s| (*s).to_owned()).collect(),
         };
         let mut leases = Vec::with_capacity(services.len());
         for service in services {

@@ -142,9 +142,7 @@ impl ServerCall {
             let (metadata, result) = match decode_request::<Req, C>(body) {
                 Err(status) => (Metadata::new(), Err(status)),
                 Ok(request) => match interceptors {
-                    None => {
-                        run_handler(method, deadline, async move { handler(context, request).await }).await
-                    }
+                    None => run_handler(method, deadline, processed(handler(context, request))).await,
                     Some(chain) => {
                         let handler = move |ctx| handler(ctx, request);
                         run_handler(
@@ -257,7 +255,7 @@ impl ServerCall {
         let deadline = context.deadline_instant();
         let task = async move {
             let (metadata, result) = match interceptors {
-                None => run_handler(method, deadline, handler(context, requests, responses)).await,
+                None => run_handler(method, deadline, processed(handler(context, requests, responses))).await,
                 Some(chain) => {
                     let handler = move |ctx| handler(ctx, requests, responses);
                     run_handler(method, deadline, async move { run_chain(&chain, context, handler).await })
@@ -309,6 +307,15 @@ where
         }
         Some(Ok((mut ctx, result))) => (ctx.take_response_metadata(), result),
     }
+}
+
+/// A handler's outcome, with any refusal mark cleared: the handler ran. (Behind
+/// interceptors, the chain's end does the same.)
+async fn processed<T>(
+    handler: impl Future<Output = (Context, Result<T, Status>)>,
+) -> (Context, Result<T, Status>) {
+    let (ctx, result) = handler.await;
+    (ctx, result.map_err(Status::processed))
 }
 
 fn decode_request<Req, C: Codec<Req>>(body: Bytes) -> Result<Req, Status> {

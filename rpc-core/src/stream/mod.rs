@@ -244,6 +244,14 @@ pub struct Streaming<T> {
     trailers: Metadata,
     /// On a client, the call's shared state, told when the deadline ends the call.
     reports_to: Option<Arc<StreamShared>>,
+    /// On a balanced client, told how the stream ended (and counting it in flight until then).
+    outcome: Option<Box<dyn StreamOutcome>>,
+}
+
+/// Told how a stream ended, once: `None` for a normal end, else the status it failed with.
+/// Dropped untold if the stream is abandoned first.
+pub(crate) trait StreamOutcome: Send + Sync {
+    fn ended(self: Box<Self>, status: Option<&Status>);
 }
 
 impl<T> std::fmt::Debug for Streaming<T> {
@@ -280,6 +288,19 @@ impl<T> Streaming<T> {
             done: false,
             trailers: Metadata::new(),
             reports_to: None,
+            outcome: None,
+        }
+    }
+
+    /// Tells `outcome` how the stream ends.
+    pub(crate) fn with_outcome(mut self, outcome: Box<dyn StreamOutcome>) -> Streaming<T> {
+        self.outcome = Some(outcome);
+        self
+    }
+
+    fn conclude(&mut self, status: Option<&Status>) {
+        if let Some(outcome) = self.outcome.take() {
+            outcome.ended(status);
         }
     }
 
@@ -323,6 +344,7 @@ impl<T> Streaming<T> {
             }
             Poll::Ready(Some(Inbound::End(end))) => {
                 self.finish();
+                self.conclude(end.as_ref().err());
                 Poll::Ready(match end {
                     Ok(trailers) => {
                         self.trailers = trailers;
@@ -333,7 +355,9 @@ impl<T> Streaming<T> {
             }
             Poll::Ready(None) => {
                 self.finish();
-                Poll::Ready(Err(Status::unavailable("the connection closed before the stream ended")))
+                let status = Status::unavailable("the connection closed before the stream ended");
+                self.conclude(Some(&status));
+                Poll::Ready(Err(status))
             }
             Poll::Pending => {
                 if let Some(deadline) = &mut self.deadline
@@ -345,6 +369,7 @@ impl<T> Streaming<T> {
                     }
                     self.cancel();
                     self.finish();
+                    self.conclude(Some(&status));
                     return Poll::Ready(Err(status));
                 }
                 Poll::Pending

@@ -140,7 +140,7 @@ async fn concurrent_tally(client: &TestClient, callers: usize, calls: usize) -> 
 #[tokio::test]
 async fn two_choices_sends_fewer_calls_to_a_slow_instance_than_round_robin_does() {
     let slow = instance_on("slow", TcpListener::bind("127.0.0.1:0").await.expect("bind"), |b| {
-        b.interceptor(Delay(Duration::from_millis(20)))
+        b.interceptor(Delay(Duration::from_millis(50)))
     })
     .await;
     let fast = instance("fast").await;
@@ -395,4 +395,205 @@ async fn health_checks_leave_out_an_instance_that_is_not_serving() {
     a_health.set_serving(SERVICE);
     common::eventually("a is seen serving again", || channel.instances().iter().all(|i| i.serving)).await;
     assert_eq!(tally(&client, 10).await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_instance_that_accepts_but_never_answers_is_ejected() {
+    let live = instance("live").await;
+    // A socket that accepts connections and never speaks: a hung process.
+    let hung = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hung_addr = hung.local_addr().expect("addr");
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let registry =
+        StaticRegistry::new().with(SERVICE, live.addr.to_string()).with(SERVICE, hung_addr.to_string());
+    let channel = Channel::balanced(registry, SERVICE)
+        .policy(Policy::RoundRobin)
+        .timeout(Duration::from_millis(200))
+        .ejection(Duration::from_secs(30), Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("connect");
+    let client = TestClient::new(channel.clone());
+    let mut failed = 0;
+    for _ in 0..20 {
+        if let Err(status) = served_by(&client).await {
+            assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+            failed += 1;
+        }
+    }
+    assert!(failed <= 1, "{failed} calls went to the hung instance");
+    let hung_state = channel.instances().into_iter().find(|i| i.instance.address() == hung_addr.to_string());
+    assert!(hung_state.expect("listed").ejected);
+}
+
+#[tokio::test]
+async fn an_idempotent_call_cut_off_by_a_killed_instance_is_sent_to_another() {
+    let a = instance("a").await;
+    let b = instance("b").await;
+    let registry = fixed(&[(&a, 100), (&b, 100)]);
+    let channel = Channel::balanced(registry, SERVICE)
+        .policy(Policy::RoundRobin)
+        .idempotent("/test.v1.Test/Sleep")
+        .connect()
+        .await
+        .expect("connect");
+    let client = TestClient::new(channel);
+    let first_addr = std::cmp::min(a.addr.to_string(), b.addr.to_string());
+    let (victim, survivor) = if a.addr.to_string() == first_addr { (a, b) } else { (b, a) };
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.sleep(Sleep { id: 1, millis: 300 }).await })
+    };
+    common::eventually("the call runs on the first instance", || {
+        victim.probe.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    victim.kill().await;
+    let reply = call.await.expect("task").expect("the call succeeded on the other instance");
+    assert_eq!(reply.id, 1);
+    assert_eq!(survivor.probe.started.load(Ordering::SeqCst), 1);
+}
+
+/// A service whose handler returns the refusal it got from a call of its own.
+#[rpc_core::service(package = "relay.v1")]
+pub trait Relay {
+    async fn forward(&self, ctx: &mut Context, request: Echo) -> Result<Echo, Status>;
+}
+
+struct Relaying(Arc<AtomicUsize>);
+
+impl Relay for Relaying {
+    async fn forward(&self, _ctx: &mut Context, _request: Echo) -> Result<Echo, Status> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        // The handler did its work, then a downstream call was refused: it passes that on.
+        Err(Status::unavailable("the downstream service refused the call").refused())
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_a_handler_passes_on_is_not_a_refusal_of_its_own_call() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut servers = Vec::new();
+    let registry = MemoryRegistry::new();
+    for _ in 0..2 {
+        let builder = rpc_core::Server::builder()
+            .add_service(RelayServer::new(Relaying(Arc::clone(&runs))))
+            .register(registry.clone(), Registration::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        servers.push(tokio::spawn(builder.serve_with_listener(listener, std::future::pending())));
+    }
+    let channel = Channel::balanced(registry, RelayClient::SERVICE_NAME).connect().await.expect("connect");
+    common::eventually("both instances are listed", || channel.instances().len() == 2).await;
+    let status = RelayClient::new(channel).forward(Echo::default()).await.expect_err("relayed failure");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(!status.is_refused(), "the handler ran: its call was processed");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the call was not sent to the other instance");
+    servers.iter().for_each(|s| s.abort());
+}
+
+/// Counts the calls that reach it, and refuses them all unprocessed: load shedding.
+struct Shed(Arc<AtomicUsize>);
+
+impl ServerInterceptor for Shed {
+    async fn intercept(&self, _ctx: &mut Context, _next: Next<'_>) -> Result<(), Status> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(Status::resource_exhausted("shedding load").refused())
+    }
+}
+
+#[tokio::test]
+async fn a_refused_call_is_sent_to_at_most_failover_attempts_instances() {
+    let reached = Arc::new(AtomicUsize::new(0));
+    let mut shedding = Vec::new();
+    for _ in 0..4 {
+        let reached = Arc::clone(&reached);
+        shedding.push(
+            instance_on("shed", TcpListener::bind("127.0.0.1:0").await.expect("bind"), move |b| {
+                b.interceptor(Shed(reached))
+            })
+            .await,
+        );
+    }
+    let registry = shedding.iter().fold(StaticRegistry::new(), |r, s| r.with(SERVICE, s.addr.to_string()));
+    for (attempts, expected) in [(1, 1), (3, 3), (10, 4)] {
+        let channel = Channel::balanced(registry.clone(), SERVICE)
+            .failover_attempts(attempts)
+            .connect()
+            .await
+            .expect("connect");
+        reached.store(0, Ordering::SeqCst);
+        let status =
+            TestClient::new(channel).echo(Echo::default()).await.expect_err("every instance refuses");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        assert!(status.is_refused());
+        assert_eq!(reached.load(Ordering::SeqCst), expected, "failover_attempts({attempts})");
+    }
+}
+
+#[tokio::test]
+async fn streams_on_a_balanced_channel_are_counted_in_flight_and_their_failures_eject() {
+    use rpc_core::health::{HealthCheckRequest, HealthClient};
+    let live = instance("live").await;
+    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let registry =
+        StaticRegistry::new().with(SERVICE, live.addr.to_string()).with(SERVICE, dead_addr.to_string());
+    let channel = Channel::balanced(registry, SERVICE)
+        .policy(Policy::RoundRobin)
+        .ejection(Duration::from_secs(30), Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("connect");
+    let health = HealthClient::new(channel.clone());
+    let watch = || health.watch(HealthCheckRequest { service: SERVICE.into() });
+    let mut opened = Vec::new();
+    let mut failed = 0;
+    for _ in 0..6 {
+        let mut stream = watch().await.expect("open");
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("an answer") {
+            Ok(Some(_)) => opened.push(stream),
+            Ok(None) => panic!("the watch ended at once"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 1, "only the first stream went to the dead instance");
+    let in_flight: BTreeMap<String, (usize, bool)> = channel
+        .instances()
+        .into_iter()
+        .map(|i| (i.instance.address().to_owned(), (i.in_flight, i.ejected)))
+        .collect();
+    assert_eq!(in_flight[&live.addr.to_string()], (5, false));
+    assert_eq!(in_flight[&dead_addr.to_string()], (0, true));
+    drop(opened);
+    common::eventually("the streams are no longer in flight", || {
+        channel.instances().iter().all(|i| i.in_flight == 0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_checks_ask_for_the_name_the_server_registered_under() {
+    let registry = MemoryRegistry::new();
+    let _a = instance_on("a", TcpListener::bind("127.0.0.1:0").await.expect("bind"), |b| {
+        b.register(registry.clone(), Registration::new().services(["alias.v1.Name"]))
+    })
+    .await;
+    let channel = Channel::balanced(registry, "alias.v1.Name")
+        .health_check(Duration::from_millis(20))
+        .connect()
+        .await
+        .expect("connect");
+    // Two rounds of checks.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(channel.instances().iter().all(|i| i.serving), "{:?}", channel.instances());
+    assert_eq!(tally(&TestClient::new(channel), 3).await, BTreeMap::from([("a".into(), 3)]));
 }

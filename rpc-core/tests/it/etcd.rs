@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -298,4 +299,146 @@ async fn a_balanced_client_finds_servers_through_etcd() {
     for _ in 0..10 {
         client.echo(Echo::default()).await.expect("call");
     }
+}
+
+/// A TCP proxy in front of etcd whose connections can be cut: a network failure between
+/// one client and etcd, with etcd itself up.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accept = {
+            let (cut, connections) = (Arc::clone(&cut), Arc::clone(&connections));
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is reset
+                    }
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                        {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().expect("lock").push(relay.abort_handle());
+                }
+            })
+        };
+        Proxy { port, cut, connections, accept }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection through the proxy, and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("lock").drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// Waits until the watch's list is `expected`, failing the test after 20 s.
+async fn until_listed(watch: &mut Watch, expected: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let update = next_within(watch, remaining).await;
+        if addresses(update.instances()) == expected {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watch_catches_up_on_what_changed_while_it_was_cut_off() {
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.client_port).await;
+    let writer = etcd.registry().await;
+    let watcher = EtcdRegistry::connect([proxy.endpoint()], EtcdOptions::new()).await.expect("client");
+    let leaving = writer.register(Instance::new(SERVICE, "10.0.0.1:80")).await.expect("register");
+    let mut watch = watcher.watch(SERVICE).await.expect("watch");
+    until_listed(&mut watch, &["10.0.0.1:80"]).await;
+
+    proxy.cut();
+    // While the watcher is cut off: one instance leaves, another arrives.
+    leaving.revoke().await.expect("revoke");
+    let _arrived = writer.register(Instance::new(SERVICE, "10.0.0.2:80")).await.expect("register");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    // Resumed from its last revision, the watch sees both changes.
+    until_listed(&mut watch, &["10.0.0.2:80"]).await;
+}
+
+#[tokio::test]
+async fn a_watch_whose_history_was_compacted_while_cut_off_lists_again() {
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.client_port).await;
+    let writer = etcd.registry().await;
+    let watcher = EtcdRegistry::connect([proxy.endpoint()], EtcdOptions::new()).await.expect("client");
+    let leaving = writer.register(Instance::new(SERVICE, "10.0.0.1:80")).await.expect("register");
+    let mut watch = watcher.watch(SERVICE).await.expect("watch");
+    until_listed(&mut watch, &["10.0.0.1:80"]).await;
+
+    proxy.cut();
+    leaving.revoke().await.expect("revoke");
+    let _arrived = writer.register(Instance::new(SERVICE, "10.0.0.2:80")).await.expect("register");
+    // The history the watch would resume from is compacted away.
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("raw client");
+    let revision = raw.get("any", None).await.expect("get").header().expect("header").revision();
+    raw.compact(revision, None).await.expect("compact");
+    proxy.restore();
+    until_listed(&mut watch, &["10.0.0.2:80"]).await;
+}
+
+#[tokio::test]
+async fn deregistering_leaves_a_newer_registration_of_the_same_address_alone() {
+    let etcd = Etcd::start().await;
+    let registry = etcd.registry().await;
+    let old =
+        registry.register(Instance::new(SERVICE, "10.0.0.1:80").with_version("old")).await.expect("old");
+    // The instance restarted and registered again before the old process said goodbye.
+    let _new =
+        registry.register(Instance::new(SERVICE, "10.0.0.1:80").with_version("new")).await.expect("new");
+    old.revoke().await.expect("revoke the old one");
+    let found = registry.discover(SERVICE).await.expect("discover");
+    assert_eq!(found.len(), 1, "the new registration survives");
+    assert_eq!(found[0].version(), "new");
+    // And stays: its lease is kept alive well past the TTL.
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(registry.discover(SERVICE).await.expect("discover").len(), 1);
+}
+
+#[tokio::test]
+async fn keys_written_by_other_tools_may_leave_out_what_the_key_says() {
+    let etcd = Etcd::start().await;
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("raw client");
+    raw.put("/rpc/services/test.v1.Test/10.0.0.5:80", r#"{"version":"2.0"}"#, None).await.expect("put");
+    raw.put("/rpc/services/test.v1.Test/garbage", "not json", None).await.expect("put");
+    let found = etcd.registry().await.discover(SERVICE).await.expect("discover");
+    assert_eq!(addresses(&found), ["10.0.0.5:80"]);
+    assert_eq!((found[0].service(), found[0].weight(), found[0].version()), (SERVICE, 100, "2.0"));
 }
