@@ -44,3 +44,7 @@ cargo run --locked --quiet --example route_guide
 cargo run --locked --quiet --example proto_greeter
 cargo run --locked --quiet --example interceptors
 cargo run --locked --quiet --example discovery
+
+step "benchmark harness (a --quick run of the comparison with tonic, tarpc and raw TCP)"
+cargo run --locked --quiet -p benches --bin compare -- --quick >/dev/null
+echo "ok"

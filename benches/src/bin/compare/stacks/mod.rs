@@ -1,0 +1,130 @@
+//! The four stacks compared, each as a server (run in a child process) and a client (run in
+//! the harness): the same protobuf-shaped echo (`bytes payload = 1`) over one TCP
+//! connection to 127.0.0.1, with `TCP_NODELAY` set explicitly on both ends.
+
+mod grpc;
+mod raw;
+mod rpc;
+mod tarpc_tcp;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+
+use crate::BoxError;
+
+/// One of the compared stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Stack {
+    /// This framework: the `Echo` service of the benches crate.
+    Rpc,
+    /// tonic with prost, default settings, one `Channel`.
+    Tonic,
+    /// tarpc over TCP, bincode serde transport.
+    Tarpc,
+    /// A raw tokio TCP echo with a 4-byte length prefix: the floor.
+    Raw,
+}
+
+impl Stack {
+    /// Every stack, in the order tables list them.
+    pub(crate) const ALL: [Stack; 4] = [Stack::Rpc, Stack::Tonic, Stack::Tarpc, Stack::Raw];
+
+    /// The name used on the command line and in the tables.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Stack::Rpc => "rpc-core",
+            Stack::Tonic => "tonic",
+            Stack::Tarpc => "tarpc",
+            Stack::Raw => "raw",
+        }
+    }
+
+    /// The stack called `name`.
+    pub(crate) fn parse(name: &str) -> Option<Stack> {
+        Stack::ALL.into_iter().find(|stack| stack.name() == name)
+    }
+
+    /// Whether the stack has server streams (tarpc has none).
+    pub(crate) fn streams(self) -> bool {
+        !matches!(self, Stack::Tarpc)
+    }
+}
+
+impl fmt::Display for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Serves `stack`'s echo on `listener` until the process exits.
+pub(crate) async fn serve(stack: Stack, listener: TcpListener) -> Result<(), BoxError> {
+    match stack {
+        Stack::Rpc => rpc::serve(listener).await,
+        Stack::Tonic => grpc::serve(listener).await,
+        Stack::Tarpc => tarpc_tcp::serve(listener).await,
+        Stack::Raw => raw::serve(listener).await,
+    }
+}
+
+/// A connected client of one stack, over one connection. Clones share that connection, as
+/// each stack's own client handles do; the harness gives each concurrent caller its own clone.
+#[derive(Clone)]
+pub(crate) enum Client {
+    /// This framework.
+    Rpc(rpc::Client),
+    /// tonic.
+    Tonic(grpc::Client),
+    /// tarpc.
+    Tarpc(tarpc_tcp::Client),
+    /// Raw TCP.
+    Raw(raw::Client),
+}
+
+impl Client {
+    /// Connects to `stack`'s server at `addr`.
+    pub(crate) async fn connect(stack: Stack, addr: SocketAddr) -> Result<Client, BoxError> {
+        Ok(match stack {
+            Stack::Rpc => Client::Rpc(rpc::Client::connect(addr).await?),
+            Stack::Tonic => Client::Tonic(grpc::Client::connect(addr).await?),
+            Stack::Tarpc => Client::Tarpc(tarpc_tcp::Client::connect(addr).await?),
+            Stack::Raw => Client::Raw(raw::Client::connect(addr).await?),
+        })
+    }
+
+    /// One unary echo of `payload`; fails unless the same number of bytes comes back.
+    pub(crate) async fn echo(&mut self, payload: Bytes) -> Result<(), BoxError> {
+        let sent = payload.len();
+        let received = match self {
+            Client::Rpc(client) => client.echo(payload).await?,
+            Client::Tonic(client) => client.echo(payload).await?,
+            Client::Tarpc(client) => client.echo(payload).await?,
+            Client::Raw(client) => client.echo(payload).await?,
+        };
+        if received.len() != sent {
+            return Err(format!("echo returned {} bytes for {sent}", received.len()).into());
+        }
+        Ok(())
+    }
+
+    /// Opens one server stream of `count` messages of `size` bytes and reads it to the end;
+    /// fails unless exactly that arrives. `None` for a stack without streams.
+    pub(crate) async fn stream(&mut self, count: u64, size: u64) -> Result<Option<()>, BoxError> {
+        let (messages, bytes) = match self {
+            Client::Rpc(client) => client.stream(count, size).await?,
+            Client::Tonic(client) => client.stream(count, size).await?,
+            Client::Tarpc(_) => return Ok(None),
+            Client::Raw(client) => client.stream(count, size).await?,
+        };
+        if (messages, bytes) != (count, count * size) {
+            return Err(format!(
+                "stream delivered {messages} messages and {bytes} bytes, expected {count} and {}",
+                count * size
+            )
+            .into());
+        }
+        Ok(Some(()))
+    }
+}

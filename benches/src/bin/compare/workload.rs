@@ -1,0 +1,174 @@
+//! The workloads, their sizes, and the client-side loops that measure them.
+//!
+//! Every loop runs as a task of the harness's client runtime and measures with
+//! `Instant::now()` around each call; latencies are kept as nanoseconds in preallocated
+//! vectors and turned into an HDR histogram only after the timed part.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use crate::BoxError;
+use crate::stacks::{Client, Stack};
+
+/// The small payload of W1 and W2: 64 bytes.
+pub(crate) const SMALL: usize = 64;
+/// The large payload of W3: 64 KiB.
+pub(crate) const LARGE: usize = 64 * 1024;
+/// The calls in flight of the latency-under-load curve; W2 is its 64 point.
+pub(crate) const IN_FLIGHT: [u64; 4] = [1, 8, 64, 256];
+/// The calls in flight of W2 (throughput), where allocations are also counted.
+pub(crate) const THROUGHPUT_IN_FLIGHT: u64 = 64;
+
+/// A measured workload. The order is the order of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Workload {
+    /// W1: one call at a time, 64-byte payload.
+    Latency,
+    /// Allocations per unary call, one at a time (counted during W1).
+    AllocsSequential,
+    /// W2 and the latency-under-load curve: this many calls in flight, 64-byte payload.
+    Load(u64),
+    /// Allocations per unary call at W2's 64 in flight.
+    AllocsLoaded,
+    /// W3: one call at a time, 64 KiB payload.
+    Large,
+    /// W4: one server stream of 64-byte messages.
+    Streaming,
+}
+
+/// How many calls (or messages) each workload makes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    /// W1: warm-up calls, then measured calls.
+    pub(crate) latency: (u64, u64),
+    /// W2 and each point of the curve: warm-up calls, then measured calls.
+    pub(crate) load: (u64, u64),
+    /// W3: warm-up calls, then measured calls.
+    pub(crate) large: (u64, u64),
+    /// W4: messages of a warm-up stream, then of the measured stream.
+    pub(crate) stream: (u64, u64),
+}
+
+impl Sizes {
+    /// The real run's sizes, as the issue sets them.
+    pub(crate) const FULL: Sizes = Sizes {
+        latency: (2_000, 20_000),
+        load: (2_000, 200_000),
+        large: (200, 5_000),
+        stream: (10_000, 1_000_000),
+    };
+
+    /// `--quick`: enough to exercise every stack and workload, fast even in a debug build.
+    pub(crate) const QUICK: Sizes =
+        Sizes { latency: (20, 200), load: (100, 2_000), large: (10, 50), stream: (1_000, 10_000) };
+}
+
+/// What a run of unary calls measured.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    /// Calls made.
+    pub(crate) count: u64,
+    /// From the first call's start to the last call's end.
+    pub(crate) elapsed: Duration,
+    /// Each call's latency.
+    pub(crate) latencies: Histogram<u64>,
+}
+
+impl Calls {
+    /// A latency percentile (`quantile` in 0..=1), in microseconds.
+    pub(crate) fn micros(&self, quantile: f64) -> f64 {
+        self.latencies.value_at_quantile(quantile) as f64 / 1_000.0
+    }
+
+    /// Calls per second.
+    pub(crate) fn per_second(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Makes `count` echo calls of `payload` with `in_flight` callers, each with its own clone
+/// of `client`, each making its next call as soon as its last one returns.
+pub(crate) async fn calls(
+    client: Client,
+    payload: Bytes,
+    in_flight: u64,
+    count: u64,
+) -> Result<Calls, BoxError> {
+    let next = Arc::new(AtomicU64::new(0));
+    // Room for each caller's share and then some, so that recording never reallocates.
+    let capacity = count.min(2 * count / in_flight + 1_024) as usize;
+    let started = Instant::now();
+    let callers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (mut client, payload, next) = (client.clone(), payload.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(capacity);
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let start = Instant::now();
+                    client.echo(payload.clone()).await?;
+                    latencies.push(start.elapsed().as_nanos() as u64);
+                }
+                Ok::<_, BoxError>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(in_flight as usize);
+    for caller in callers {
+        latencies.push(caller.await??);
+    }
+    let elapsed = started.elapsed();
+    Ok(Calls { count, elapsed, latencies: histogram(latencies.iter().flatten().copied())? })
+}
+
+/// Reads one server stream of `count` messages of `size` bytes; how long it took, from
+/// opening the call to its end. `None` for a stack without streams.
+pub(crate) async fn stream(mut client: Client, count: u64, size: u64) -> Result<Option<Duration>, BoxError> {
+    let started = Instant::now();
+    Ok(client.stream(count, size).await?.map(|()| started.elapsed()))
+}
+
+/// A histogram of latencies in nanoseconds, three significant figures, up to a minute.
+fn histogram(nanos: impl Iterator<Item = u64>) -> Result<Histogram<u64>, BoxError> {
+    let mut histogram = Histogram::new_with_max(60_000_000_000, 3)?;
+    for value in nanos {
+        histogram.saturating_record(value);
+    }
+    Ok(histogram)
+}
+
+/// The stacks in the order of round `round`: rotated by one each round, so that no stack
+/// always goes first (or always runs right after the same neighbour).
+pub(crate) fn rotated(stacks: &[Stack], round: usize) -> Vec<Stack> {
+    let mut order = stacks.to_vec();
+    if !order.is_empty() {
+        let by = round % order.len();
+        order.rotate_left(by);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_round_starts_with_the_next_stack() {
+        let all = Stack::ALL;
+        assert_eq!(rotated(&all, 0), all.to_vec());
+        assert_eq!(rotated(&all, 1)[0], Stack::Tonic);
+        assert_eq!(rotated(&all, 4), all.to_vec());
+        assert!(rotated(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn percentiles_come_out_in_microseconds() {
+        let latencies = histogram((1..=100).map(|us| us * 1_000)).expect("histogram");
+        let calls = Calls { count: 100, elapsed: Duration::from_secs(1), latencies };
+        assert!((calls.micros(0.5) - 50.0).abs() < 0.1, "{}", calls.micros(0.5));
+        assert!((calls.per_second() - 100.0).abs() < 1e-9);
+    }
+}
