@@ -28,7 +28,12 @@ pub(crate) struct LocalSettings {
 }
 
 /// Free space guaranteed in the read buffer before each read.
-const READ_RESERVE: usize = 8 * 1024;
+const READ_RESERVE: usize = 4 * 1024;
+
+/// How much the read buffer grows by when it runs short. Frames are slices of it that live
+/// on after the read, so a grown buffer is a new allocation: growing by a large chunk makes
+/// that one allocation per many small frames, instead of one per read.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// An idle write buffer larger than this is released rather than kept for reuse.
 const WRITE_BUF_RETAIN: usize = 1024 * 1024;
@@ -134,7 +139,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
                 return Poll::Ready(self.codec.decode_eof(&mut self.read_buf));
             }
             if self.read_buf.capacity() - self.read_buf.len() < READ_RESERVE {
-                self.read_buf.reserve(READ_RESERVE);
+                self.read_buf.reserve(READ_CHUNK);
             }
             let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf))?;
             if n == 0 {

@@ -19,7 +19,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::ServerConfig;
 use super::context::Context;
 use super::routes::Routes;
-use super::service::{MethodKind, Outgoing, Payload, ServerCall, StreamParts, error_response};
+use super::service::{Handled, MethodKind, Outgoing, Payload, ServerCall, StreamParts, error_response};
 use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
 use crate::stream::{StreamEvent, StreamShared};
@@ -376,9 +376,18 @@ impl ServerConnection {
         };
         let interceptors = route.interceptors.clone();
         let call = ServerCall { id, context, out: self.tx.clone(), payload, interceptors };
-        let spawned = route.service.call(route.index, call);
-        self.calls.insert(id, CallEntry { abort: spawned.0, cancelled: false });
-        Ok(())
+        match route.service.call(route.index, call).0 {
+            // Answered on the spot: nothing to keep track of.
+            Handled::Answered(frame) => self.queue_response(frame),
+            Handled::Running(abort) => {
+                self.calls.insert(id, CallEntry { abort: Some(abort), cancelled: false });
+                Ok(())
+            }
+            Handled::Sent => {
+                self.calls.insert(id, CallEntry { abort: None, cancelled: false });
+                Ok(())
+            }
+        }
     }
 
     /// Answers a call the server will not run with `status`, in the frame its kind expects.
@@ -401,13 +410,19 @@ impl ServerConnection {
     }
 
     fn send_response(&mut self, frame: Frame) -> Result<(), WireError> {
-        let id = frame.call_id;
-        let Some(entry) = self.calls.remove(&id) else {
+        let Some(entry) = self.calls.remove(&frame.call_id) else {
             return Ok(());
         };
         if entry.cancelled {
             return Ok(());
         }
+        self.queue_response(frame)
+    }
+
+    /// Queues a unary call's response; the call counts against the limit on calls in flight
+    /// until it has been written.
+    fn queue_response(&mut self, frame: Frame) -> Result<(), WireError> {
+        let id = frame.call_id;
         let queued = match self.io.queue(&frame) {
             Err(WireError::FrameTooLarge { len, max }) => {
                 let status = Status::resource_exhausted(format!(

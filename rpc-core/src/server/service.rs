@@ -2,17 +2,24 @@
 //!
 //! A generated `FooServer<T>` implements [`Service`]: it names its methods in a static
 //! [`ServiceDescriptor`] and, for each incoming call, hands a [`ServerCall`] to the helper
-//! for the method's kind, which spawns the handler as one task. The handler's future is
-//! spawned as its concrete type: there is no boxed future per call.
+//! for the method's kind. A unary handler is polled once right there, on the connection's
+//! task: most answer without waiting, and are answered then, with no task spawned; one
+//! that waits moves to a task of its own. Streaming handlers always get a task, since they
+//! run alongside their streams.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, Waker, ready};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use futures_util::future::{CatchUnwind, Either};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tokio::time::Sleep;
 
 use super::context::Context;
 use crate::codec::Codec;
@@ -76,9 +83,25 @@ pub(crate) enum Outgoing {
     Finished(u64),
 }
 
-/// The handle of a spawned handler, which the connection keeps to cancel it.
+/// What became of a call handed to its handler: for the connection, which keeps a running
+/// handler's handle to cancel it.
 #[derive(Debug)]
-pub struct Spawned(pub(crate) Option<AbortHandle>);
+pub struct Spawned(pub(crate) Handled);
+
+/// See [`Spawned`].
+// The answered frame is the common case, handed straight back: boxing it would cost an
+// allocation per call to save a move.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Handled {
+    /// The handler runs in a task of its own; its answer comes through the connection's
+    /// channel.
+    Running(AbortHandle),
+    /// The handler answered at once: here is the response.
+    Answered(Frame),
+    /// The answer is already on its way through the connection's channel.
+    Sent,
+}
 
 /// One incoming call, on its way to a handler.
 pub struct ServerCall {
@@ -115,14 +138,15 @@ pub(crate) struct StreamParts {
 }
 
 impl ServerCall {
-    /// Spawns a unary handler. `handler` receives the context and the decoded request, and
+    /// Runs a unary handler. `handler` receives the context and the decoded request, and
     /// gives the context back with its result, so that response metadata set by the
     /// handler reaches the caller.
     ///
-    /// The request is decoded inside the task; a body that does not decode answers
-    /// `InvalidArgument`. The handler is abandoned at the caller's deadline
-    /// (`DeadlineExceeded`) and when the caller cancels; a panic answers `Internal` for
-    /// this call alone.
+    /// A body that does not decode answers `InvalidArgument` at once. The handler is polled
+    /// once on the spot: if it finishes then (it did not need to wait), it is answered with
+    /// no task spawned; otherwise it continues in a task of its own. It is abandoned at the
+    /// caller's deadline (`DeadlineExceeded`) and when the caller cancels; a panic answers
+    /// `Internal` for this call alone.
     pub fn spawn_unary<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
@@ -135,41 +159,49 @@ impl ServerCall {
         let Payload::Unary(body) = payload else {
             return mismatched(id, &out, context.method());
         };
-        let responder = Responder { id, out: Some(out) };
         let method = context.method();
         let deadline = context.deadline_instant();
-        let task = async move {
-            let (metadata, result) = match decode_request::<Req, C>(body) {
-                Err(status) => (Metadata::new(), Err(status)),
-                Ok(request) => match interceptors {
-                    None => run_handler(method, deadline, processed(handler(context, request))).await,
-                    Some(chain) => {
-                        let handler = move |ctx| handler(ctx, request);
-                        run_handler(
-                            method,
-                            deadline,
-                            async move { run_chain(&chain, context, handler).await },
-                        )
-                        .await
-                    }
-                },
-            };
-            let frame = match result {
-                Ok(message) => {
-                    let mut frame = Frame::new(FrameKind::Response, id);
-                    frame.header.metadata = metadata;
-                    frame.body = <C as Codec<Resp>>::encode_to_bytes(&message);
-                    frame
-                }
-                Err(mut status) => {
-                    let mut md = metadata;
-                    md.extend(std::mem::take(status.metadata_mut()));
-                    error_response(id, status.with_metadata(md))
-                }
-            };
-            responder.send(frame);
+        // A codec is user code: its panic fails this call, not the connection.
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decode_request::<Req, C>(body)));
+        let request = match decoded {
+            Ok(Ok(request)) => request,
+            Ok(Err(status)) => return Spawned(Handled::Answered(error_response(id, status))),
+            Err(panic) => {
+                tracing::error!(method, panic = panic_message(&panic), "decoding a request panicked");
+                let status = Status::internal(format!("decoding the request of {method} panicked"));
+                return Spawned(Handled::Answered(error_response(id, status)));
+            }
         };
-        Spawned(Some(tokio::spawn(task).abort_handle()))
+        let handling = match interceptors {
+            None => Either::Left(processed(handler(context, request))),
+            Some(chain) => {
+                let handler = move |ctx| handler(ctx, request);
+                let chained: BoxedHandler<Resp> =
+                    Box::pin(async move { run_chain(&chain, context, handler).await });
+                Either::Right(chained)
+            }
+        };
+        let mut task = Box::pin(UnaryTask::<Resp, C, _> {
+            run: run_handler(method, deadline, handling),
+            id,
+            _codec: PhantomData,
+        });
+        // The first poll, here: a handler that needs not wait is answered without a task. (A
+        // handler that waits registers this no-op waker, then the task's on its next poll.)
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(frame)) => Spawned(Handled::Answered(frame)),
+            Ok(Poll::Pending) => {
+                let responder = Responder { id, out: Some(out) };
+                let running = tokio::spawn(async move { responder.send(task.await) });
+                Spawned(Handled::Running(running.abort_handle()))
+            }
+            Err(panic) => {
+                tracing::error!(method, panic = panic_message(&panic), "encoding a response panicked");
+                let status = Status::internal(format!("encoding the response of {method} panicked"));
+                Spawned(Handled::Answered(error_response(id, status)))
+            }
+        }
     }
 
     /// Spawns a server-streaming handler: one request in, a stream of responses out.
@@ -269,7 +301,7 @@ impl ServerCall {
             end.header.metadata = trailers;
             responder.send_stream_end(end);
         };
-        Spawned(Some(tokio::spawn(task).abort_handle()))
+        Spawned(Handled::Running(tokio::spawn(task).abort_handle()))
     }
 
     /// Answers `Unimplemented`: for generated methods of a kind this runtime cannot serve.
@@ -277,35 +309,100 @@ impl ServerCall {
         let method = self.context.method();
         let status = Status::unimplemented(format!("{method} is not implemented by this server"));
         mismatched_status(self.id, &self.out, &self.payload, status);
-        Spawned(None)
+        Spawned(Handled::Sent)
     }
 }
 
+/// A unary handler behind interceptors: the chain's future, boxed (the chain is boxed
+/// anyway), so that the common case without interceptors keeps a small future.
+type BoxedHandler<Resp> = Pin<Box<dyn Future<Output = (Context, Result<Resp, Status>)> + Send>>;
+
 /// Runs a handler under the call's deadline, catching a panic: the response metadata it set
 /// and its outcome.
-async fn run_handler<T, Fut>(
+fn run_handler<Fut: Future>(
     method: &'static str,
     deadline: Option<tokio::time::Instant>,
     handler: Fut,
-) -> (Metadata, Result<T, Status>)
+) -> RunHandler<Fut> {
+    RunHandler {
+        handler: AssertUnwindSafe(handler).catch_unwind(),
+        deadline: deadline.map(tokio::time::sleep_until),
+        method,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`run_handler`]: a plain struct rather than an `async fn`, which would hold the
+    /// handler's future twice.
+    struct RunHandler<Fut> {
+        #[pin]
+        handler: CatchUnwind<AssertUnwindSafe<Fut>>,
+        #[pin]
+        deadline: Option<Sleep>,
+        method: &'static str,
+    }
+}
+
+impl<T, Fut> Future for RunHandler<Fut>
 where
     Fut: Future<Output = (Context, Result<T, Status>)>,
 {
-    let run = AssertUnwindSafe(handler).catch_unwind();
-    let finished = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, run).await.ok(),
-        None => Some(run.await),
-    };
-    match finished {
-        None => (
-            Metadata::new(),
-            Err(Status::deadline_exceeded(format!("deadline exceeded while {method} was running"))),
-        ),
-        Some(Err(panic)) => {
-            tracing::error!(method, panic = panic_message(&panic), "handler panicked");
-            (Metadata::new(), Err(Status::internal(format!("handler for {method} panicked"))))
+    type Output = (Metadata, Result<T, Status>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let method = *this.method;
+        match this.handler.poll(cx) {
+            Poll::Ready(Ok((mut ctx, result))) => return Poll::Ready((ctx.take_response_metadata(), result)),
+            Poll::Ready(Err(panic)) => {
+                tracing::error!(method, panic = panic_message(&panic), "handler panicked");
+                let status = Status::internal(format!("handler for {method} panicked"));
+                return Poll::Ready((Metadata::new(), Err(status)));
+            }
+            Poll::Pending => {}
         }
-        Some(Ok((mut ctx, result))) => (ctx.take_response_metadata(), result),
+        if let Some(deadline) = this.deadline.as_pin_mut() {
+            ready!(deadline.poll(cx));
+            let status = Status::deadline_exceeded(format!("deadline exceeded while {method} was running"));
+            return Poll::Ready((Metadata::new(), Err(status)));
+        }
+        Poll::Pending
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A unary handler run to its response frame.
+    struct UnaryTask<Resp, C, Fut> {
+        #[pin]
+        run: RunHandler<Fut>,
+        id: u64,
+        _codec: PhantomData<fn() -> (Resp, C)>,
+    }
+}
+
+impl<Resp, C, Fut> Future for UnaryTask<Resp, C, Fut>
+where
+    C: Codec<Resp>,
+    Fut: Future<Output = (Context, Result<Resp, Status>)>,
+{
+    type Output = Frame;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Frame> {
+        let this = self.project();
+        let (metadata, result) = ready!(this.run.poll(cx));
+        Poll::Ready(match result {
+            Ok(message) => {
+                let mut frame = Frame::new(FrameKind::Response, *this.id);
+                frame.header.metadata = metadata;
+                frame.body = C::encode_to_bytes(&message);
+                frame
+            }
+            Err(mut status) => {
+                let mut md = metadata;
+                md.extend(std::mem::take(status.metadata_mut()));
+                error_response(*this.id, status.with_metadata(md))
+            }
+        })
     }
 }
 
@@ -330,7 +427,7 @@ fn encode_message<Resp, C: Codec<Resp>>(message: &Resp) -> Bytes {
 fn mismatched(id: u64, out: &mpsc::UnboundedSender<Outgoing>, method: &str) -> Spawned {
     let status = Status::internal(format!("{method} was dispatched as the wrong kind of call"));
     let _ = out.send(Outgoing::Response(error_response(id, status)));
-    Spawned(None)
+    Spawned(Handled::Sent)
 }
 
 /// Answers a call with `status` in the shape its kind expects.

@@ -155,24 +155,45 @@ async fn service_name_constants_follow_the_package() {
     assert_eq!(common::TestServer::<common::TestService>::SERVICE_NAME, "test.v1.Test");
 }
 
-/// A codec whose decoding panics: outside the handler, where no panic is caught.
-struct PanickyCodec;
+/// A codec that panics decoding: user code outside the handler.
+struct PanicOnDecode;
 
-impl<T: Send + 'static> rpc_core::codec::Codec<T> for PanickyCodec {
+impl rpc_core::codec::Codec<Empty> for PanicOnDecode {
     type Error = std::io::Error;
 
-    fn encoded_len(_: &T) -> usize {
+    fn encoded_len(_: &Empty) -> usize {
         0
     }
 
-    fn encode(_: &T, _: &mut bytes::BytesMut) {}
+    fn encode(_: &Empty, _: &mut bytes::BytesMut) {}
 
-    fn decode(_: Bytes) -> Result<T, Self::Error> {
-        panic!("the codec panicked on purpose")
+    fn decode(_: Bytes) -> Result<Empty, Self::Error> {
+        panic!("the codec panicked decoding, on purpose")
     }
 }
 
-/// A service written by hand against the `Service` trait, using the panicking codec.
+/// A codec that panics encoding a response: user code outside the handler.
+struct PanicOnEncode;
+
+impl rpc_core::codec::Codec<Empty> for PanicOnEncode {
+    type Error = std::io::Error;
+
+    fn encoded_len(_: &Empty) -> usize {
+        1
+    }
+
+    fn encode(_: &Empty, _: &mut bytes::BytesMut) {
+        panic!("the codec panicked encoding, on purpose")
+    }
+
+    fn decode(_: Bytes) -> Result<Empty, Self::Error> {
+        Ok(Empty {})
+    }
+}
+
+/// A service written by hand against the `Service` trait, using the panicking codecs:
+/// `Decode` panics decoding its request; `Encode` and `EncodeLater` panic encoding their
+/// response, the first answering at once, the second after waiting (in a task of its own).
 struct HandWritten;
 
 impl rpc_core::server::Service for HandWritten {
@@ -180,30 +201,60 @@ impl rpc_core::server::Service for HandWritten {
         use rpc_core::server::{MethodDescriptor, MethodKind, ServiceDescriptor};
         static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
             name: "test.v1.HandWritten",
-            methods: &[MethodDescriptor {
-                name: "Boom",
-                path: "/test.v1.HandWritten/Boom",
-                kind: MethodKind::Unary,
-            }],
+            methods: &[
+                MethodDescriptor {
+                    name: "Decode",
+                    path: "/test.v1.HandWritten/Decode",
+                    kind: MethodKind::Unary,
+                },
+                MethodDescriptor {
+                    name: "Encode",
+                    path: "/test.v1.HandWritten/Encode",
+                    kind: MethodKind::Unary,
+                },
+                MethodDescriptor {
+                    name: "EncodeLater",
+                    path: "/test.v1.HandWritten/EncodeLater",
+                    kind: MethodKind::Unary,
+                },
+            ],
         };
         &DESCRIPTOR
     }
 
-    fn call(&self, _method: usize, call: rpc_core::server::ServerCall) -> rpc_core::server::Spawned {
-        call.spawn_unary::<Empty, Empty, PanickyCodec, _, _>(|ctx, request| async move { (ctx, Ok(request)) })
+    fn call(&self, method: usize, call: rpc_core::server::ServerCall) -> rpc_core::server::Spawned {
+        match method {
+            0 => call.spawn_unary::<Empty, Empty, PanicOnDecode, _, _>(|ctx, request| async move {
+                (ctx, Ok(request))
+            }),
+            1 => call.spawn_unary::<Empty, Empty, PanicOnEncode, _, _>(|ctx, request| async move {
+                (ctx, Ok(request))
+            }),
+            _ => call.spawn_unary::<Empty, Empty, PanicOnEncode, _, _>(|ctx, request| async move {
+                tokio::task::yield_now().await;
+                (ctx, Ok(request))
+            }),
+        }
     }
 }
 
 #[tokio::test]
-async fn a_call_whose_task_dies_outside_the_handler_still_gets_an_answer() {
+async fn a_codec_panic_fails_only_its_call_and_the_connection_lives_on() {
     let server = common::serve_with(|b| b.add_service(HandWritten)).await;
     let channel = Channel::connect(server.addr).await.expect("connect");
-    let status = channel
-        .unary::<Empty, Empty, ProstCodec>("/test.v1.HandWritten/Boom", Empty {})
-        .await
-        .expect_err("the task died");
-    assert_eq!(status.code(), Code::Internal);
-    assert!(status.message().contains("ended without an answer"), "{status}");
-    TestClient::new(channel).echo(Echo::default()).await.expect("the connection lives on");
+    for (method, says) in [
+        ("/test.v1.HandWritten/Decode", "decoding the request of /test.v1.HandWritten/Decode panicked"),
+        ("/test.v1.HandWritten/Encode", "encoding the response of /test.v1.HandWritten/Encode panicked"),
+        // Panicking in a handler's task, outside the handler: the task died.
+        ("/test.v1.HandWritten/EncodeLater", "ended without an answer"),
+    ] {
+        let status = channel
+            .unary::<Empty, Empty, ProstCodec>(method, Empty {})
+            .await
+            .expect_err("the codec panicked");
+        assert_eq!(status.code(), Code::Internal, "{method}");
+        assert!(status.message().contains(says), "{method}: {status}");
+        TestClient::new(channel.clone()).echo(Echo::default()).await.expect("the connection lives on");
+    }
     server.shutdown().await;
 }

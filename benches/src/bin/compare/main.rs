@@ -78,7 +78,7 @@ const HELP: &str = "\
 compare: rpc-core side by side with tonic, tarpc and a raw TCP echo (the floor).
 
 USAGE:
-    compare [--quick] [--rounds N] [--workers N] [--pin MODE] [--stacks LIST] [--out DIR]
+    compare [--quick] [--rounds N] [--workers N] [--pin MODE] [--stacks LIST] [--only LIST] [--out DIR]
     compare serve --stack STACK --addr ADDR [--workers N] [--cpu N]
 
 OPTIONS:
@@ -94,8 +94,10 @@ OPTIONS:
                    between sharing a CPU and not, which on a VM changes latencies severalfold
                    in the middle of a run. If pinning fails, the run goes on unpinned.
     --stacks LIST  Comma-separated subset of rpc-core,tonic,tarpc,raw (default: all).
+    --only LIST    Comma-separated subset of the workloads w1,w2,w3,w4,curve (default: all;
+                   w2 is the curve's 64 point, run alone), for profiling one of them.
     --out DIR      Write latest.md and load-curve.svg to DIR. Default: benches/results/ for a
-                   full run, nowhere for --quick.
+                   full run of every stack and workload, nowhere otherwise.
     -h, --help     This text.
 
     serve          Internal: the server process the harness starts for each stack. Prints
@@ -217,7 +219,42 @@ struct Options {
     flavour: Flavour,
     pin: Pin,
     stacks: Vec<Stack>,
+    parts: Parts,
     out: Option<PathBuf>,
+}
+
+/// Which workloads a run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parts {
+    w1: bool,
+    w2: bool,
+    w3: bool,
+    w4: bool,
+    curve: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts { w1: true, w2: true, w3: true, w4: true, curve: true };
+
+    fn parse(list: &str) -> Result<Parts, String> {
+        let mut parts = Parts { w1: false, w2: false, w3: false, w4: false, curve: false };
+        for name in list.split(',').map(str::trim) {
+            match name {
+                "w1" => parts.w1 = true,
+                "w2" => parts.w2 = true,
+                "w3" => parts.w3 = true,
+                "w4" => parts.w4 = true,
+                "curve" => parts.curve = true,
+                other => return Err(format!("unknown workload {other:?}: w1, w2, w3, w4 or curve")),
+            }
+        }
+        Ok(parts)
+    }
+
+    /// The in-flight counts of the load curve to run.
+    fn in_flight(self) -> Vec<u64> {
+        IN_FLIGHT.into_iter().filter(|&n| self.curve || (self.w2 && n == THROUGHPUT_IN_FLIGHT)).collect()
+    }
 }
 
 fn main() -> ExitCode {
@@ -252,6 +289,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         args.next();
     }
     let (mut quick, mut rounds, mut workers, mut stacks, mut out) = (false, None, None, None, None);
+    let mut parts = Parts::ALL;
     let (mut stack, mut addr, mut cpu, mut pin) = (None, None, None, Pin::One);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -269,6 +307,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 // Keep the tables' order, whatever the order given.
                 stacks = Some(Stack::ALL.into_iter().filter(|stack| parsed.contains(stack)).collect());
             }
+            "--only" if !serving => parts = Parts::parse(value()?)?,
             "--workers" => workers = Some(number(arg, value()?)?),
             "--pin" if !serving => {
                 let mode = value()?;
@@ -298,7 +337,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
     }
     let rounds = rounds.unwrap_or(if quick { 1 } else { 3 });
     let stacks = stacks.unwrap_or(Stack::ALL.to_vec());
-    Ok(Command::Compare(Options { quick, rounds, flavour, pin, stacks, out }))
+    Ok(Command::Compare(Options { quick, rounds, flavour, pin, stacks, parts, out }))
 }
 
 fn number(flag: &str, text: &str) -> Result<usize, String> {
@@ -357,10 +396,12 @@ fn compare(options: &Options) -> Result<(), BoxError> {
         runtime: options.flavour.runtime()?,
         limit: if options.quick { Duration::from_secs(120) } else { Duration::from_secs(600) },
     };
+    // Only a full run of everything replaces the committed results by default.
+    let partial = options.quick || options.parts != Parts::ALL || options.stacks != Stack::ALL;
     let out = options
         .out
         .clone()
-        .or_else(|| (!options.quick).then(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))));
+        .or_else(|| (!partial).then(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))));
     let started = Instant::now();
     let mut results = Results::default();
     for round in 0..options.rounds {
@@ -373,7 +414,7 @@ fn compare(options: &Options) -> Result<(), BoxError> {
             let client = harness.run(Client::connect(stack, server.addr()))?;
             peers.push(Peer { stack, server, client });
         }
-        run_round(&harness, &mut peers, &sizes, &mut results)?;
+        run_round(&harness, &mut peers, &sizes, options.parts, &mut results)?;
         // Let the clients close their connections before their servers go.
         let servers: Vec<ServerProcess> = {
             let _context = harness.runtime.enter();
@@ -398,11 +439,16 @@ fn compare(options: &Options) -> Result<(), BoxError> {
         std::fs::create_dir_all(&dir)?;
         let report = dir.join("latest.md");
         std::fs::write(&report, &markdown)?;
-        let chart = dir.join(chart::FILE_NAME);
-        let subtitle =
-            format!("{}, {}, {}, {} round(s)", machine.cpu, machine.profile, setup.pinning, options.rounds);
-        chart::write(&chart, &results, &options.stacks, &subtitle)?;
-        eprintln!("wrote {} and {}", report.display(), chart.display());
+        eprintln!("wrote {}", report.display());
+        if options.parts.curve {
+            let chart = dir.join(chart::FILE_NAME);
+            let subtitle = format!(
+                "{}, {}, {}, {} round(s)",
+                machine.cpu, machine.profile, setup.pinning, options.rounds
+            );
+            chart::write(&chart, &results, &options.stacks, &subtitle)?;
+            eprintln!("wrote {}", chart.display());
+        }
     }
     Ok(())
 }
@@ -412,6 +458,7 @@ fn run_round(
     harness: &Harness,
     peers: &mut [Peer],
     sizes: &Sizes,
+    parts: Parts,
     results: &mut Results,
 ) -> Result<(), BoxError> {
     let small = payload(SMALL);
@@ -419,7 +466,7 @@ fn run_round(
 
     // W1, with the allocations of its measured calls.
     let (warmup, count) = sizes.latency;
-    for peer in peers.iter_mut() {
+    for peer in peers.iter_mut().filter(|_| parts.w1) {
         harness.run(workload::calls(peer.client.clone(), small.clone(), 1, warmup))?;
         let client = peer.client.clone();
         let measure = || harness.run(workload::calls(client, small.clone(), 1, count));
@@ -432,7 +479,7 @@ fn run_round(
 
     // W3.
     let (warmup, count) = sizes.large;
-    for peer in peers.iter_mut() {
+    for peer in peers.iter_mut().filter(|_| parts.w3) {
         harness.run(workload::calls(peer.client.clone(), large.clone(), 1, warmup))?;
         let calls = harness.run(workload::calls(peer.client.clone(), large.clone(), 1, count))?;
         let mb_per_s = calls.per_second() * LARGE as f64 / 1e6;
@@ -442,7 +489,7 @@ fn run_round(
 
     // The latency-under-load curve; its 64 point is W2, with its allocations.
     let (warmup, count) = sizes.load;
-    for in_flight in IN_FLIGHT {
+    for in_flight in parts.in_flight() {
         for peer in peers.iter_mut() {
             harness.run(workload::calls(peer.client.clone(), small.clone(), in_flight, warmup))?;
             let client = peer.client.clone();
@@ -475,7 +522,7 @@ fn run_round(
 
     // W4.
     let (warmup, count) = sizes.stream;
-    for peer in peers.iter_mut() {
+    for peer in peers.iter_mut().filter(|_| parts.w4) {
         if !peer.stack.streams() {
             progress("W4 streaming", peer.stack, "n/a (no streams)");
             continue;
@@ -540,6 +587,7 @@ mod tests {
                 flavour: Flavour::CurrentThread,
                 pin: Pin::One,
                 stacks: Stack::ALL.to_vec(),
+                parts: Parts::ALL,
                 out: None,
             }
         );
@@ -558,6 +606,9 @@ mod tests {
         assert_eq!(options.pin, Pin::Split);
         assert_eq!(options.stacks, [Stack::Rpc, Stack::Raw]);
         assert_eq!(options.out, Some(PathBuf::from("x")));
+        let Ok(Command::Compare(options)) = parse(&args("--only w2,w4")) else { panic!("a comparison") };
+        assert_eq!(options.parts.in_flight(), [64]);
+        assert!(options.parts.w4 && !options.parts.w1 && !options.parts.curve);
     }
 
     #[test]
@@ -584,6 +635,7 @@ mod tests {
         assert!(parse(&args("--pin both")).is_err());
         assert!(parse(&args("--cpu 1")).is_err());
         assert!(parse(&args("--frobnicate")).is_err());
+        assert!(parse(&args("--only w5")).is_err());
         assert_eq!(parse(&args("--quick --help")), Ok(Command::Help));
     }
 }

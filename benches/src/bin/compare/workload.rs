@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::BoxError;
-use crate::stacks::{Client, Stack};
+use crate::stacks::{Client, Echo, Stack};
 
 /// The small payload of W1 and W2: 64 bytes.
 pub(crate) const SMALL: usize = 64;
@@ -98,6 +98,16 @@ pub(crate) async fn calls(
     in_flight: u64,
     count: u64,
 ) -> Result<Calls, BoxError> {
+    match client {
+        Client::Rpc(client) => calls_of(client, payload, in_flight, count).await,
+        Client::Tonic(client) => calls_of(client, payload, in_flight, count).await,
+        Client::Tarpc(client) => calls_of(client, payload, in_flight, count).await,
+        Client::Raw(client) => calls_of(client, payload, in_flight, count).await,
+    }
+}
+
+/// [`calls`], compiled for one stack's client.
+async fn calls_of<E: Echo>(client: E, payload: Bytes, in_flight: u64, count: u64) -> Result<Calls, BoxError> {
     let next = Arc::new(AtomicU64::new(0));
     // Room for each caller's share and then some, so that recording never reallocates.
     let capacity = count.min(2 * count / in_flight + 1_024) as usize;
@@ -109,8 +119,13 @@ pub(crate) async fn calls(
                 let mut latencies = Vec::with_capacity(capacity);
                 while next.fetch_add(1, Ordering::Relaxed) < count {
                     let start = Instant::now();
-                    client.echo(payload.clone()).await?;
+                    let echoed = client.echo(payload.clone()).await?;
                     latencies.push(start.elapsed().as_nanos() as u64);
+                    if echoed.len() != payload.len() {
+                        return Err(
+                            format!("echo returned {} bytes for {}", echoed.len(), payload.len()).into()
+                        );
+                    }
                 }
                 Ok::<_, BoxError>(latencies)
             })
