@@ -1,6 +1,6 @@
 //! The frame codec alone, no I/O: encoding and decoding a request frame (64-byte and 64 KiB
 //! bodies), and parsing header TLV fields (a request's usual header, and one with a deadline
-//! and metadata).
+//! and metadata); and the server's dispatch: finding a method's handler by its full name.
 //!
 //! Run with `cargo bench -p benches --bench wire`.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rpc_core::wire::{Frame, FrameCodec, FrameKind};
+use rpc_core::{Context, Status};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// A request frame as a generated client sends it: method, no deadline, no metadata.
@@ -88,5 +89,88 @@ fn header_tlv(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, decode, header_tlv);
+/// A service with a realistic number of methods, for a route table of some size.
+#[rpc_core::service(package = "bench.v1")]
+pub trait Catalog {
+    async fn get_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn list_items(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn create_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn update_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn delete_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn search_items(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn get_price(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn set_price(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn reserve_stock(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn release_stock(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+}
+
+/// The catalog's one message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Item {
+    /// Its id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+}
+
+struct NoCatalog;
+
+impl Catalog for NoCatalog {
+    async fn get_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn list_items(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn create_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn update_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn delete_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn search_items(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn get_price(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn set_price(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn reserve_stock(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+    async fn release_stock(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+        Ok(r)
+    }
+}
+
+/// The server's dispatch: the route table of a server with three services (13 methods, the
+/// health service's included) and the lookup of a method name as it comes off the wire.
+fn dispatch(c: &mut Criterion) {
+    use rpc_core::health::{HealthReporter, HealthServer, HealthService};
+    use rpc_core::server::{DispatchTable, Service};
+    use std::sync::Arc;
+
+    let services: Vec<Arc<dyn Service>> = vec![
+        Arc::new(benches::EchoServer::new(benches::EchoService)),
+        Arc::new(CatalogServer::new(NoCatalog)),
+        Arc::new(HealthServer::new(HealthService::new(HealthReporter::new()))),
+    ];
+    let table = DispatchTable::new(services);
+    let mut group = c.benchmark_group("dispatch");
+    group.throughput(Throughput::Elements(1));
+    for (name, path) in [
+        ("known_method", &b"/bench.v1.Catalog/ReserveStock"[..]),
+        ("unknown_method", &b"/bench.v1.Catalog/Teleport"[..]),
+    ] {
+        let path = Bytes::copy_from_slice(path);
+        group.bench_function(name, |b| b.iter(|| table.routes(std::hint::black_box(&path))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, decode, header_tlv, dispatch);
 criterion_main!(benches);

@@ -103,6 +103,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
         self.codec.encode(frame, &mut self.write_buf)
     }
 
+    /// Queues a `STREAM_MESSAGE` of stream `id` carrying `body`; fails, queuing nothing, if
+    /// it is over the peer's limit.
+    pub(crate) fn queue_message(&mut self, id: u64, body: &[u8]) -> Result<(), WireError> {
+        self.codec.encode_message(id, body, &mut self.write_buf)
+    }
+
     /// Whether the peer's preface has been received.
     pub(crate) fn peer_preface_received(&self) -> bool {
         !self.codec.is_awaiting_preface()

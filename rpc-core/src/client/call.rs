@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
+use super::connection::{Answer, Request};
 use super::{CallOptions, Channel, Endpoint, Route};
 use crate::balance::{Balancer, InFlight};
 use crate::codec::Codec;
@@ -18,7 +19,7 @@ use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext, D
 use crate::metadata::Metadata;
 use crate::server::MethodKind;
 use crate::status::{Code, Status};
-use crate::wire::{Frame, FrameKind, flags};
+use crate::wire::flags;
 
 /// A response message with the metadata the server sent along.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,10 +113,8 @@ where
         let inner = match (&channel.shared.interceptors, &channel.shared.route) {
             (None, Route::Direct(endpoint)) => {
                 let deadline = channel.deadline_for(&self.options);
-                let mut frame =
-                    endpoint.opening_frame(FrameKind::Request, self.method, self.options.metadata);
-                frame.body = body;
-                Inner::Direct { raw: RawCall::send(Via::Direct(endpoint), frame, self.method, deadline) }
+                let request = endpoint.request(self.method, self.options.metadata, body);
+                Inner::Direct { raw: RawCall::send(Via::Direct(endpoint), request, self.method, deadline) }
             }
             (None, Route::Balanced(balancer)) => {
                 let deadline = channel.deadline_for(&self.options);
@@ -144,7 +143,7 @@ where
     }
 }
 
-/// A unary call through the channel's interceptors: the response frame of the attempt that
+/// A unary call through the channel's interceptors: the answer of the attempt that
 /// succeeded.
 async fn intercepted(
     channel: &Channel,
@@ -152,7 +151,7 @@ async fn intercepted(
     method: &'static str,
     options: CallOptions,
     body: Bytes,
-) -> Result<Frame, Status> {
+) -> Result<Answer, Status> {
     let deadline = channel.deadline_for(&options);
     let target = Arc::clone(&channel.shared.target);
     let mut ctx = ClientContext::new(method, MethodKind::Unary, target, options.metadata, deadline);
@@ -174,17 +173,15 @@ impl ClientEndpoint for UnaryEndpoint<'_> {
             let deadline = ctx.deadline_instant();
             let response = match &self.channel.shared.route {
                 Route::Direct(endpoint) => {
-                    let mut frame =
-                        endpoint.opening_frame(FrameKind::Request, method, ctx.metadata().clone());
-                    frame.body = self.body.clone();
-                    RawCall::send(Via::Direct(endpoint), frame, method, deadline).await?
+                    let request = endpoint.request(method, ctx.metadata().clone(), self.body.clone());
+                    RawCall::send(Via::Direct(endpoint), request, method, deadline).await?
                 }
                 Route::Balanced(balancer) => {
                     let metadata = ctx.metadata().clone();
                     BalancedCall::new(balancer, method, metadata, self.body.clone(), deadline).await?
                 }
             };
-            ctx.set_response_metadata(response.header.metadata.clone());
+            ctx.set_response_metadata(response.metadata.clone());
             match status_of(&response) {
                 Some(status) => Err(status),
                 None => {
@@ -213,7 +210,7 @@ impl Via<'_> {
 }
 
 enum State {
-    Waiting(oneshot::Receiver<Result<Frame, Status>>),
+    Waiting(oneshot::Receiver<Result<Answer, Status>>),
     Failed(Status),
     Done,
 }
@@ -243,15 +240,15 @@ pin_project_lite::pin_project! {
 }
 
 impl<'a> RawCall<'a> {
-    /// Sends `frame`, a call to `method`, via `via`; the call gives up at `deadline`.
+    /// Sends `request`, a call to `method`, via `via`; the call gives up at `deadline`.
     fn send(
         via: Via<'a>,
-        frame: Frame,
+        request: Request,
         method: &'static str,
         deadline: Option<tokio::time::Instant>,
     ) -> RawCall<'a> {
-        let id = frame.call_id;
-        let state = match via.endpoint().send_call(frame, deadline) {
+        let id = request.id;
+        let state = match via.endpoint().send_call(request, deadline) {
             Ok(rx) => State::Waiting(rx),
             Err(status) => State::Failed(status),
         };
@@ -273,7 +270,7 @@ impl<'a> RawCall<'a> {
 }
 
 impl Future for RawCall<'_> {
-    type Output = Result<Frame, Status>;
+    type Output = Result<Answer, Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -311,7 +308,7 @@ pin_project_lite::pin_project! {
         Direct { #[pin] raw: RawCall<'a> },
         // Boxed: the common, direct call stays small.
         Balanced { call: Pin<Box<BalancedCall<'a>>> },
-        Intercepted { call: BoxFuture<'a, Result<Frame, Status>> },
+        Intercepted { call: BoxFuture<'a, Result<Answer, Status>> },
     }
 }
 
@@ -399,13 +396,12 @@ fn send_to(
     body: &Bytes,
     deadline: Option<tokio::time::Instant>,
 ) -> RawCall<'static> {
-    let mut frame = call.node().endpoint().opening_frame(FrameKind::Request, method, metadata.clone());
-    frame.body = body.clone();
-    RawCall::send(Via::Node(call), frame, method, deadline)
+    let request = call.node().endpoint().request(method, metadata.clone(), body.clone());
+    RawCall::send(Via::Node(call), request, method, deadline)
 }
 
 impl Future for BalancedCall<'_> {
-    type Output = Result<Frame, Status>;
+    type Output = Result<Answer, Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -417,7 +413,7 @@ impl Future for BalancedCall<'_> {
                     return Poll::Ready(result);
                 };
                 let status = match &result {
-                    Ok(frame) => status_of(frame),
+                    Ok(answer) => status_of(answer),
                     Err(status) => Some(status.clone()),
                 };
                 this.balancer.record(call, status.as_ref());
@@ -444,29 +440,25 @@ impl Future for BalancedCall<'_> {
     }
 }
 
-/// The status a `Response` frame carries, if it is not OK.
-fn status_of(frame: &Frame) -> Option<Status> {
-    let code = frame.header.status_code.map_or(Code::Ok, Code::from_u32);
+/// The status an answer carries, if it is not OK.
+fn status_of(answer: &Answer) -> Option<Status> {
+    let code = answer.status_code.map_or(Code::Ok, Code::from_u32);
     if code == Code::Ok {
         return None;
     }
-    let message = frame
-        .header
-        .status_message
-        .as_ref()
-        .map(|m| String::from_utf8_lossy(m).into_owned())
-        .unwrap_or_default();
-    let status = Status::new(code, message).with_metadata(frame.header.metadata.clone());
-    Some(if frame.flags & flags::REFUSED != 0 { status.refused() } else { status })
+    let message =
+        answer.status_message.as_ref().map(|m| String::from_utf8_lossy(m).into_owned()).unwrap_or_default();
+    let status = Status::new(code, message).with_metadata(answer.metadata.clone());
+    Some(if answer.flags & flags::REFUSED != 0 { status.refused() } else { status })
 }
 
-/// Turns a `Response` frame into the message, or the status it carries.
-fn decode_response<Resp, C: Codec<Resp>>(frame: Frame) -> Result<Response<Resp>, Status> {
-    if let Some(status) = status_of(&frame) {
+/// Turns an answer into the message, or the status it carries.
+fn decode_response<Resp, C: Codec<Resp>>(answer: Answer) -> Result<Response<Resp>, Status> {
+    if let Some(status) = status_of(&answer) {
         return Err(status);
     }
-    match C::decode(frame.body) {
-        Ok(message) => Ok(Response { message, metadata: frame.header.metadata }),
+    match C::decode(answer.body) {
+        Ok(message) => Ok(Response { message, metadata: answer.metadata }),
         Err(err) => Err(Status::internal(format!("response does not decode: {err}"))),
     }
 }

@@ -1,6 +1,5 @@
 //! One client connection: calls in flight by id, responses routed back, keepalive.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,10 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use super::ChannelConfig;
+use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
 use crate::stream::{Inbound, StreamEvent, StreamShared};
 use crate::transport::{FrameIo, LocalSettings};
+use crate::wire::CallMap;
 use crate::wire::{Frame, FrameKind, WireError, flags};
 
 /// Frames handled per poll before the task yields.
@@ -25,13 +26,46 @@ const POLL_BUDGET: usize = 128;
 /// The body of keepalive pings.
 const KEEPALIVE_PING: [u8; 8] = *b"keepaliv";
 
-/// Where a call's answer goes: the response frame, or why there is none.
-pub(crate) type Reply = oneshot::Sender<Result<Frame, Status>>;
+/// Where a call's answer goes: the response, or why there is none.
+pub(crate) type Reply = oneshot::Sender<Result<Answer, Status>>;
+
+/// A unary call on its way to the connection: what its `REQUEST` frame is made of (the
+/// frame itself is built only when it is written, with the time then left as its timeout).
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) id: u64,
+    pub(crate) method: &'static str,
+    pub(crate) metadata: Metadata,
+    pub(crate) body: Bytes,
+}
+
+/// A unary call's answer, as its caller needs it: what the `RESPONSE` frame carried.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) flags: u8,
+    pub(crate) status_code: Option<u32>,
+    pub(crate) status_message: Option<Bytes>,
+    pub(crate) metadata: Metadata,
+    pub(crate) body: Bytes,
+}
+
+impl From<Frame> for Answer {
+    fn from(frame: Frame) -> Answer {
+        let Frame { flags, header, body, .. } = frame;
+        Answer {
+            flags,
+            status_code: header.status_code,
+            status_message: header.status_message,
+            metadata: header.metadata,
+            body,
+        }
+    }
+}
 
 /// A connection to the channel's target, owned by the channel task.
 pub(crate) struct ClientConnection {
     io: FrameIo<TcpStream>,
-    pending: HashMap<u64, Reply>,
+    pending: CallMap<Reply>,
     streams: StreamTable,
     ended: Vec<u64>,
     ready_waiters: Vec<oneshot::Sender<Result<(), Status>>>,
@@ -57,7 +91,7 @@ impl ClientConnection {
         );
         ClientConnection {
             io,
-            pending: HashMap::new(),
+            pending: CallMap::default(),
             streams: StreamTable::new(flow),
             ended: Vec::new(),
             ready_waiters: Vec::new(),
@@ -74,7 +108,7 @@ impl ClientConnection {
     /// Opens a stream: queues its `STREAM_OPEN` and registers its two ends.
     pub(crate) fn open_stream(
         &mut self,
-        mut frame: Frame,
+        mut frame: Box<Frame>,
         inbound: mpsc::UnboundedSender<Inbound>,
         shared: Arc<StreamShared>,
         deadline: Option<Instant>,
@@ -102,7 +136,7 @@ impl ClientConnection {
     /// A message, end, or credit release from one of this connection's streams.
     pub(crate) fn on_stream_event(&mut self, event: StreamEvent) {
         match event {
-            StreamEvent::Frame(frame) => self.streams.push(frame),
+            event @ (StreamEvent::Message { .. } | StreamEvent::End(_)) => self.streams.push(event),
             StreamEvent::Release { id, bytes, last } => self.streams.release(id, bytes, last, &mut self.io),
             StreamEvent::Cancel { id } => {
                 self.cancel(id);
@@ -129,15 +163,20 @@ impl ClientConnection {
         }
     }
 
-    /// Queues a request frame and remembers where its answer goes.
-    pub(crate) fn start_call(&mut self, mut frame: Frame, reply: Reply, deadline: Option<Instant>) {
+    /// Queues a call's request frame and remembers where its answer goes.
+    pub(crate) fn start_call(&mut self, request: Request, reply: Reply, deadline: Option<Instant>) {
+        let Request { id, method, metadata, body } = request;
+        let mut frame = Frame::new(FrameKind::Request, id);
+        frame.header.method = Some(Bytes::from_static(method.as_bytes()));
+        frame.header.metadata = metadata;
+        frame.body = body;
         if let Err(status) = set_timeout(&mut frame, deadline) {
             let _ = reply.send(Err(status));
             return;
         }
         match self.io.queue(&frame) {
             Ok(()) => {
-                self.pending.insert(frame.call_id, reply);
+                self.pending.insert(id, reply);
             }
             Err(WireError::FrameTooLarge { len, max }) => {
                 let _ = reply.send(Err(Status::resource_exhausted(format!(
@@ -275,7 +314,7 @@ impl ClientConnection {
             FrameKind::Response => {
                 // No entry: the call was cancelled or timed out, and nobody waits.
                 if let Some(reply) = self.pending.remove(&frame.call_id) {
-                    let _ = reply.send(Ok(frame));
+                    let _ = reply.send(Ok(Answer::from(frame)));
                 }
             }
             FrameKind::Settings => {

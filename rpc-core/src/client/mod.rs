@@ -164,6 +164,8 @@ use crate::status::Status;
 use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, Frame, FrameKind};
+pub(crate) use connection::Answer;
+use connection::Request;
 use task::ChannelTask;
 pub(crate) use task::Command;
 
@@ -279,12 +281,12 @@ impl Endpoint {
 
     pub(crate) fn send_call(
         &self,
-        frame: Frame,
+        request: Request,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<oneshot::Receiver<Result<Frame, Status>>, Status> {
+    ) -> Result<oneshot::Receiver<Result<Answer, Status>>, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Call { frame, reply, deadline })
+            .send(Command::Call { request, reply, deadline })
             .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
         Ok(rx)
     }
@@ -309,12 +311,17 @@ impl Endpoint {
         }
     }
 
-    /// The frame that opens a call of `kind` to `method`, with a fresh call id.
-    pub(crate) fn opening_frame(&self, kind: FrameKind, method: &'static str, metadata: Metadata) -> Frame {
-        let mut frame = Frame::new(kind, self.next_call_id());
+    /// The frame that opens a stream to `method`, with a fresh call id.
+    pub(crate) fn opening_frame(&self, method: &'static str, metadata: Metadata) -> Box<Frame> {
+        let mut frame = Box::new(Frame::new(FrameKind::StreamOpen, self.next_call_id()));
         frame.header.method = Some(Bytes::from_static(method.as_bytes()));
         frame.header.metadata = metadata;
         frame
+    }
+
+    /// A unary call to `method` with a fresh call id.
+    pub(crate) fn request(&self, method: &'static str, metadata: Metadata, body: Bytes) -> Request {
+        Request { id: self.next_call_id(), method, metadata, body }
     }
 }
 

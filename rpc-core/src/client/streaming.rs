@@ -19,7 +19,7 @@ use crate::metadata::Metadata;
 use crate::server::MethodKind;
 use crate::status::Status;
 use crate::stream::{Outlet, StreamResponse, StreamSender, StreamShared, Streaming};
-use crate::wire::{Frame, FrameKind};
+use crate::wire::Frame;
 
 /// Marks a [`StreamingCall`] as server-streaming: one request, a stream of responses.
 #[derive(Debug)]
@@ -157,13 +157,13 @@ where
     let window = channel.shared.config.stream_window;
     match &channel.shared.route {
         Route::Direct(endpoint) => {
-            let frame = endpoint.opening_frame(FrameKind::StreamOpen, method, metadata);
+            let frame = endpoint.opening_frame(method, metadata);
             Ok(open_stream::<Req, Resp, C>(endpoint, window, frame, deadline))
         }
         Route::Balanced(balancer) => {
             let call = balancer.pick(&metadata, &[])?;
             let endpoint = call.node().endpoint();
-            let frame = endpoint.opening_frame(FrameKind::StreamOpen, method, metadata);
+            let frame = endpoint.opening_frame(method, metadata);
             let (shared, sender, receiver) = open_stream::<Req, Resp, C>(endpoint, window, frame, deadline);
             let receiver = receiver.with_outcome(Box::new(StreamCall::new(call, Arc::clone(balancer))));
             Ok((shared, sender, receiver))
@@ -176,7 +176,7 @@ where
 fn open_stream<Req, Resp, C>(
     endpoint: &Endpoint,
     window: u64,
-    frame: Frame,
+    frame: Box<Frame>,
     deadline: Option<tokio::time::Instant>,
 ) -> OpenedStream<Req, Resp>
 where

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use super::ChannelConfig;
-use super::connection::{ClientConnection, Reply};
+use super::connection::{ClientConnection, Reply, Request};
 use crate::status::Status;
 use crate::stream::{Inbound, StreamEvent, StreamShared};
 use crate::wire::Frame;
@@ -31,12 +31,13 @@ const POLL_BUDGET: usize = 256;
 /// What callers ask of the channel task.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Send a request frame; the answer goes to `reply`.
-    Call { frame: Frame, reply: Reply, deadline: Option<Instant> },
-    /// Open a stream with this `STREAM_OPEN` frame; messages go to `inbound`, and `shared`
-    /// is the local sender's budget.
+    /// Send a unary call; the answer goes to `reply`.
+    Call { request: Request, reply: Reply, deadline: Option<Instant> },
+    /// Open a stream with this `STREAM_OPEN` frame (boxed: a stream is opened once, while
+    /// the other commands come per call or per message, and all take the largest one's size);
+    /// messages go to `inbound`, and `shared` is the local sender's budget.
     OpenStream {
-        frame: Frame,
+        frame: Box<Frame>,
         inbound: mpsc::UnboundedSender<Inbound>,
         shared: Arc<StreamShared>,
         deadline: Option<Instant>,
@@ -53,8 +54,10 @@ impl Command {
     /// The call a command concerns, if any.
     fn call_id(&self) -> Option<u64> {
         match self {
-            Command::Call { frame, .. } | Command::OpenStream { frame, .. } => Some(frame.call_id),
-            Command::Stream(StreamEvent::Frame(frame)) => Some(frame.call_id),
+            Command::Call { request, .. } => Some(request.id),
+            Command::OpenStream { frame, .. } => Some(frame.call_id),
+            Command::Stream(StreamEvent::Message { id, .. }) => Some(*id),
+            Command::Stream(StreamEvent::End(frame)) => Some(frame.call_id),
             Command::Stream(StreamEvent::Release { id, .. } | StreamEvent::Cancel { id }) => Some(*id),
             Command::Cancel { id } => Some(*id),
             Command::WaitReady { .. } => None,
@@ -130,7 +133,8 @@ impl ChannelTask {
     /// queued behind its opening.
     fn route(&mut self, event: StreamEvent) {
         let id = match &event {
-            StreamEvent::Frame(frame) => frame.call_id,
+            StreamEvent::Message { id, .. } => *id,
+            StreamEvent::End(frame) => frame.call_id,
             StreamEvent::Release { id, .. } | StreamEvent::Cancel { id } => *id,
         };
         if let State::Ready(conn) = &mut self.state
@@ -272,7 +276,7 @@ impl Future for ChannelTask {
 /// Hands a command to a live connection.
 fn apply(conn: &mut ClientConnection, command: Command) {
     match command {
-        Command::Call { frame, reply, deadline } => conn.start_call(frame, reply, deadline),
+        Command::Call { request, reply, deadline } => conn.start_call(request, reply, deadline),
         Command::OpenStream { frame, inbound, shared, deadline } => {
             conn.open_stream(frame, inbound, shared, deadline)
         }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::BoxFuture;
+use crate::client::Answer;
 use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 use crate::server::MethodKind;
 use crate::status::Status;
-use crate::wire::Frame;
 
 /// What a client interceptor knows about a call, and may change before it is sent.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct ClientContext {
     extensions: Extensions,
     attempts: u32,
     /// The response of the last successful unary attempt, for the runtime to decode.
-    pub(crate) response: Option<Frame>,
+    pub(crate) response: Option<Answer>,
 }
 
 impl ClientContext {

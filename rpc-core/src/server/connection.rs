@@ -1,7 +1,7 @@
 //! One server connection: a single task that reads requests, spawns their handlers, writes
 //! their responses, and drains on shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
 use crate::stream::{StreamEvent, StreamShared};
 use crate::transport::{FrameIo, LocalSettings};
-use crate::wire::{Frame, FrameKind, MAX_TIMEOUT, WireError, flags};
+use crate::wire::{CallMap, Frame, FrameKind, MAX_TIMEOUT, WireError, flags};
 
 /// Frames handled per poll before the task yields to others on its worker.
 const POLL_BUDGET: usize = 128;
@@ -104,7 +104,7 @@ struct ServerConnection {
     peer: SocketAddr,
     routes: Arc<Routes>,
     max_concurrent_calls: usize,
-    calls: HashMap<u64, CallEntry>,
+    calls: CallMap<CallEntry>,
     /// Where each answered call's response ends in the output, until it has been written:
     /// those calls still count against the concurrency limit.
     owed: VecDeque<u64>,
@@ -143,7 +143,7 @@ impl ServerConnection {
             peer,
             routes,
             max_concurrent_calls: config.max_concurrent_calls,
-            calls: HashMap::new(),
+            calls: CallMap::default(),
             owed: VecDeque::new(),
             streams: StreamTable::new(flow),
             stream_window: flow.stream_window,
@@ -227,9 +227,9 @@ impl ServerConnection {
 
     fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), WireError> {
         match outgoing {
-            Outgoing::Response(frame) => self.send_response(frame),
-            Outgoing::Stream(StreamEvent::Frame(frame)) => {
-                self.streams.push(frame);
+            Outgoing::Response(frame) => self.send_response(*frame),
+            Outgoing::Stream(event @ (StreamEvent::Message { .. } | StreamEvent::End(_))) => {
+                self.streams.push(event);
                 Ok(())
             }
             Outgoing::Stream(StreamEvent::Release { id, bytes, last }) => {

@@ -75,8 +75,9 @@ pub trait Service: Send + Sync + 'static {
 /// What a handler task sends its connection.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    /// The response frame of a finished unary call.
-    Response(Frame),
+    /// The response frame of a unary call that finished in a task of its own (boxed: the
+    /// stream events that share the channel are small, and come per message).
+    Response(Box<Frame>),
     /// A stream's message, end, or released credit.
     Stream(StreamEvent),
     /// The call's task ended without a response (cancelled or aborted).
@@ -426,7 +427,7 @@ fn encode_message<Resp, C: Codec<Resp>>(message: &Resp) -> Bytes {
 /// A generated service spawned a call with the helper for another kind of method.
 fn mismatched(id: u64, out: &mpsc::UnboundedSender<Outgoing>, method: &str) -> Spawned {
     let status = Status::internal(format!("{method} was dispatched as the wrong kind of call"));
-    let _ = out.send(Outgoing::Response(error_response(id, status)));
+    let _ = out.send(Outgoing::Response(Box::new(error_response(id, status))));
     Spawned(Handled::Sent)
 }
 
@@ -435,11 +436,11 @@ fn mismatched_status(id: u64, out: &mpsc::UnboundedSender<Outgoing>, payload: &P
     let mut frame = error_response(id, status);
     match payload {
         Payload::Unary(_) => {
-            let _ = out.send(Outgoing::Response(frame));
+            let _ = out.send(Outgoing::Response(Box::new(frame)));
         }
         Payload::Stream(_) => {
             frame.kind = FrameKind::StreamEnd;
-            let _ = out.send(Outgoing::Stream(StreamEvent::Frame(frame)));
+            let _ = out.send(Outgoing::Stream(StreamEvent::End(Box::new(frame))));
         }
     }
 }
@@ -473,13 +474,13 @@ impl Responder {
     fn send(mut self, frame: Frame) {
         if let Some(out) = self.out.take() {
             // The connection may be gone; then nobody is waiting for the answer.
-            let _ = out.send(Outgoing::Response(frame));
+            let _ = out.send(Outgoing::Response(Box::new(frame)));
         }
     }
 
     fn send_stream_end(mut self, frame: Frame) {
         if let Some(out) = self.out.take() {
-            let _ = out.send(Outgoing::Stream(StreamEvent::Frame(frame)));
+            let _ = out.send(Outgoing::Stream(StreamEvent::End(Box::new(frame))));
         }
     }
 }

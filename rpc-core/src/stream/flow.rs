@@ -13,17 +13,19 @@
 //! overruns it is a protocol violation. Credit is granted back as the application consumes
 //! messages, reported through [`StreamEvent::Release`](super::StreamEvent).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::{Inbound, StreamShared};
+use bytes::Bytes;
+
+use super::{Inbound, StreamEvent, StreamShared};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::transport::FrameIo;
-use crate::wire::{Frame, FrameKind, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW, WireError};
+use crate::wire::{CallMap, Frame, FrameKind, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW, WireError};
 
 /// Stream data is moved into the write buffer only while it holds less than this, keeping
 /// frames queued behind it (unary responses, pings) within a chunk of the front.
@@ -73,7 +75,7 @@ struct Slot {
     /// Credit the peer granted us minus bytes sent.
     send_credit: i64,
     /// Messages (and finally the `STREAM_END`) waiting to be written, in order.
-    outbox: VecDeque<Frame>,
+    outbox: VecDeque<Outbound>,
     /// Shared with the local `StreamSender`: its budget and outcome.
     shared: Arc<StreamShared>,
     /// Whether the id is in the scheduling ring.
@@ -82,6 +84,14 @@ struct Slot {
     finished: bool,
     /// The consumer is gone (it read the end, or was dropped).
     detached: bool,
+}
+
+/// A frame waiting in a stream's outbox.
+enum Outbound {
+    /// A message's body.
+    Message(Bytes),
+    /// The stream's end.
+    End(Box<Frame>),
 }
 
 /// A stream whose outgoing frame could not be sent, for the connection to act on.
@@ -93,7 +103,7 @@ pub(crate) struct Failed {
 
 /// The streams of one connection.
 pub(crate) struct StreamTable {
-    slots: HashMap<u64, Slot>,
+    slots: CallMap<Slot>,
     ring: VecDeque<u64>,
     config: FlowConfig,
     /// The peer's `INITIAL_WINDOW`: our starting credit for each stream.
@@ -111,7 +121,7 @@ pub(crate) struct StreamTable {
 impl StreamTable {
     pub(crate) fn new(config: FlowConfig) -> StreamTable {
         StreamTable {
-            slots: HashMap::new(),
+            slots: CallMap::default(),
             ring: VecDeque::new(),
             config,
             peer_stream_window: MIN_STREAM_WINDOW as i64,
@@ -276,15 +286,19 @@ impl StreamTable {
         }
     }
 
-    /// Queues an outgoing frame of stream `id` (a message, or its end) behind the ones
-    /// already waiting. Frames of streams that are over are dropped.
-    pub(crate) fn push(&mut self, frame: Frame) {
-        let id = frame.call_id;
+    /// Queues an outgoing message or end of a stream behind what is already waiting.
+    /// Frames of streams that are over are dropped.
+    pub(crate) fn push(&mut self, event: StreamEvent) {
+        let (id, outbound) = match event {
+            StreamEvent::Message { id, body } => (id, Outbound::Message(body)),
+            StreamEvent::End(frame) => (frame.call_id, Outbound::End(frame)),
+            StreamEvent::Release { .. } | StreamEvent::Cancel { .. } => return,
+        };
         if let Some(slot) = self.slots.get_mut(&id)
             && !slot.finished
             && !slot.shared.budget.is_closed()
         {
-            if frame.kind == FrameKind::StreamEnd {
+            if let Outbound::End(frame) = &outbound {
                 // Nothing may follow the end: further sends fail.
                 slot.shared.stop_sending(Status::failed_precondition("the stream was closed by this side"));
                 if frame.header.status_code == Some(Code::DeadlineExceeded.as_u32()) {
@@ -293,7 +307,7 @@ impl StreamTable {
                     slot.outbox.clear();
                 }
             }
-            slot.outbox.push_back(frame);
+            slot.outbox.push_back(outbound);
             if !slot.in_ring {
                 slot.in_ring = true;
                 self.ring.push_back(id);
@@ -317,7 +331,7 @@ impl StreamTable {
                 slot.in_ring = false;
                 continue;
             };
-            let is_message = front.kind == FrameKind::StreamMessage;
+            let is_message = matches!(front, Outbound::Message(_));
             if is_message && (slot.send_credit <= 0 || self.conn_send_credit <= 0) {
                 // Waiting for credit: it keeps its place in the turn order.
                 self.ring.push_back(id);
@@ -325,8 +339,12 @@ impl StreamTable {
                 continue;
             }
             idle_turns = 0;
-            let Some(frame) = slot.outbox.pop_front() else { continue };
-            if let Err(err) = io.queue(&frame) {
+            let Some(outbound) = slot.outbox.pop_front() else { continue };
+            let queued = match &outbound {
+                Outbound::Message(body) => io.queue_message(id, body),
+                Outbound::End(frame) => io.queue(frame),
+            };
+            if let Err(err) = queued {
                 // Only a message over the peer's frame limit can fail to queue.
                 let status = Status::resource_exhausted(format!("stream message not sent: {err}"));
                 self.close(id, status.clone());
@@ -334,8 +352,8 @@ impl StreamTable {
                 continue;
             }
             moved = true;
-            if is_message {
-                let cost = frame.payload_len();
+            if let Outbound::Message(body) = &outbound {
+                let cost = Frame::message_payload_len(id, body.len());
                 slot.send_credit -= cost as i64;
                 self.conn_send_credit -= cost as i64;
                 slot.shared.budget.add_permits(cost.min(slot.shared.cap as usize));
@@ -439,10 +457,8 @@ mod tests {
         FlowConfig { stream_window: 64 * 1024, connection_window: 1024 * 1024, max_frame_size: 64 * 1024 }
     }
 
-    fn message(id: u64, len: usize) -> Frame {
-        let mut frame = Frame::new(FrameKind::StreamMessage, id);
-        frame.body = Bytes::from(vec![0u8; len]);
-        frame
+    fn message(id: u64, len: usize) -> StreamEvent {
+        StreamEvent::Message { id, body: Bytes::from(vec![0u8; len]) }
     }
 
     /// The peer's end of the pipe, decoding what the table wrote.
@@ -526,8 +542,10 @@ mod tests {
         let mut table = StreamTable::new(config());
         let (tx, _rx) = mpsc::unbounded_channel();
         table.open(1, tx, StreamShared::new(1 << 20));
-        let frame = message(1, 1000);
+        let mut frame = Frame::new(FrameKind::StreamMessage, 1);
+        frame.body = Bytes::from(vec![0u8; 1000]);
         let cost = frame.payload_len() as i64;
+        assert_eq!(frame.payload_len(), Frame::message_payload_len(1, 1000));
         let allowed = (64 * 1024 + 64 * 1024) / cost;
         for _ in 0..allowed {
             table.on_message(frame.clone(), &mut io).expect("within the window and the overdraft");

@@ -33,8 +33,11 @@ use crate::wire::{Frame, FrameKind};
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum StreamEvent {
-    /// A message to send, or the stream's end.
-    Frame(Frame),
+    /// A message to send on stream `id`.
+    Message { id: u64, body: Bytes },
+    /// The stream's end: its `STREAM_END` frame (once per stream, so boxed: the events of a
+    /// busy stream stay small).
+    End(Box<Frame>),
     /// The consumer has taken `bytes` of messages: credit to grant back. `last`: the
     /// consumer is done with the stream (it read the end, or was dropped).
     Release { id: u64, bytes: u64, last: bool },
@@ -171,14 +174,20 @@ impl<T> StreamSender<T> {
     /// Fails once the stream is over: the peer ended or cancelled it (with the status it
     /// ended with, where known), its deadline passed, or the connection was lost.
     pub async fn send(&mut self, message: T) -> Result<(), Status> {
-        let mut frame = Frame::new(FrameKind::StreamMessage, self.id);
-        frame.body = (self.encode)(&message);
-        let permits = frame.payload_len().min(self.shared.cap as usize) as u32;
-        match self.shared.budget.acquire_many(permits).await {
+        let body = (self.encode)(&message);
+        let permits = Frame::message_payload_len(self.id, body.len()).min(self.shared.cap as usize) as u32;
+        // Credit is usually there: take it without building the waiting future.
+        match self.shared.budget.try_acquire_many(permits) {
             Ok(permit) => permit.forget(),
-            Err(_) => return Err(self.shared.outcome()),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.shared.outcome()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match self.shared.budget.acquire_many(permits).await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return Err(self.shared.outcome()),
+                }
+            }
         }
-        if self.outlet.send(StreamEvent::Frame(frame)) {
+        if self.outlet.send(StreamEvent::Message { id: self.id, body }) {
             Ok(())
         } else {
             Err(Status::unavailable("the connection is gone"))
@@ -188,14 +197,13 @@ impl<T> StreamSender<T> {
     /// Sends a message without waiting: for the first message of a fresh stream, whose budget
     /// is whole.
     pub(crate) fn send_now(&mut self, message: T) -> Result<(), Status> {
-        let mut frame = Frame::new(FrameKind::StreamMessage, self.id);
-        frame.body = (self.encode)(&message);
-        let permits = frame.payload_len().min(self.shared.cap as usize) as u32;
+        let body = (self.encode)(&message);
+        let permits = Frame::message_payload_len(self.id, body.len()).min(self.shared.cap as usize) as u32;
         match self.shared.budget.try_acquire_many(permits) {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(self.shared.outcome()),
         }
-        if self.outlet.send(StreamEvent::Frame(frame)) {
+        if self.outlet.send(StreamEvent::Message { id: self.id, body }) {
             Ok(())
         } else {
             Err(Status::unavailable("the connection is gone"))
@@ -217,7 +225,7 @@ impl<T> StreamSender<T> {
 impl<T> Drop for StreamSender<T> {
     fn drop(&mut self) {
         if self.half_close_on_drop && !self.shared.budget.is_closed() {
-            let _ = self.outlet.send(StreamEvent::Frame(Frame::new(FrameKind::StreamEnd, self.id)));
+            let _ = self.outlet.send(StreamEvent::End(Box::new(Frame::new(FrameKind::StreamEnd, self.id))));
         }
     }
 }

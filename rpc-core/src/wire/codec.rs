@@ -193,6 +193,25 @@ impl Encoder<&Frame> for FrameCodec {
     }
 }
 
+impl FrameCodec {
+    /// Appends a `STREAM_MESSAGE` frame of stream `call_id` carrying `body` (no header
+    /// fields), checking the peer's frame limit: what `encode` does for such a frame, without
+    /// one.
+    pub(crate) fn encode_message(
+        &self,
+        call_id: u64,
+        body: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<(), WireError> {
+        let len = Frame::message_payload_len(call_id, body.len());
+        if len > self.max_send {
+            return Err(WireError::FrameTooLarge { len: len as u64, max: self.max_send });
+        }
+        Frame::encode_message_unchecked(call_id, body, dst);
+        Ok(())
+    }
+}
+
 impl Encoder<Frame> for FrameCodec {
     type Error = WireError;
 

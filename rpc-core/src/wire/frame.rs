@@ -154,6 +154,26 @@ impl Frame {
         2 + varint::encoded_len(self.call_id) + varint::encoded_len(header as u64) + header
     }
 
+    /// The payload size of a `STREAM_MESSAGE` frame of stream `call_id` with a body of
+    /// `body_len` bytes and no header fields: what it costs in flow-control credit.
+    pub(crate) fn message_payload_len(call_id: u64, body_len: usize) -> usize {
+        2 + varint::encoded_len(call_id) + 1 + body_len
+    }
+
+    /// Appends a `STREAM_MESSAGE` frame of stream `call_id` carrying `body`, without a
+    /// header and without checking any limit: the common stream frame, without building a
+    /// [`Frame`].
+    pub(crate) fn encode_message_unchecked(call_id: u64, body: &[u8], dst: &mut BytesMut) {
+        let payload = Frame::message_payload_len(call_id, body.len());
+        dst.reserve(varint::encoded_len(payload as u64) + payload);
+        varint::encode(payload as u64, dst);
+        dst.put_u8(FrameKind::StreamMessage as u8);
+        dst.put_u8(0);
+        varint::encode(call_id, dst);
+        dst.put_u8(0);
+        dst.put_slice(body);
+    }
+
     /// Appends the frame, length prefix included, without checking any limit.
     pub(crate) fn encode_unchecked(&self, dst: &mut BytesMut) {
         let header_len = self.header.encoded_len();

@@ -17,6 +17,11 @@ pub use codec::FrameCodec;
 pub use frame::{Frame, FrameKind, Header, flags, tag};
 pub use varint::MAX_VARINT_LEN;
 
+/// A map keyed by call id, for a connection's calls and streams. The hash is foldhash with a
+/// per-map random seed: a few times faster than the standard SipHash on these integer keys,
+/// and still seeded, since a peer chooses the ids on the receiving side.
+pub(crate) type CallMap<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
+
 use crate::metadata::InvalidMetadataKey;
 
 /// The first six bytes of the preface: `0x89 'R' 'P' 'C' '\r' '\n'`.

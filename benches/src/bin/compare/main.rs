@@ -22,14 +22,15 @@
 //! code path and no cross-thread hand-off inside a process (and, with every process on one
 //! CPU, more threads would only take turns); or multi-thread with `--workers N`.
 //!
-//! Every process is pinned to the same CPU by default (`--pin one`). Left to itself, the
-//! scheduler places client and server sometimes on one CPU and sometimes on two, and on
-//! some machines (VMs in particular, where waking an idle vCPU is slow) the two placements
-//! differ severalfold in per-call latency: an unpinned run flips between them mid-run, and
-//! two stacks measured a few seconds apart are then not compared like with like. On one CPU
-//! the latencies are those of the stacks' code paths and the rates are what one core
-//! sustains for client and server together. `--pin split` (the harness on one CPU, the
-//! servers on another) and `--pin none` measure the other placements.
+//! By default the harness runs on one CPU and the servers on another (`--pin split`), as a
+//! client and a server on two machines would. Left to itself, the scheduler places client
+//! and server sometimes on one CPU and sometimes on two, and on some machines (VMs in
+//! particular, where waking an idle vCPU is slow) the two placements differ severalfold in
+//! per-call latency: an unpinned run flips between them mid-run, and two stacks measured a
+//! few seconds apart are then not compared like with like. `--pin one` puts every process on
+//! one CPU: the latencies are then those of the stacks' code paths, without cross-CPU
+//! wake-ups, and the rates what one core sustains for client and server together.
+//! `--pin none` leaves placement to the scheduler.
 //!
 //! Allocations are counted by a counting global allocator ([`alloc`]) in each process: the
 //! client side in the harness, the server side in the child, which reports its counters
@@ -88,11 +89,13 @@ OPTIONS:
                    rounds, with [min-max].
     --workers N    Run every process (harness and servers) on a multi-thread Tokio runtime
                    with N workers. Default: a current-thread runtime in every process.
-    --pin MODE     Where the processes run: one (default: every process on the first CPU),
-                   split (the harness on the first CPU, the servers on the second), or none
+    --pin MODE     Where the processes run: split (default: the harness on the first CPU,
+                   the servers on the second, as client and server on two machines), one
+                   (every process on the first CPU: no cross-CPU wake-ups), or none
                    (wherever the scheduler puts them). Unpinned, client and server move
                    between sharing a CPU and not, which on a VM changes latencies severalfold
-                   in the middle of a run. If pinning fails, the run goes on unpinned.
+                   in the middle of a run. With one CPU, split falls back to one; if pinning
+                   fails, the run goes on unpinned.
     --stacks LIST  Comma-separated subset of rpc-core,tonic,tarpc,raw (default: all).
     --only LIST    Comma-separated subset of the workloads w1,w2,w3,w4,curve (default: all;
                    w2 is the curve's 64 point, run alone), for profiling one of them.
@@ -178,7 +181,6 @@ impl Pin {
         let cpus = core_affinity::get_core_ids().ok_or("cannot list the CPUs to pin to")?;
         match (self, cpus.as_slice()) {
             (Pin::Split, [first, second, ..]) => Ok(Some((first.id, second.id))),
-            (Pin::Split, _) => Err("--pin split needs two CPUs".into()),
             (_, [first, ..]) => Ok(Some((first.id, first.id))),
             (_, []) => Err("no CPU to pin to".into()),
         }
@@ -290,7 +292,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
     }
     let (mut quick, mut rounds, mut workers, mut stacks, mut out) = (false, None, None, None, None);
     let mut parts = Parts::ALL;
-    let (mut stack, mut addr, mut cpu, mut pin) = (None, None, None, Pin::One);
+    let (mut stack, mut addr, mut cpu, mut pin) = (None, None, None, Pin::Split);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg {
@@ -585,7 +587,7 @@ mod tests {
                 quick: false,
                 rounds: 3,
                 flavour: Flavour::CurrentThread,
-                pin: Pin::One,
+                pin: Pin::Split,
                 stacks: Stack::ALL.to_vec(),
                 parts: Parts::ALL,
                 out: None,
@@ -596,14 +598,14 @@ mod tests {
     #[test]
     fn quick_runs_one_round_and_options_combine() {
         let Ok(Command::Compare(options)) =
-            parse(&args("--quick --workers 2 --pin split --stacks raw,rpc-core --out x"))
+            parse(&args("--quick --workers 2 --pin one --stacks raw,rpc-core --out x"))
         else {
             panic!("a comparison")
         };
         assert!(options.quick);
         assert_eq!(options.rounds, 1);
         assert_eq!(options.flavour, Flavour::MultiThread(2));
-        assert_eq!(options.pin, Pin::Split);
+        assert_eq!(options.pin, Pin::One);
         assert_eq!(options.stacks, [Stack::Rpc, Stack::Raw]);
         assert_eq!(options.out, Some(PathBuf::from("x")));
         let Ok(Command::Compare(options)) = parse(&args("--only w2,w4")) else { panic!("a comparison") };
