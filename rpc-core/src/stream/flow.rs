@@ -84,6 +84,10 @@ struct Slot {
     finished: bool,
     /// The consumer is gone (it read the end, or was dropped).
     detached: bool,
+    /// Budget of messages moved to the write buffer in the current `fill`, given back to
+    /// the local sender at its end: one semaphore operation per stream and fill, not per
+    /// message.
+    budget_owed: usize,
 }
 
 /// A frame waiting in a stream's outbox.
@@ -116,6 +120,8 @@ pub(crate) struct StreamTable {
     conn_unreleased: u64,
     /// Streams whose frames could not be sent, for the connection to clean up.
     failed: Vec<Failed>,
+    /// Streams owed budget in the current `fill` (kept to reuse its allocation).
+    owed: Vec<u64>,
 }
 
 impl StreamTable {
@@ -129,6 +135,7 @@ impl StreamTable {
             conn_recv_remaining: config.connection_window as i64,
             conn_unreleased: 0,
             failed: Vec::new(),
+            owed: Vec::new(),
         }
     }
 
@@ -165,6 +172,7 @@ impl StreamTable {
             in_ring: false,
             finished: false,
             detached: false,
+            budget_owed: 0,
         };
         self.slots.insert(id, slot);
     }
@@ -356,7 +364,10 @@ impl StreamTable {
                 let cost = Frame::message_payload_len(id, body.len());
                 slot.send_credit -= cost as i64;
                 self.conn_send_credit -= cost as i64;
-                slot.shared.budget.add_permits(cost.min(slot.shared.cap as usize));
+                if slot.budget_owed == 0 {
+                    self.owed.push(id);
+                }
+                slot.budget_owed += cost.min(slot.shared.cap as usize);
             } else {
                 ended.push(id);
             }
@@ -364,6 +375,11 @@ impl StreamTable {
                 slot.in_ring = false;
             } else {
                 self.ring.push_back(id);
+            }
+        }
+        for id in self.owed.drain(..) {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.shared.budget.add_permits(std::mem::take(&mut slot.budget_owed));
             }
         }
         moved

@@ -173,25 +173,10 @@ impl<T> StreamSender<T> {
     ///
     /// Fails once the stream is over: the peer ended or cancelled it (with the status it
     /// ended with, where known), its deadline passed, or the connection was lost.
-    pub async fn send(&mut self, message: T) -> Result<(), Status> {
+    pub fn send(&mut self, message: T) -> SendFuture<'_, T> {
         let body = (self.encode)(&message);
         let permits = Frame::message_payload_len(self.id, body.len()).min(self.shared.cap as usize) as u32;
-        // Credit is usually there: take it without building the waiting future.
-        match self.shared.budget.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.shared.outcome()),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                match self.shared.budget.acquire_many(permits).await {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => return Err(self.shared.outcome()),
-                }
-            }
-        }
-        if self.outlet.send(StreamEvent::Message { id: self.id, body }) {
-            Ok(())
-        } else {
-            Err(Status::unavailable("the connection is gone"))
-        }
+        SendFuture { sender: self, body: Some(body), permits, waiting: None }
     }
 
     /// Sends a message without waiting: for the first message of a fresh stream, whose budget
@@ -226,6 +211,83 @@ impl<T> Drop for StreamSender<T> {
     fn drop(&mut self) {
         if self.half_close_on_drop && !self.shared.budget.is_closed() {
             let _ = self.outlet.send(StreamEvent::End(Box::new(Frame::new(FrameKind::StreamEnd, self.id))));
+        }
+    }
+}
+
+/// The credit a [`SendFuture`] waits for, when it has to: boxed, since most sends find
+/// credit at once and need no waiting state.
+type WaitForCredit<'a> = Pin<
+    Box<dyn Future<Output = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>> + Send + 'a>,
+>;
+
+/// The future of [`StreamSender::send`]: completes once the message is handed to the
+/// connection (at once when there is flow-control credit, which is the common case).
+#[must_use = "futures do nothing unless polled"]
+pub struct SendFuture<'a, T> {
+    sender: &'a StreamSender<T>,
+    body: Option<Bytes>,
+    permits: u32,
+    waiting: Option<WaitForCredit<'a>>,
+}
+
+impl<T> std::fmt::Debug for SendFuture<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendFuture").field("call_id", &self.sender.id).finish_non_exhaustive()
+    }
+}
+
+impl<T> SendFuture<'_, T> {
+    fn deliver(&mut self) -> Result<(), Status> {
+        let Some(body) = self.body.take() else {
+            return Err(Status::internal("a send polled after it completed"));
+        };
+        if self.sender.outlet.send(StreamEvent::Message { id: self.sender.id, body }) {
+            Ok(())
+        } else {
+            Err(Status::unavailable("the connection is gone"))
+        }
+    }
+}
+
+impl<T> Future for SendFuture<'_, T> {
+    type Output = Result<(), Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Nothing here is pinned: the waiting future is boxed.
+        let this = self.get_mut();
+        let shared = &this.sender.shared;
+        if let Some(waiting) = &mut this.waiting {
+            let acquired = std::task::ready!(waiting.as_mut().poll(cx));
+            this.waiting = None;
+            return Poll::Ready(match acquired {
+                Ok(permit) => {
+                    permit.forget();
+                    this.deliver()
+                }
+                Err(_) => Err(shared.outcome()),
+            });
+        }
+        match shared.budget.try_acquire_many(this.permits) {
+            Ok(permit) => {
+                permit.forget();
+                Poll::Ready(this.deliver())
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => Poll::Ready(Err(shared.outcome())),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let mut waiting: WaitForCredit<'_> = Box::pin(shared.budget.acquire_many(this.permits));
+                match waiting.as_mut().poll(cx) {
+                    Poll::Ready(Ok(permit)) => {
+                        permit.forget();
+                        Poll::Ready(this.deliver())
+                    }
+                    Poll::Ready(Err(_)) => Poll::Ready(Err(shared.outcome())),
+                    Poll::Pending => {
+                        this.waiting = Some(waiting);
+                        Poll::Pending
+                    }
+                }
+            }
         }
     }
 }
