@@ -34,6 +34,13 @@ const POLL_BUDGET: usize = 128;
 /// buffer without bound.
 pub(crate) const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
 
+/// Once this many bytes of answers are queued while a batch of requests is still being read,
+/// they are written out at once rather than after the batch. The client then reads the first
+/// answers while the server works through the rest: on separate CPUs (or machines) this more
+/// than doubled the calls per second with 64 calls in flight. Both ends on one CPU, the extra
+/// write costs about a fifth of them instead; the default serves the deployed case.
+const EARLY_WRITE: usize = 1024;
+
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -187,7 +194,15 @@ impl ServerConnection {
         // Frames from the peer, unless the peer is not reading what we already owe it.
         while budget > 0 && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
             match self.io.poll_read_frame(cx) {
-                Poll::Ready(Ok(Some(frame))) => self.handle_frame(frame)?,
+                Poll::Ready(Ok(Some(frame))) => {
+                    self.handle_frame(frame)?;
+                    // Answers already made go out while the rest of the batch is read.
+                    if self.io.pending_write_bytes() >= EARLY_WRITE
+                        && let Poll::Ready(Err(err)) = self.io.poll_write(cx)
+                    {
+                        return Poll::Ready(Err(err.into()));
+                    }
+                }
                 Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                 Poll::Pending => break,
