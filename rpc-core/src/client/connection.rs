@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::ChannelConfig;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::stream::flow::StreamTable;
-use crate::stream::{Inbound, StreamEvent, StreamShared};
+use crate::stream::inbound::InboundTx;
+use crate::stream::{StreamEvent, StreamShared};
 use crate::transport::{FrameIo, LocalSettings};
 use crate::wire::CallMap;
 use crate::wire::{Frame, FrameKind, WireError, flags};
@@ -109,19 +110,19 @@ impl ClientConnection {
     pub(crate) fn open_stream(
         &mut self,
         mut frame: Box<Frame>,
-        inbound: mpsc::UnboundedSender<Inbound>,
+        inbound: InboundTx,
         shared: Arc<StreamShared>,
         deadline: Option<Instant>,
     ) {
         let id = frame.call_id;
         if let Err(status) = set_timeout(&mut frame, deadline) {
-            let _ = inbound.send(Inbound::End(Err(status.clone())));
+            inbound.end(Err(status.clone()));
             shared.close(status);
             return;
         }
         if let Err(err) = self.io.queue(&frame) {
             let status = Status::resource_exhausted(format!("the stream could not be opened: {err}"));
-            let _ = inbound.send(Inbound::End(Err(status.clone())));
+            inbound.end(Err(status.clone()));
             shared.close(status);
             return;
         }
@@ -260,6 +261,8 @@ impl ClientConnection {
             }
             budget -= 1;
         }
+        // Stream messages read above go to their consumers, a batch per stream.
+        self.streams.deliver(&mut self.io);
         if budget == 0 {
             cx.waker().wake_by_ref();
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, ready};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::task::Command;
 use super::{CallOptions, Channel, Endpoint, Route};
@@ -183,7 +183,7 @@ where
     C: Codec<Req> + Codec<Resp>,
 {
     let id = frame.call_id;
-    let (inbound_tx, inbound) = mpsc::unbounded_channel();
+    let (inbound_tx, inbound) = crate::stream::inbound::channel();
     let budget = StreamShared::new(window);
     let tx = endpoint.sender();
     // If the channel's task is gone, the command (and with it `inbound_tx`) is dropped: the

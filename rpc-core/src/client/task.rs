@@ -22,7 +22,8 @@ use tokio::time::{Instant, Sleep};
 use super::ChannelConfig;
 use super::connection::{ClientConnection, Reply, Request};
 use crate::status::Status;
-use crate::stream::{Inbound, StreamEvent, StreamShared};
+use crate::stream::inbound::InboundTx;
+use crate::stream::{StreamEvent, StreamShared};
 use crate::wire::Frame;
 
 /// Commands handled per poll before the task yields.
@@ -36,12 +37,7 @@ pub(crate) enum Command {
     /// Open a stream with this `STREAM_OPEN` frame (boxed: a stream is opened once, while
     /// the other commands come per call or per message, and all take the largest one's size);
     /// messages go to `inbound`, and `shared` is the local sender's budget.
-    OpenStream {
-        frame: Box<Frame>,
-        inbound: mpsc::UnboundedSender<Inbound>,
-        shared: Arc<StreamShared>,
-        deadline: Option<Instant>,
-    },
+    OpenStream { frame: Box<Frame>, inbound: InboundTx, shared: Arc<StreamShared>, deadline: Option<Instant> },
     /// A message, end, release or cancellation of an open stream.
     Stream(StreamEvent),
     /// The caller stopped waiting for call `id`.
@@ -297,7 +293,7 @@ fn fail(command: Command, error: Status) {
             let _ = reply.send(Err(error));
         }
         Command::OpenStream { inbound, shared, .. } => {
-            let _ = inbound.send(Inbound::End(Err(error.clone())));
+            inbound.end(Err(error.clone()));
             shared.close(error);
         }
         Command::WaitReady { reply } => {

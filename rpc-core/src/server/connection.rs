@@ -203,12 +203,17 @@ impl ServerConnection {
                         return Poll::Ready(Err(err.into()));
                     }
                 }
-                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(None)) => {
+                    self.streams.deliver(&mut self.io);
+                    return Poll::Ready(Ok(()));
+                }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                 Poll::Pending => break,
             }
             budget -= 1;
         }
+        // Stream messages read above go to their consumers, a batch per stream.
+        self.streams.deliver(&mut self.io);
         if budget == 0 {
             // More may be ready: come back after other tasks had a turn.
             cx.waker().wake_by_ref();
@@ -382,7 +387,7 @@ impl ServerConnection {
             .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
         let context = Context::new(route.path, route.kind, self.peer, frame.header.metadata, deadline);
         let payload = if streaming {
-            let (inbound_tx, inbound) = mpsc::unbounded_channel();
+            let (inbound_tx, inbound) = crate::stream::inbound::channel();
             let shared = StreamShared::new(self.stream_window);
             self.streams.open(id, inbound_tx, Arc::clone(&shared));
             Payload::Stream(StreamParts { inbound, shared, window: self.stream_window })

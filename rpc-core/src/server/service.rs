@@ -26,7 +26,7 @@ use crate::codec::Codec;
 use crate::interceptor::{DynServerInterceptor, run_chain};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
-use crate::stream::{Inbound, Outlet, StreamEvent, StreamSender, StreamShared, Streaming};
+use crate::stream::{Outlet, StreamEvent, StreamSender, StreamShared, Streaming};
 use crate::wire::{Frame, FrameKind, flags};
 
 /// The shape of a method's call: how many messages go each way.
@@ -133,7 +133,7 @@ pub(crate) enum Payload {
 /// The server's ends of a stream, set up by the connection.
 #[derive(Debug)]
 pub(crate) struct StreamParts {
-    pub(crate) inbound: mpsc::UnboundedReceiver<Inbound>,
+    pub(crate) inbound: crate::stream::inbound::InboundRx,
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) window: u64,
 }

@@ -17,11 +17,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 use bytes::Bytes;
 
-use super::{Inbound, StreamEvent, StreamShared};
+use super::inbound::{InboundTx, Received};
+use super::{StreamEvent, StreamShared};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::transport::FrameIo;
@@ -67,7 +67,9 @@ fn window_update(id: u64, increment: u64) -> Frame {
 /// must still be granted back on this connection.
 struct Slot {
     /// Where received messages go; `None` once the peer half-closed or the consumer left.
-    inbound: Option<mpsc::UnboundedSender<Inbound>>,
+    inbound: Option<InboundTx>,
+    /// Messages received in the current read, handed to the consumer together at its end.
+    pending: Vec<Received>,
     /// Credit we granted minus bytes received.
     recv_remaining: i64,
     /// Bytes the consumer has released that we have not granted back yet.
@@ -88,6 +90,25 @@ struct Slot {
     /// the local sender at its end: one semaphore operation per stream and fill, not per
     /// message.
     budget_owed: usize,
+}
+
+impl Slot {
+    /// Hands the pending messages to the consumer. If it is gone, they are consumed now:
+    /// returns the connection-level credit to give back for them (the stream's own is given
+    /// back here).
+    fn deliver(&mut self) -> u64 {
+        let Some(inbound) = &self.inbound else {
+            return self.pending.drain(..).map(|(_, cost)| cost).sum();
+        };
+        match inbound.deliver(&mut self.pending) {
+            Ok(()) => 0,
+            Err(cost) => {
+                self.inbound = None;
+                self.recv_remaining += cost as i64;
+                cost
+            }
+        }
+    }
 }
 
 /// A frame waiting in a stream's outbox.
@@ -122,6 +143,8 @@ pub(crate) struct StreamTable {
     failed: Vec<Failed>,
     /// Streams owed budget in the current `fill` (kept to reuse its allocation).
     owed: Vec<u64>,
+    /// Streams with messages pending for their consumer.
+    dirty: Vec<u64>,
 }
 
 impl StreamTable {
@@ -136,6 +159,7 @@ impl StreamTable {
             conn_unreleased: 0,
             failed: Vec::new(),
             owed: Vec::new(),
+            dirty: Vec::new(),
         }
     }
 
@@ -156,14 +180,10 @@ impl StreamTable {
 
     /// Registers a stream. `inbound` receives the peer's messages; `shared` is the local
     /// sender's budget.
-    pub(crate) fn open(
-        &mut self,
-        id: u64,
-        inbound: mpsc::UnboundedSender<Inbound>,
-        shared: Arc<StreamShared>,
-    ) {
+    pub(crate) fn open(&mut self, id: u64, inbound: InboundTx, shared: Arc<StreamShared>) {
         let slot = Slot {
             inbound: Some(inbound),
+            pending: Vec::new(),
             recv_remaining: self.config.stream_window as i64,
             unreleased: 0,
             send_credit: self.peer_stream_window,
@@ -191,8 +211,9 @@ impl StreamTable {
         }
     }
 
-    /// A `STREAM_MESSAGE` arrived: checks it against the credit granted and hands it to the
-    /// stream's consumer. A message nobody will read has its credit released at once.
+    /// A `STREAM_MESSAGE` arrived: checks it against the credit granted and keeps it for the
+    /// stream's consumer, who gets it at the next [`deliver`](Self::deliver). A message
+    /// nobody will read has its credit released at once.
     pub(crate) fn on_message<T>(&mut self, frame: Frame, io: &mut FrameIo<T>) -> Result<(), WireError>
     where
         T: AsyncRead + AsyncWrite + Unpin,
@@ -213,12 +234,12 @@ impl StreamTable {
         if slot.recv_remaining < -overdraft {
             return Err(WireError::FlowControl { what: "stream window overrun" });
         }
-        let delivered = match &slot.inbound {
-            Some(inbound) => inbound.send(Inbound::Message { body: frame.body, cost }).is_ok(),
-            None => false,
-        };
-        if !delivered {
-            slot.inbound = None;
+        if slot.inbound.is_some() {
+            if slot.pending.is_empty() {
+                self.dirty.push(frame.call_id);
+            }
+            slot.pending.push((frame.body, cost));
+        } else {
             slot.recv_remaining += cost as i64;
             self.conn_unreleased += cost;
             self.grant_connection_credit(io);
@@ -226,11 +247,37 @@ impl StreamTable {
         Ok(())
     }
 
+    /// Hands the messages received since the last call to their streams' consumers: once per
+    /// read of the socket, so that a busy stream's messages go over together.
+    pub(crate) fn deliver<T>(&mut self, io: &mut FrameIo<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut undelivered = 0;
+        for id in dirty.drain(..) {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                undelivered += slot.deliver();
+            }
+        }
+        self.dirty = dirty;
+        if undelivered > 0 {
+            self.conn_unreleased += undelivered;
+            self.grant_connection_credit(io);
+        }
+    }
+
     /// Ends the inbound side of stream `id`: the consumer reads `end` after the messages
-    /// already delivered.
+    /// already received.
     pub(crate) fn end_inbound(&mut self, id: u64, end: Result<Metadata, Status>) {
-        if let Some(inbound) = self.slots.get_mut(&id).and_then(|slot| slot.inbound.take()) {
-            let _ = inbound.send(Inbound::End(end));
+        if let Some(slot) = self.slots.get_mut(&id) {
+            self.conn_unreleased += slot.deliver();
+            if let Some(inbound) = slot.inbound.take() {
+                inbound.end(end);
+            }
         }
     }
 
@@ -252,6 +299,9 @@ impl StreamTable {
             if last {
                 slot.detached = true;
                 slot.inbound = None;
+                // Received for a consumer that is gone: consumed now.
+                let unread: u64 = slot.pending.drain(..).map(|(_, cost)| cost).sum();
+                self.conn_unreleased += unread;
                 self.remove_if_done(id);
             }
         }
@@ -450,9 +500,10 @@ impl StreamTable {
 
     /// Closes every stream with `status` (the connection is going away).
     pub(crate) fn close_all(&mut self, status: &Status) {
-        for (_, slot) in self.slots.drain() {
+        for (_, mut slot) in self.slots.drain() {
+            slot.deliver();
             if let Some(inbound) = slot.inbound {
-                let _ = inbound.send(Inbound::End(Err(status.clone())));
+                inbound.end(Err(status.clone()));
             }
             slot.shared.close(status.clone());
         }
@@ -490,7 +541,7 @@ mod tests {
         let io = FrameIo::new(ours, FrameCodec::new());
         let mut table = StreamTable::new(config());
         for id in [1, 2] {
-            let (tx, _rx) = mpsc::unbounded_channel();
+            let (tx, _rx) = crate::stream::inbound::channel();
             table.open(id, tx, StreamShared::new(1 << 20));
         }
         let peer = Peer { pipe: theirs, codec: FrameCodec::new().expect_preface(), buf: BytesMut::new() };
@@ -556,7 +607,7 @@ mod tests {
         let (ours, _theirs) = tokio::io::duplex(1024 * 1024);
         let mut io = FrameIo::new(ours, FrameCodec::new());
         let mut table = StreamTable::new(config());
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = crate::stream::inbound::channel();
         table.open(1, tx, StreamShared::new(1 << 20));
         let mut frame = Frame::new(FrameKind::StreamMessage, 1);
         frame.body = Bytes::from(vec![0u8; 1000]);
@@ -574,7 +625,7 @@ mod tests {
         let (ours, _theirs) = tokio::io::duplex(1024);
         let mut io = FrameIo::new(ours, FrameCodec::new());
         let mut table = StreamTable::new(config());
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = crate::stream::inbound::channel();
         table.open(1, tx, StreamShared::new(1 << 20));
         let before = io.pending_write_bytes();
         table.release(1, 10 * 1024, false, &mut io);
@@ -595,7 +646,7 @@ mod tests {
         let (ours, _theirs) = tokio::io::duplex(16 * 1024 * 1024);
         let mut io = FrameIo::new(ours, FrameCodec::new());
         let mut table = StreamTable::new(config());
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = crate::stream::inbound::channel();
         table.open(1, tx, StreamShared::new(1 << 20));
         // A 70 KiB response fills the buffer past a chunk; a stream message waits behind it.
         let mut big = Frame::new(FrameKind::Response, 9);

@@ -6,6 +6,7 @@
 //! buffer without bound; a `Streaming` grants credit back as its messages are read.
 
 pub(crate) mod flow;
+pub(crate) mod inbound;
 
 /// The default flow-control window per stream: 1 MiB.
 pub const DEFAULT_STREAM_WINDOW: u64 = 1024 * 1024;
@@ -27,6 +28,7 @@ use crate::metadata::Metadata;
 use crate::server::Outgoing;
 use crate::status::Status;
 use crate::wire::{Frame, FrameKind};
+use inbound::InboundRx;
 
 /// What the tasks at either end of a stream tell its connection.
 // Messages are the common case: boxing the frame would cost an allocation per message.
@@ -303,7 +305,7 @@ impl<T> Future for SendFuture<'_, T> {
 /// handler.
 pub struct Streaming<T> {
     id: u64,
-    rx: mpsc::UnboundedReceiver<Inbound>,
+    rx: InboundRx,
     outlet: Outlet,
     decode: fn(Bytes) -> Result<T, Status>,
     unreleased: u64,
@@ -337,7 +339,7 @@ impl<T> Streaming<T> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
-        rx: mpsc::UnboundedReceiver<Inbound>,
+        rx: InboundRx,
         outlet: Outlet,
         decode: fn(Bytes) -> Result<T, Status>,
         window: u64,
@@ -473,7 +475,7 @@ impl<T> Streaming<T> {
         // Closed first, so that nothing arrives between the drain and the drop unaccounted.
         self.rx.close();
         let mut bytes = std::mem::take(&mut self.unreleased);
-        while let Ok(inbound) = self.rx.try_recv() {
+        while let Some(inbound) = self.rx.try_recv() {
             if let Inbound::Message { cost, .. } = inbound {
                 bytes += cost;
             }
