@@ -16,7 +16,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::io::poll_read_buf;
 
 use crate::stream::flow::FlowConfig;
-use crate::wire::{Frame, FrameCodec, FrameKind, Header, PREFACE, WireError};
+use crate::wire::{Frame, FrameCodec, FrameKind, Header, PREFACE, StreamMessage, WireError};
 
 /// What one side announces in its `SETTINGS`.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +133,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
     /// everything queued before that moment has been written.
     pub(crate) fn queued_total(&self) -> u64 {
         self.written + self.write_buf.len() as u64
+    }
+
+    /// The next frame if it is a plain `STREAM_MESSAGE` already in the read buffer (see
+    /// [`FrameCodec::take_message`]); `None` otherwise, leaving it to
+    /// [`poll_read_frame`](Self::poll_read_frame). No I/O.
+    pub(crate) fn take_message(&mut self) -> Option<StreamMessage> {
+        self.codec.take_message(&mut self.read_buf)
     }
 
     /// The next frame. `Ok(None)` is a clean end of stream between frames.

@@ -224,6 +224,17 @@ impl ClientConnection {
         }
         let mut budget = POLL_BUDGET;
         while budget > 0 {
+            // A busy stream's messages, straight off the read buffer.
+            if let Some(message) = self.io.take_message() {
+                self.frames_read += 1;
+                if let Err(err) = self.streams.on_message(message, &mut self.io) {
+                    let status = Status::internal(err.to_string());
+                    self.goaway_best_effort(&status, cx);
+                    return Poll::Ready(self.fail_all(status));
+                }
+                budget -= 1;
+                continue;
+            }
             match self.io.poll_read_frame(cx) {
                 Poll::Ready(Ok(Some(frame))) => {
                     self.frames_read += 1;
@@ -327,7 +338,7 @@ impl ClientConnection {
             }
             FrameKind::StreamMessage => {
                 self.streams
-                    .on_message(frame, &mut self.io)
+                    .on_message(frame.into(), &mut self.io)
                     .map_err(|err| Status::internal(err.to_string()))?;
             }
             FrameKind::StreamEnd => {

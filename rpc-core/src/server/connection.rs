@@ -193,6 +193,12 @@ impl ServerConnection {
 
         // Frames from the peer, unless the peer is not reading what we already owe it.
         while budget > 0 && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
+            // A busy stream's messages, straight off the read buffer.
+            if let Some(message) = self.io.take_message() {
+                self.streams.on_message(message, &mut self.io)?;
+                budget -= 1;
+                continue;
+            }
             match self.io.poll_read_frame(cx) {
                 Poll::Ready(Ok(Some(frame))) => {
                     self.handle_frame(frame)?;
@@ -304,7 +310,7 @@ impl ServerConnection {
         match frame.kind {
             FrameKind::Request => self.start_call(frame),
             FrameKind::StreamOpen => self.start_call(frame),
-            FrameKind::StreamMessage => self.streams.on_message(frame, &mut self.io),
+            FrameKind::StreamMessage => self.streams.on_message(frame.into(), &mut self.io),
             FrameKind::StreamEnd => {
                 // The client half-closed: its handler reads the end after the messages.
                 self.streams.end_inbound(frame.call_id, Ok(frame.header.metadata));

@@ -25,7 +25,9 @@ use super::{StreamEvent, StreamShared};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::transport::FrameIo;
-use crate::wire::{CallMap, Frame, FrameKind, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW, WireError};
+use crate::wire::{
+    CallMap, Frame, FrameKind, MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW, StreamMessage, WireError,
+};
 
 /// Stream data is moved into the write buffer only while it holds less than this, keeping
 /// frames queued behind it (unary responses, pings) within a chunk of the front.
@@ -214,17 +216,21 @@ impl StreamTable {
     /// A `STREAM_MESSAGE` arrived: checks it against the credit granted and keeps it for the
     /// stream's consumer, who gets it at the next [`deliver`](Self::deliver). A message
     /// nobody will read has its credit released at once.
-    pub(crate) fn on_message<T>(&mut self, frame: Frame, io: &mut FrameIo<T>) -> Result<(), WireError>
+    pub(crate) fn on_message<T>(
+        &mut self,
+        message: StreamMessage,
+        io: &mut FrameIo<T>,
+    ) -> Result<(), WireError>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let cost = frame.payload_len() as u64;
+        let StreamMessage { call_id, body, cost } = message;
         let overdraft = self.config.max_frame_size as i64;
         self.conn_recv_remaining -= cost as i64;
         if self.conn_recv_remaining < -overdraft {
             return Err(WireError::FlowControl { what: "connection window overrun" });
         }
-        let Some(slot) = self.slots.get_mut(&frame.call_id) else {
+        let Some(slot) = self.slots.get_mut(&call_id) else {
             // Nobody will read it: consumed now.
             self.conn_unreleased += cost;
             self.grant_connection_credit(io);
@@ -236,9 +242,9 @@ impl StreamTable {
         }
         if slot.inbound.is_some() {
             if slot.pending.is_empty() {
-                self.dirty.push(frame.call_id);
+                self.dirty.push(call_id);
             }
-            slot.pending.push((frame.body, cost));
+            slot.pending.push((body, cost));
         } else {
             slot.recv_remaining += cost as i64;
             self.conn_unreleased += cost;
@@ -615,9 +621,9 @@ mod tests {
         assert_eq!(frame.payload_len(), Frame::message_payload_len(1, 1000));
         let allowed = (64 * 1024 + 64 * 1024) / cost;
         for _ in 0..allowed {
-            table.on_message(frame.clone(), &mut io).expect("within the window and the overdraft");
+            table.on_message(frame.clone().into(), &mut io).expect("within the window and the overdraft");
         }
-        assert!(matches!(table.on_message(frame, &mut io), Err(WireError::FlowControl { .. })));
+        assert!(matches!(table.on_message(frame.into(), &mut io), Err(WireError::FlowControl { .. })));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! [`FrameCodec`]: the tokio-util `Decoder`/`Encoder` that turns bytes into frames and back.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::frame::Frame;
+use super::frame::{Frame, FrameKind};
 use super::varint::{self, VarintError};
 use super::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAGIC, MAX_FRAME_SIZE_CAP, PREFACE_LEN, VERSION,
@@ -193,7 +193,56 @@ impl Encoder<&Frame> for FrameCodec {
     }
 }
 
+/// A `STREAM_MESSAGE` frame taken by [`FrameCodec::take_message`]: what a stream's receiver
+/// needs of it.
+#[derive(Debug)]
+pub(crate) struct StreamMessage {
+    pub(crate) call_id: u64,
+    pub(crate) body: Bytes,
+    /// The frame's payload length: the flow-control credit it uses.
+    pub(crate) cost: u64,
+}
+
+impl From<Frame> for StreamMessage {
+    /// A `STREAM_MESSAGE` that came the slow way (with flags or header fields, which a
+    /// receiver ignores).
+    fn from(frame: Frame) -> StreamMessage {
+        StreamMessage { call_id: frame.call_id, cost: frame.payload_len() as u64, body: frame.body }
+    }
+}
+
 impl FrameCodec {
+    /// The fast path for the commonest frame of a busy stream: if the next frame in `src` is
+    /// complete and is a `STREAM_MESSAGE` with no flags and no header fields, takes it off
+    /// `src` without building a [`Frame`]. Anything else (another kind, header fields, an
+    /// incomplete or invalid frame, the preface still to come) is left in `src` for
+    /// [`decode`](Decoder::decode), which reports what is wrong with it.
+    pub(crate) fn take_message(&self, src: &mut BytesMut) -> Option<StreamMessage> {
+        if self.awaiting_preface {
+            return None;
+        }
+        let (len, prefix) = varint::decode(src).ok()?;
+        if len > self.max_recv as u64 {
+            return None;
+        }
+        // Cannot overflow: `len` is at most the 1 GiB cap.
+        let total = prefix + len as usize;
+        let payload = src.get(prefix..total)?;
+        let (&[kind, flags], rest) = payload.split_first_chunk::<2>()?;
+        if kind != FrameKind::StreamMessage as u8 || flags != 0 {
+            return None;
+        }
+        let (call_id, id_len) = varint::decode(rest).ok()?;
+        let (header_len, header_len_len) = varint::decode(rest.get(id_len..)?).ok()?;
+        if header_len != 0 {
+            return None;
+        }
+        let head = prefix + 2 + id_len + header_len_len;
+        src.advance(head);
+        let body = src.split_to(total - head).freeze();
+        Some(StreamMessage { call_id, body, cost: len })
+    }
+
     /// Appends a `STREAM_MESSAGE` frame of stream `call_id` carrying `body` (no header
     /// fields), checking the peer's frame limit: what `encode` does for such a frame, without
     /// one.
@@ -248,6 +297,68 @@ mod tests {
                 assert_eq!(decoded, frame);
             }
         }
+    }
+
+    fn stream_message(id: u64, body: &'static [u8]) -> Frame {
+        let mut frame = Frame::new(FrameKind::StreamMessage, id);
+        frame.body = Bytes::from_static(body);
+        frame
+    }
+
+    #[test]
+    fn plain_stream_messages_take_the_fast_path_and_match_the_decoder() {
+        let first = stream_message(300, b"first");
+        let second = stream_message(5, b"");
+        let mut buf = encoded(&first);
+        buf.extend_from_slice(&encoded(&second));
+        buf.extend_from_slice(&encoded(&Frame::new(FrameKind::Ping, 0)));
+        let codec = FrameCodec::new();
+        let taken = codec.take_message(&mut buf).expect("a plain message");
+        assert_eq!(
+            (taken.call_id, &taken.body[..], taken.cost),
+            (300, &b"first"[..], first.payload_len() as u64)
+        );
+        let taken = codec.take_message(&mut buf).expect("a plain message");
+        assert_eq!((taken.call_id, taken.body.len(), taken.cost), (5, 0, second.payload_len() as u64));
+        // What follows is another kind: left for the decoder, untouched.
+        let before = buf.clone();
+        assert!(codec.take_message(&mut buf).is_none());
+        assert_eq!(buf, before);
+        assert_eq!(
+            FrameCodec::new().decode(&mut buf).expect("decodes").map(|f| f.kind),
+            Some(FrameKind::Ping)
+        );
+    }
+
+    #[test]
+    fn the_fast_path_leaves_anything_unusual_to_the_decoder() {
+        let mut with_header = stream_message(1, b"x");
+        with_header.header.metadata.insert("k", "v");
+        let mut with_flags = stream_message(1, b"x");
+        with_flags.flags = 0x80;
+        let plain = encoded(&stream_message(1, b"body"));
+        let mut too_large = BytesMut::new();
+        varint::encode(5 * 1024 * 1024, &mut too_large);
+        too_large.put_u8(FrameKind::StreamMessage as u8);
+        let cases = [
+            ("header fields", encoded(&with_header)),
+            ("flags", encoded(&with_flags)),
+            ("incomplete", BytesMut::from(&plain[..plain.len() - 1])),
+            ("over the frame limit", too_large),
+            ("an over-long length", BytesMut::from(&[0xff; 11][..])),
+            ("nothing", BytesMut::new()),
+        ];
+        for (what, mut buf) in cases {
+            let before = buf.clone();
+            assert!(FrameCodec::new().take_message(&mut buf).is_none(), "{what}");
+            assert_eq!(buf, before, "{what}");
+        }
+        // Before the peer's preface, nothing is a frame yet.
+        let mut buf = plain.clone();
+        assert!(FrameCodec::new().expect_preface().take_message(&mut buf).is_none());
+        // A message with header fields still reaches a stream, the slow way, at the same cost.
+        let slow = StreamMessage::from(with_header.clone());
+        assert_eq!((slow.call_id, slow.cost), (1, with_header.payload_len() as u64));
     }
 
     #[test]
@@ -318,10 +429,20 @@ mod tests {
                 // A plausible length prefix makes the decoder look inside the payload.
                 bytes[0] = (len - 1).min(127) as u8;
             }
+            if round % 3 == 0 && bytes.len() > 2 {
+                // And a stream message's kind byte sends it down the fast path.
+                bytes[1] = FrameKind::StreamMessage as u8;
+                bytes[2] = 0;
+            }
             let max = [usize::MAX, 1 << 30, 16, 0][round % 4];
             let mut codec = FrameCodec::new().with_max_frame_size(max).with_max_header_size(max);
             let mut buf = BytesMut::from(&bytes[..]);
-            while let Ok(Some(_)) = codec.decode(&mut buf) {}
+            loop {
+                if codec.take_message(&mut buf).is_some() {
+                    continue;
+                }
+                let Ok(Some(_)) = codec.decode(&mut buf) else { break };
+            }
             let _ = codec.decode_eof(&mut buf);
         }
     }
