@@ -33,6 +33,10 @@ use crate::wire::{
 /// frames queued behind it (unary responses, pings) within a chunk of the front.
 pub(crate) const STREAM_WRITE_CHUNK: usize = 64 * 1024;
 
+/// Received messages of a stream are handed to its consumer at the end of each read, or as
+/// soon as this many bytes of them have come.
+const INBOUND_BATCH_BYTES: u64 = 32 * 1024;
+
 /// Fill-and-write rounds per poll while the socket keeps taking stream data.
 const WRITE_ROUNDS: usize = 16;
 
@@ -70,8 +74,11 @@ fn window_update(id: u64, increment: u64) -> Frame {
 struct Slot {
     /// Where received messages go; `None` once the peer half-closed or the consumer left.
     inbound: Option<InboundTx>,
-    /// Messages received in the current read, handed to the consumer together at its end.
+    /// Messages received in the current read, handed to the consumer together at its end
+    /// (or once they reach [`INBOUND_BATCH_BYTES`]).
     pending: Vec<Received>,
+    /// The credit the pending messages used: their size.
+    pending_cost: u64,
     /// Credit we granted minus bytes received.
     recv_remaining: i64,
     /// Bytes the consumer has released that we have not granted back yet.
@@ -99,6 +106,7 @@ impl Slot {
     /// returns the connection-level credit to give back for them (the stream's own is given
     /// back here).
     fn deliver(&mut self) -> u64 {
+        self.pending_cost = 0;
         let Some(inbound) = &self.inbound else {
             return self.pending.drain(..).map(|(_, cost)| cost).sum();
         };
@@ -186,6 +194,7 @@ impl StreamTable {
         let slot = Slot {
             inbound: Some(inbound),
             pending: Vec::new(),
+            pending_cost: 0,
             recv_remaining: self.config.stream_window as i64,
             unreleased: 0,
             send_credit: self.peer_stream_window,
@@ -245,6 +254,16 @@ impl StreamTable {
                 self.dirty.push(call_id);
             }
             slot.pending.push((body, cost));
+            slot.pending_cost += cost;
+            if slot.pending_cost >= INBOUND_BATCH_BYTES {
+                // Large messages go at once: the consumer, perhaps on another thread, starts
+                // on them while the rest of the read is handled.
+                let undelivered = slot.deliver();
+                if undelivered > 0 {
+                    self.conn_unreleased += undelivered;
+                    self.grant_connection_credit(io);
+                }
+            }
         } else {
             slot.recv_remaining += cost as i64;
             self.conn_unreleased += cost;
