@@ -48,6 +48,14 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// read the `GOAWAY`, so no request of its can still be on the way.
 pub(crate) const DRAIN_PING: [u8; 8] = *b"draining";
 
+/// How a round of reading ended.
+enum ReadEnd {
+    /// The budget ran out, the socket had no more for now, or reading is paused.
+    More,
+    /// The peer closed its side cleanly between frames.
+    Eof,
+}
+
 /// Serves one accepted connection until the peer leaves, it breaks a rule, or shutdown
 /// drains it.
 pub(crate) async fn serve_connection(
@@ -191,35 +199,15 @@ impl ServerConnection {
             budget -= 1;
         }
 
-        // Frames from the peer, unless the peer is not reading what we already owe it.
-        while budget > 0 && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
-            // A busy stream's messages, straight off the read buffer.
-            if let Some(message) = self.io.take_message() {
-                self.streams.on_message(message, &mut self.io)?;
-                budget -= 1;
-                continue;
-            }
-            match self.io.poll_read_frame(cx) {
-                Poll::Ready(Ok(Some(frame))) => {
-                    self.handle_frame(frame)?;
-                    // Answers already made go out while the rest of the batch is read.
-                    if self.io.pending_write_bytes() >= EARLY_WRITE
-                        && let Poll::Ready(Err(err)) = self.io.poll_write(cx)
-                    {
-                        return Poll::Ready(Err(err.into()));
-                    }
-                }
-                Poll::Ready(Ok(None)) => {
-                    self.streams.deliver(&mut self.io);
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => break,
-            }
-            budget -= 1;
-        }
-        // Stream messages read above go to their consumers, a batch per stream.
+        // Frames from the peer; then the stream messages among them go to their consumers, a
+        // batch per stream (those read before a broken rule too).
+        let read = self.read_frames(cx, &mut budget);
         self.streams.deliver(&mut self.io);
+        match read {
+            Ok(ReadEnd::More) => {}
+            Ok(ReadEnd::Eof) => return Poll::Ready(Ok(())),
+            Err(err) => return Poll::Ready(Err(err)),
+        }
         if budget == 0 {
             // More may be ready: come back after other tasks had a turn.
             cx.waker().wake_by_ref();
@@ -249,6 +237,35 @@ impl ServerConnection {
             return Poll::Ready(Ok(()));
         }
         Poll::Pending
+    }
+
+    /// Reads and handles frames while `budget` lasts, the socket has some and the peer is
+    /// reading what we already owe it.
+    fn read_frames(&mut self, cx: &mut TaskContext<'_>, budget: &mut usize) -> Result<ReadEnd, WireError> {
+        while *budget > 0 && self.io.pending_write_bytes() < WRITE_HIGH_WATER {
+            // A busy stream's messages, straight off the read buffer.
+            if let Some(message) = self.io.take_message() {
+                self.streams.on_message(message, &mut self.io)?;
+                *budget -= 1;
+                continue;
+            }
+            match self.io.poll_read_frame(cx) {
+                Poll::Ready(Ok(Some(frame))) => {
+                    self.handle_frame(frame)?;
+                    // Answers already made go out while the rest of the batch is read.
+                    if self.io.pending_write_bytes() >= EARLY_WRITE
+                        && let Poll::Ready(Err(err)) = self.io.poll_write(cx)
+                    {
+                        return Err(err.into());
+                    }
+                }
+                Poll::Ready(Ok(None)) => return Ok(ReadEnd::Eof),
+                Poll::Ready(Err(err)) => return Err(err),
+                Poll::Pending => break,
+            }
+            *budget -= 1;
+        }
+        Ok(ReadEnd::More)
     }
 
     fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), WireError> {
