@@ -160,8 +160,9 @@ async fn two_choices_sends_fewer_calls_to_a_slow_instance_than_round_robin_does(
     assert_eq!(counts["slow"], counts["fast"], "round-robin: {counts:?}");
 }
 
-#[tokio::test]
-async fn an_unreachable_instance_is_skipped_and_ejected_without_failing_calls() {
+/// A live instance and an address nobody listens on, behind a round-robin channel whose
+/// ejections last long enough not to end during a test.
+async fn live_and_dead() -> (Running, std::net::SocketAddr, Channel) {
     let live = instance("live").await;
     let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let dead_addr = dead.local_addr().expect("addr");
@@ -174,6 +175,12 @@ async fn an_unreachable_instance_is_skipped_and_ejected_without_failing_calls() 
         .connect()
         .await
         .expect("connect");
+    (live, dead_addr, channel)
+}
+
+#[tokio::test]
+async fn an_unreachable_instance_is_skipped_and_ejected_without_failing_calls() {
+    let (_live, dead_addr, channel) = live_and_dead().await;
     let client = TestClient::new(channel.clone());
     // Not idempotent: they are failed over only because they never reached the dead address.
     let counts = tally(&client, 20).await;
@@ -538,18 +545,7 @@ async fn a_refused_call_is_sent_to_at_most_failover_attempts_instances() {
 #[tokio::test]
 async fn streams_on_a_balanced_channel_are_counted_in_flight_and_their_failures_eject() {
     use rpc_core::health::{HealthCheckRequest, HealthClient};
-    let live = instance("live").await;
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
-    let registry =
-        StaticRegistry::new().with(SERVICE, live.addr.to_string()).with(SERVICE, dead_addr.to_string());
-    let channel = Channel::balanced(registry, SERVICE)
-        .policy(Policy::RoundRobin)
-        .ejection(Duration::from_secs(30), Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("connect");
+    let (live, dead_addr, channel) = live_and_dead().await;
     let health = HealthClient::new(channel.clone());
     let watch = || health.watch(HealthCheckRequest { service: SERVICE.into() });
     let mut opened = Vec::new();
