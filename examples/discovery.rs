@@ -9,9 +9,6 @@
 //! etcd &   # Debian's etcd-server: listens on http://127.0.0.1:2379
 //! cargo run --example discovery --features etcd -- --etcd http://127.0.0.1:2379
 //! ```
-//!
-//! (the `etcd` feature builds etcd's client, which needs `protoc`, Debian's
-//! `protobuf-compiler`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -185,6 +182,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("calls made by 4 callers around the stop: {served} served, {failed} failed");
     show("600 calls, beta gone", &distribution(&client, 600).await?);
 
+    // Closing the client ends its watch of the registry before the servers go.
+    drop((client, channel));
     for running in [alpha, gamma] {
         let _ = running.stop.send(());
         running.task.await??;

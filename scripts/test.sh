@@ -1,30 +1,101 @@
 #!/usr/bin/env bash
 # Every check the project holds itself to: formatting, lints, docs, the whole test suite
 # (unit, integration over loopback sockets, against a real etcd server, macro compile-fail
-# cases, doc examples) and the example programs. CI runs exactly this.
+# cases, doc examples) and the example programs. CI runs exactly this, and it is the only
+# place where anything is installed: what it needs, it installs and then checks by running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The etcd registry's tests run against a real etcd server (each test starts its own, on free
-# loopback ports), and etcd's client crate needs protoc to build: both from Debian's packages.
-step "test dependencies (etcd-server, protobuf-compiler)"
-missing=()
-command -v "${ETCD_BIN:-etcd}" >/dev/null 2>&1 || missing+=(etcd-server)
-command -v "${PROTOC:-protoc}" >/dev/null 2>&1 || missing+=(protobuf-compiler)
-if ((${#missing[@]})); then
-    as_root=()
-    [ "$(id -u)" = 0 ] || as_root=(sudo)
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "missing ${missing[*]} and no apt-get to install them: install etcd and protoc" >&2
+# What the tests need beyond the Rust toolchain: only etcd's server (the etcd registry is
+# tested against a real one), from Debian's `etcd-server` if it is missing. Each tool is
+# checked by running it, not by looking for a file.
+step "tools (the Rust toolchain; etcd, installed if missing)"
+for tool in "cargo --version" "rustc --version" "cargo fmt --version" "cargo clippy --version"; do
+    $tool >/dev/null 2>&1 || { echo "cannot run '$tool': install a Rust toolchain with rustfmt and clippy (rustup)" >&2; exit 1; }
+done
+etcd_bin="${ETCD_BIN:-etcd}"
+if ! "$etcd_bin" --version >/dev/null 2>&1; then
+    if [ -n "${ETCD_BIN:-}" ]; then
+        echo "ETCD_BIN=$ETCD_BIN does not run" >&2
         exit 1
     fi
-    echo "installing ${missing[*]}"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "etcd is missing and there is no apt-get to install it: install etcd (v3.4 or later), or set ETCD_BIN" >&2
+        exit 1
+    fi
+    as_root=()
+    [ "$(id -u)" = 0 ] || as_root=(sudo)
+    echo "installing etcd-server"
     "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+    "$etcd_bin" --version >/dev/null 2>&1 || { echo "etcd-server was installed but '$etcd_bin --version' fails" >&2; exit 1; }
 fi
-echo "etcd: $("${ETCD_BIN:-etcd}" --version | head -1); protoc: $("${PROTOC:-protoc}" --version)"
+echo "$(cargo --version); $(rustc --version); etcd $("$etcd_bin" --version | head -1)"
+
+# Nothing in the build may need protoc (every .proto is parsed by protox, in Rust). Prove it:
+# from here on, `protoc` on PATH is a stand-in that fails loudly, and PROTOC points nowhere, so
+# a dependency that reaches for protoc fails this script on any machine, with or without one.
+no_protoc="$(mktemp -d)"
+trap 'rm -rf "$no_protoc"' EXIT
+cat >"$no_protoc/protoc" <<'STANDIN'
+#!/bin/sh
+echo "protoc was called ($*), but the build must not need it: parse .proto files with protox" >&2
+exit 1
+STANDIN
+chmod +x "$no_protoc/protoc"
+export PATH="$no_protoc:$PATH"
+export PROTOC="$no_protoc/missing/protoc"
+if protoc --version >/dev/null 2>&1; then
+    echo "the protoc stand-in did not take effect" >&2
+    exit 1
+fi
+echo "protoc shadowed by a failing stand-in"
+
+# A free loopback port: one nothing answers on.
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+}
+
+# The discovery example against a real etcd, started here on free ports and stopped after.
+run_discovery_on_etcd() {
+    local data client peer pid ready=""
+    data="$(mktemp -d)"
+    client="$(free_port)"
+    peer="$(free_port)"
+    "$etcd_bin" --name=example --data-dir="$data/data" \
+        --listen-client-urls="http://127.0.0.1:$client" --advertise-client-urls="http://127.0.0.1:$client" \
+        --listen-peer-urls="http://127.0.0.1:$peer" --initial-advertise-peer-urls="http://127.0.0.1:$peer" \
+        --initial-cluster="example=http://127.0.0.1:$peer" >"$data/etcd.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 300); do
+        # etcd's /health says true once it has a leader and serves requests.
+        if { exec 3<>"/dev/tcp/127.0.0.1/$client"; } 2>/dev/null; then
+            printf 'GET /health HTTP/1.0\r\n\r\n' >&3
+            if grep -q '"health":"true"' <&3; then ready=1; fi
+            exec 3<&-
+            [ -n "$ready" ] && break
+        fi
+        sleep 0.1
+    done
+    if [ -z "$ready" ]; then
+        kill "$pid" 2>/dev/null || true
+        echo "etcd did not become healthy; its log:" >&2
+        cat "$data/etcd.log" >&2
+        exit 1
+    fi
+    local status=0
+    cargo run --locked --quiet --example discovery --features etcd -- --etcd "http://127.0.0.1:$client" || status=$?
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$data"
+    return "$status"
+}
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -44,6 +115,7 @@ cargo run --locked --quiet --example route_guide
 cargo run --locked --quiet --example proto_greeter
 cargo run --locked --quiet --example interceptors
 cargo run --locked --quiet --example discovery
+run_discovery_on_etcd
 
 step "benchmark harness (a --quick run of the comparison with tonic, tarpc and raw TCP)"
 cargo run --locked --quiet -p benches --bin compare -- --quick >/dev/null

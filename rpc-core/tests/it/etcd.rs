@@ -16,6 +16,11 @@ use tokio::net::TcpListener;
 
 use crate::common::{self, Echo, TestClient, TestServer, TestService};
 
+/// etcd's API as generated for the registry, used here as a raw client that checks what the
+/// registry wrote the way any other tool would see it.
+#[path = "../../src/discovery/etcd/pb.rs"]
+mod pb;
+
 const SERVICE: &str = "test.v1.Test";
 const TTL: Duration = Duration::from_secs(2);
 
@@ -119,6 +124,86 @@ impl Drop for Etcd {
     }
 }
 
+/// A plain etcd client, independent of the registry's.
+struct Raw {
+    channel: tonic::transport::Channel,
+    token: Option<String>,
+}
+
+impl Raw {
+    fn connect(etcd: &Etcd) -> Raw {
+        let channel =
+            tonic::transport::Endpoint::from_shared(etcd.endpoint()).expect("endpoint").connect_lazy();
+        Raw { channel, token: None }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.parse().expect("token"));
+        }
+        request
+    }
+
+    fn kv(&self) -> KvClient<tonic::transport::Channel> {
+        KvClient::new(self.channel.clone())
+    }
+
+    async fn get(&self, key: &str) -> RangeResponse {
+        let range = RangeRequest { key: key.into(), ..RangeRequest::default() };
+        self.kv().range(self.request(range)).await.expect("get").into_inner()
+    }
+
+    async fn put(&self, key: &str, value: &str) {
+        let put = PutRequest { key: key.into(), value: value.into(), ..PutRequest::default() };
+        self.kv().put(self.request(put)).await.expect("put");
+    }
+
+    async fn compact(&self, revision: i64) {
+        let compact = CompactionRequest { revision, physical: true };
+        self.kv().compact(self.request(compact)).await.expect("compact");
+    }
+
+    /// Turns authentication on with a `root` user and a `registrar` user who may only write
+    /// under `/rpc/`, and signs in as root.
+    async fn enable_auth(&mut self, registrar_password: &str) {
+        let mut auth = AuthClient::new(self.channel.clone());
+        for (name, password) in [("root", "root-password"), ("registrar", registrar_password)] {
+            let add =
+                AuthUserAddRequest { name: name.into(), password: password.into(), ..Default::default() };
+            auth.user_add(add).await.expect("add user");
+        }
+        auth.user_grant_role(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() })
+            .await
+            .expect("grant root");
+        auth.role_add(AuthRoleAddRequest { name: "registrar".into() }).await.expect("add role");
+        let permission = pb::authpb::Permission {
+            perm_type: pb::authpb::permission::Type::Readwrite.into(),
+            key: b"/rpc/".to_vec(),
+            range_end: b"/rpc0".to_vec(),
+        };
+        let grant = AuthRoleGrantPermissionRequest { name: "registrar".into(), perm: Some(permission) };
+        auth.role_grant_permission(grant).await.expect("grant permission");
+        auth.user_grant_role(AuthUserGrantRoleRequest { user: "registrar".into(), role: "registrar".into() })
+            .await
+            .expect("grant registrar");
+        auth.auth_enable(AuthEnableRequest {}).await.expect("enable auth");
+        let signed_in = auth
+            .authenticate(AuthenticateRequest { name: "root".into(), password: "root-password".into() })
+            .await
+            .expect("authenticate");
+        self.token = Some(signed_in.into_inner().token);
+    }
+}
+
+use pb::etcdserverpb::auth_client::AuthClient;
+use pb::etcdserverpb::kv_client::KvClient;
+use pb::etcdserverpb::{
+    AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+    AuthUserGrantRoleRequest, AuthenticateRequest, CompactionRequest, PutRequest, RangeRequest,
+    RangeResponse,
+};
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
@@ -154,11 +239,11 @@ async fn registrations_are_keys_under_the_documented_layout_and_go_with_their_le
     assert_eq!(found[0].weight(), 5);
 
     // The raw key, as any other tool would see it.
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("raw client");
-    let got = raw.get("/rpc/services/test.v1.Test/10.0.0.1:80", None).await.expect("get");
-    let kv = got.kvs().first().expect("the key exists");
-    assert_ne!(kv.lease(), 0, "the key is attached to a lease");
-    let value: serde_json::Value = serde_json::from_slice(kv.value()).expect("JSON");
+    let raw = Raw::connect(&etcd);
+    let got = raw.get("/rpc/services/test.v1.Test/10.0.0.1:80").await;
+    let kv = got.kvs.first().expect("the key exists");
+    assert_ne!(kv.lease, 0, "the key is attached to a lease");
+    let value: serde_json::Value = serde_json::from_slice(&kv.value).expect("JSON");
     assert_eq!(value["address"], "10.0.0.1:80");
     assert_eq!(value["weight"], 5);
     assert_eq!(value["tags"]["zone"], "a");
@@ -407,9 +492,9 @@ async fn a_watch_whose_history_was_compacted_while_cut_off_lists_again() {
     leaving.revoke().await.expect("revoke");
     let _arrived = writer.register(Instance::new(SERVICE, "10.0.0.2:80")).await.expect("register");
     // The history the watch would resume from is compacted away.
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("raw client");
-    let revision = raw.get("any", None).await.expect("get").header().expect("header").revision();
-    raw.compact(revision, None).await.expect("compact");
+    let raw = Raw::connect(&etcd);
+    let revision = raw.get("any").await.header.expect("header").revision;
+    raw.compact(revision).await;
     proxy.restore();
     until_listed(&mut watch, &["10.0.0.2:80"]).await;
 }
@@ -435,10 +520,36 @@ async fn deregistering_leaves_a_newer_registration_of_the_same_address_alone() {
 #[tokio::test]
 async fn keys_written_by_other_tools_may_leave_out_what_the_key_says() {
     let etcd = Etcd::start().await;
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("raw client");
-    raw.put("/rpc/services/test.v1.Test/10.0.0.5:80", r#"{"version":"2.0"}"#, None).await.expect("put");
-    raw.put("/rpc/services/test.v1.Test/garbage", "not json", None).await.expect("put");
+    let raw = Raw::connect(&etcd);
+    raw.put("/rpc/services/test.v1.Test/10.0.0.5:80", r#"{"version":"2.0"}"#).await;
+    raw.put("/rpc/services/test.v1.Test/garbage", "not json").await;
     let found = etcd.registry().await.discover(SERVICE).await.expect("discover");
     assert_eq!(addresses(&found), ["10.0.0.5:80"]);
     assert_eq!((found[0].service(), found[0].weight(), found[0].version()), (SERVICE, 100, "2.0"));
+}
+
+#[tokio::test]
+async fn a_registry_signs_in_to_an_etcd_that_requires_it() {
+    let etcd = Etcd::start().await;
+    let mut raw = Raw::connect(&etcd);
+    raw.enable_auth("registrar-password").await;
+
+    let anonymous = etcd.registry().await;
+    let refused = anonymous.discover(SERVICE).await.expect_err("etcd requires a user");
+    assert!(refused.to_string().contains("user name is empty"), "{refused}");
+    let wrong = EtcdRegistry::connect([etcd.endpoint()], EtcdOptions::new().user("registrar", "nope")).await;
+    let wrong = wrong.expect_err("a wrong password fails the connection");
+    assert!(wrong.to_string().contains("authentication failed"), "{wrong}");
+
+    let options = EtcdOptions::new().ttl(TTL).user("registrar", "registrar-password");
+    let registry = EtcdRegistry::connect([etcd.endpoint()], options).await.expect("sign in");
+    let lease = registry.register(Instance::new(SERVICE, "10.0.0.9:80")).await.expect("register");
+    let mut watch = registry.watch(SERVICE).await.expect("watch");
+    until_listed(&mut watch, &["10.0.0.9:80"]).await;
+    // The registration is kept alive (its renewals authenticated too) well past its TTL.
+    tokio::time::sleep(TTL * 2).await;
+    let got = raw.get("/rpc/services/test.v1.Test/10.0.0.9:80").await;
+    assert_eq!(got.kvs.len(), 1, "still registered");
+    lease.revoke().await.expect("revoke");
+    until_listed(&mut watch, &[]).await;
 }

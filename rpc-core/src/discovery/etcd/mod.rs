@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::client::EtcdClient;
+use self::pb::mvccpb::event::EventType;
 use super::{Instance, Lease, LeaseKeeper, Registry, RegistryError, Watch};
 use crate::interceptor::BoxFuture;
+
+mod client;
+mod pb;
 
 /// The first delay before reconnecting to etcd; it doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -127,7 +129,7 @@ impl Default for EtcdOptions {
 /// ```
 #[derive(Clone)]
 pub struct EtcdRegistry {
-    client: Client,
+    client: EtcdClient,
     options: Arc<EtcdOptions>,
 }
 
@@ -145,14 +147,7 @@ impl EtcdRegistry {
         options: EtcdOptions,
     ) -> Result<EtcdRegistry, RegistryError> {
         let endpoints: Vec<String> = endpoints.into_iter().map(|e| e.as_ref().to_owned()).collect();
-        let mut connect = ConnectOptions::new()
-            .with_connect_timeout(options.connect_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
-        if let Some((name, password)) = &options.user {
-            connect = connect.with_user(name.clone(), password.clone());
-        }
-        let client = Client::connect(&endpoints, Some(connect)).await.map_err(unavailable)?;
+        let client = EtcdClient::connect(&endpoints, options.connect_timeout, options.user.clone()).await?;
         Ok(EtcdRegistry { client, options: Arc::new(options) })
     }
 
@@ -176,8 +171,8 @@ impl Registry for EtcdRegistry {
                 .map_err(|err| RegistryError::Invalid(format!("instance does not serialize: {err}")))?,
             ttl: self.options.ttl_seconds(),
         });
-        let mut client = self.client.clone();
-        let lease = registration.put(&mut client).await?;
+        let client = self.client.clone();
+        let lease = registration.put(&client).await?;
         let current = Arc::new(AtomicI64::new(lease));
         let stop = CancellationToken::new();
         tokio::spawn(keep_alive(
@@ -191,15 +186,15 @@ impl Registry for EtcdRegistry {
     }
 
     async fn discover(&self, service: &str) -> Result<Vec<Instance>, RegistryError> {
-        let (instances, _) = list(&mut self.client.clone(), &self.service_prefix(service)).await?;
+        let (instances, _) = list(&self.client, &self.service_prefix(service)).await?;
         Ok(instances.into_values().collect())
     }
 
     async fn watch(&self, service: &str) -> Result<Watch, RegistryError> {
         let prefix = self.service_prefix(service);
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         // The first list is fetched here, so that an unreachable etcd fails the call.
-        let (instances, revision) = list(&mut client, &prefix).await?;
+        let (instances, revision) = list(&client, &prefix).await?;
         let (tx, mut rx) = mpsc::channel(16);
         let _ = tx.send(Ok(instances.values().cloned().collect())).await;
         tokio::spawn(follow(client, prefix, instances, revision, tx));
@@ -217,10 +212,9 @@ struct Registration {
 
 impl Registration {
     /// Grants a lease and writes the key under it; returns the lease.
-    async fn put(&self, client: &mut Client) -> Result<i64, RegistryError> {
-        let lease = client.lease_grant(self.ttl, None).await.map_err(unavailable)?.id();
-        let options = PutOptions::new().with_lease(lease);
-        client.put(self.key.as_bytes(), self.value.as_slice(), Some(options)).await.map_err(unavailable)?;
+    async fn put(&self, client: &EtcdClient) -> Result<i64, RegistryError> {
+        let lease = client.lease_grant(self.ttl).await?;
+        client.put(self.key.as_bytes(), &self.value, lease).await?;
         Ok(lease)
     }
 }
@@ -228,7 +222,7 @@ impl Registration {
 /// Keeps a registration alive until `stop`: renews its lease every third of the TTL,
 /// reconnects after errors, and registers again if the lease was lost.
 async fn keep_alive(
-    mut client: Client,
+    client: EtcdClient,
     registration: Arc<Registration>,
     current: Arc<AtomicI64>,
     stop: CancellationToken,
@@ -238,14 +232,14 @@ async fn keep_alive(
     loop {
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            outcome = renew(&mut client, &registration, &current, period) => outcome,
+            outcome = renew(&client, &registration, &current, period) => outcome,
         };
         match outcome {
             Renewal::LeaseLost => {
                 tracing::warn!(key = %registration.key, "etcd lost the registration's lease; registering again");
                 match tokio::select! {
                     () = stop.cancelled() => return,
-                    put = registration.put(&mut client) => put,
+                    put = registration.put(&client) => put,
                 } {
                     Ok(lease) => {
                         current.store(lease, Ordering::Release);
@@ -278,34 +272,34 @@ enum Renewal {
 
 /// Renews the current lease every `period` until something goes wrong.
 async fn renew(
-    client: &mut Client,
+    client: &EtcdClient,
     registration: &Registration,
     current: &AtomicI64,
     period: Duration,
 ) -> Renewal {
     let lease = current.load(Ordering::Acquire);
-    let (mut keeper, mut responses) = match client.lease_keep_alive(lease).await {
-        Ok(pair) => pair,
+    let mut keeper = match client.lease_keep_alive(lease).await {
+        Ok(keeper) => keeper,
         Err(err) => {
             // Opening the stream fails both when etcd is unreachable and when the lease is
             // gone: ask which.
-            return match client.lease_time_to_live(lease, None).await {
-                Ok(response) if response.ttl() <= 0 => Renewal::LeaseLost,
-                _ => Renewal::Failed(unavailable(err)),
+            return match client.lease_time_to_live(lease).await {
+                Ok(ttl) if ttl <= 0 => Renewal::LeaseLost,
+                _ => Renewal::Failed(err),
             };
         }
     };
     loop {
         if let Err(err) = keeper.keep_alive().await {
-            return Renewal::Failed(unavailable(err));
+            return Renewal::Failed(err);
         }
-        match tokio::time::timeout(period.max(Duration::from_millis(300)), responses.message()).await {
-            Ok(Ok(Some(response))) if response.ttl() > 0 => {}
+        match tokio::time::timeout(period.max(Duration::from_millis(300)), keeper.message()).await {
+            Ok(Ok(Some(ttl))) if ttl > 0 => {}
             Ok(Ok(Some(_))) => return Renewal::LeaseLost,
             Ok(Ok(None)) => {
                 return Renewal::Failed(RegistryError::Unavailable("keep-alive stream ended".into()));
             }
-            Ok(Err(err)) => return Renewal::Failed(unavailable(err)),
+            Ok(Err(err)) => return Renewal::Failed(err),
             Err(_) => {
                 return Renewal::Failed(RegistryError::Unavailable("keep-alive went unanswered".into()));
             }
@@ -313,17 +307,15 @@ async fn renew(
         tracing::trace!(key = %registration.key, lease, "lease renewed");
         // The lease lives, but the key may not (someone deleted it): write it back, unless
         // another registration of the same address now owns it.
-        match client.get(registration.key.as_bytes(), None).await {
-            Ok(found) if found.kvs().is_empty() => {
+        match client.get(registration.key.as_bytes()).await {
+            Ok(found) if found.kvs.is_empty() => {
                 tracing::warn!(key = %registration.key, "the registration's key was deleted; writing it back");
-                let options = PutOptions::new().with_lease(lease);
-                let value = registration.value.as_slice();
-                if let Err(err) = client.put(registration.key.as_bytes(), value, Some(options)).await {
-                    return Renewal::Failed(unavailable(err));
+                if let Err(err) = client.put(registration.key.as_bytes(), &registration.value, lease).await {
+                    return Renewal::Failed(err);
                 }
             }
             Ok(_) => {}
-            Err(err) => return Renewal::Failed(unavailable(err)),
+            Err(err) => return Renewal::Failed(err),
         }
         tokio::time::sleep(period).await;
     }
@@ -331,7 +323,7 @@ async fn renew(
 
 /// What a [`Lease`] from an [`EtcdRegistry`] holds.
 struct EtcdLease {
-    client: Client,
+    client: EtcdClient,
     registration: Arc<Registration>,
     current: Arc<AtomicI64>,
     stop: CancellationToken,
@@ -341,21 +333,17 @@ impl LeaseKeeper for EtcdLease {
     fn revoke(self: Box<Self>) -> BoxFuture<'static, Result<(), RegistryError>> {
         self.stop.cancel();
         Box::pin(async move {
-            let EtcdLease { mut client, registration, current, .. } = *self;
+            let EtcdLease { client, registration, current, .. } = *self;
             let revoking = async {
                 // Revoking the lease deletes the key with it. The key is also deleted if it is
                 // still under this lease (covering a lease etcd had lost), but not if another
                 // registration of the same address has taken it over since.
                 let lease = current.load(Ordering::Acquire);
                 let revoked = client.lease_revoke(lease).await;
-                let key = registration.key.as_bytes();
-                let ours = Txn::new()
-                    .when([Compare::lease(key, CompareOp::Equal, lease)])
-                    .and_then([TxnOp::delete(key, None)]);
-                let deleted = client.txn(ours).await;
+                let deleted = client.delete_if_leased_by(registration.key.as_bytes(), lease).await;
                 match (revoked, deleted) {
-                    (_, Ok(_)) | (Ok(_), _) => Ok(()),
-                    (Err(err), Err(_)) => Err(unavailable(err)),
+                    (_, Ok(())) | (Ok(()), _) => Ok(()),
+                    (Err(err), Err(_)) => Err(err),
                 }
             };
             match tokio::time::timeout(REVOKE_TIMEOUT, revoking).await {
@@ -367,12 +355,12 @@ impl LeaseKeeper for EtcdLease {
 }
 
 /// The instances under `prefix` by key, and the store's revision when they were read.
-async fn list(client: &mut Client, prefix: &str) -> Result<(BTreeMap<String, Instance>, i64), RegistryError> {
-    let response = client.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(unavailable)?;
-    let revision = response.header().map_or(0, |h| h.revision());
+async fn list(client: &EtcdClient, prefix: &str) -> Result<(BTreeMap<String, Instance>, i64), RegistryError> {
+    let response = client.get_prefix(prefix.as_bytes()).await?;
+    let revision = response.header.map_or(0, |h| h.revision);
     let mut instances = BTreeMap::new();
-    for kv in response.kvs() {
-        if let Some((key, instance)) = parse(kv.key(), kv.value(), prefix) {
+    for kv in &response.kvs {
+        if let Some((key, instance)) = parse(&kv.key, &kv.value, prefix) {
             instances.insert(key, instance);
         }
     }
@@ -409,7 +397,7 @@ fn parse(key: &[u8], value: &[u8], prefix: &str) -> Option<(String, Instance)> {
 /// Follows the keys under `prefix` from `revision`, sending the full list to `tx` after each
 /// change, until the watcher goes away.
 async fn follow(
-    mut client: Client,
+    client: EtcdClient,
     prefix: String,
     mut instances: BTreeMap<String, Instance>,
     mut revision: i64,
@@ -417,10 +405,9 @@ async fn follow(
 ) {
     let mut delay = FIRST_RETRY_DELAY;
     loop {
-        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
         let opened = tokio::select! {
             () = tx.closed() => return,
-            opened = client.watch(prefix.as_bytes(), Some(options)) => opened,
+            opened = client.watch_prefix(prefix.as_bytes(), revision + 1) => opened,
         };
         match opened {
             Ok(mut stream) => loop {
@@ -440,14 +427,14 @@ async fn follow(
                     }
                 };
                 delay = FIRST_RETRY_DELAY;
-                let store = response.header().map_or(revision, |h| h.revision());
-                let behind = response.created() && store < revision;
-                if response.canceled() || behind {
+                let store = response.header.as_ref().map_or(revision, |h| h.revision);
+                let behind = response.created && store < revision;
+                if response.canceled || behind {
                     // The history we would resume from is gone (compacted), or this is not the
                     // store we were following (it was replaced by one with less history):
                     // start over from a fresh list.
                     tracing::warn!(%prefix, revision, store, "etcd watch cannot resume; listing again");
-                    match list(&mut client, &prefix).await {
+                    match list(&client, &prefix).await {
                         Ok((fresh, at)) => {
                             instances = fresh;
                             revision = at;
@@ -460,13 +447,13 @@ async fn follow(
                     break;
                 }
                 let mut changed = false;
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    revision = revision.max(kv.mod_revision());
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    match event.event_type() {
+                for event in &response.events {
+                    let Some(kv) = &event.kv else { continue };
+                    revision = revision.max(kv.mod_revision);
+                    let key = String::from_utf8_lossy(&kv.key).into_owned();
+                    match event.r#type() {
                         EventType::Put => {
-                            if let Some((key, instance)) = parse(kv.key(), kv.value(), &prefix) {
+                            if let Some((key, instance)) = parse(&kv.key, &kv.value, &prefix) {
                                 changed |=
                                     instances.insert(key, instance.clone()).as_ref() != Some(&instance);
                             }
@@ -486,8 +473,4 @@ async fn follow(
         }
         delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
-}
-
-fn unavailable(err: etcd_client::Error) -> RegistryError {
-    RegistryError::Unavailable(format!("etcd: {err}"))
 }
