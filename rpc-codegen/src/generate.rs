@@ -185,10 +185,10 @@ fn generate_server(service: &Service) -> TokenStream {
             (true, true) => quote!(BidiStreaming),
         };
         quote! {
-            #runtime::server::MethodDescriptor {
+            #runtime::method::MethodDescriptor {
                 name: #wire_name,
                 path: #path,
-                kind: #runtime::server::MethodKind::#kind,
+                kind: #runtime::method::MethodKind::#kind,
             }
         }
     });
@@ -244,9 +244,9 @@ fn generate_server(service: &Service) -> TokenStream {
             }
         }
 
-        impl<T: #service_trait> #runtime::server::Service for #server<T> {
-            fn descriptor(&self) -> &'static #runtime::server::ServiceDescriptor {
-                static DESCRIPTOR: #runtime::server::ServiceDescriptor = #runtime::server::ServiceDescriptor {
+        impl<T: #service_trait> #runtime::codegen::Service for #server<T> {
+            fn descriptor(&self) -> &'static #runtime::method::ServiceDescriptor {
+                static DESCRIPTOR: #runtime::method::ServiceDescriptor = #runtime::method::ServiceDescriptor {
                     name: #full_name,
                     methods: &[#(#descriptors),*],
                 };
@@ -257,8 +257,8 @@ fn generate_server(service: &Service) -> TokenStream {
             fn call(
                 &self,
                 method: usize,
-                call: #runtime::server::ServerCall,
-            ) -> #runtime::server::Spawned {
+                call: #runtime::codegen::ServerCall,
+            ) -> #runtime::codegen::Spawned {
                 match method {
                     #(#arms)*
                     _ => call.unimplemented(),

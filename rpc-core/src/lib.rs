@@ -46,19 +46,25 @@
 // The services this crate declares with its own macro name it as `::rpc_core`.
 extern crate self as rpc_core;
 
+// The layers, lowest first (docs/ARCHITECTURE.md): each module imports only from the
+// modules above it in this list.
+mod backoff;
 pub mod balance;
 pub mod client;
 pub mod codec;
+pub mod codegen;
+mod conn;
 pub mod discovery;
 mod extensions;
 pub mod health;
 pub mod interceptor;
 pub mod interceptors;
 pub mod metadata;
+pub mod method;
 pub mod server;
 pub mod status;
 pub mod stream;
-mod transport;
+pub mod transport;
 pub mod wire;
 
 /// Includes the code generated from `.proto` files for one package: its messages, and the

@@ -1,6 +1,7 @@
 //! The outcome of a call: a [`Code`] from gRPC's code space, a message and metadata.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::metadata::Metadata;
 
@@ -115,13 +116,28 @@ impl fmt::Display for Code {
 /// assert_eq!(status.code(), Code::NotFound);
 /// assert_eq!(status.to_string(), "NOT_FOUND: no user 42");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Status {
     code: Code,
     message: String,
     metadata: Metadata,
     refused: bool,
+    /// The error that caused it, for [`std::error::Error::source`] (never sent).
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+/// Statuses are equal when what they say is: code, message, metadata and refusal mark (the
+/// local cause is not compared).
+impl PartialEq for Status {
+    fn eq(&self, other: &Status) -> bool {
+        self.code == other.code
+            && self.message == other.message
+            && self.metadata == other.metadata
+            && self.refused == other.refused
+    }
+}
+
+impl Eq for Status {}
 
 macro_rules! constructors {
     ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
@@ -137,7 +153,7 @@ macro_rules! constructors {
 impl Status {
     /// A status with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into(), metadata: Metadata::new(), refused: false }
+        Status { code, message: message.into(), metadata: Metadata::new(), refused: false, source: None }
     }
 
     constructors! {
@@ -178,6 +194,13 @@ impl Status {
     /// Adds metadata, sent with the status as the response's metadata.
     pub fn with_metadata(mut self, metadata: Metadata) -> Status {
         self.metadata = metadata;
+        self
+    }
+
+    /// Keeps `source` as the error that caused this status: what
+    /// [`Error::source`](std::error::Error::source) returns (it stays local, never sent).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Status {
+        self.source = Some(Arc::new(source));
         self
     }
 
@@ -256,7 +279,11 @@ impl fmt::Display for Status {
     }
 }
 
-impl std::error::Error for Status {}
+impl std::error::Error for Status {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
 
 #[cfg(test)]
 mod tests {

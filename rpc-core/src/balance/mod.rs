@@ -33,8 +33,10 @@
 //! immutable snapshot, swapped whole when the list changes; the per-instance state (calls in
 //! flight, ejection) is atomics, kept across changes of an instance's registration.
 
+mod builder;
 mod picker;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -46,13 +48,14 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::client::{Channel, ChannelConfig, Endpoint};
+pub use builder::BalancedBuilder;
+
+use crate::client::{Channel, ChannelConfig, Endpoint, InFlight, Node, Router};
 use crate::discovery::{Instance, Update, Watch};
 use crate::health::{HealthCheckRequest, HealthClient, ServingStatus};
-use crate::interceptors::Idempotent;
 use crate::metadata::{Metadata, MetadataKey};
+use crate::method::MethodPatterns;
 use crate::status::{Code, Status};
-use crate::stream::StreamOutcome;
 use picker::{Member, Picker};
 
 /// The default number of points each instance has on a consistent-hashing ring.
@@ -109,7 +112,7 @@ impl Policy {
 #[derive(Debug, Clone)]
 pub(crate) struct BalanceOptions {
     pub(crate) policy: Policy,
-    pub(crate) idempotent: Idempotent,
+    pub(crate) idempotent: MethodPatterns,
     pub(crate) failover_attempts: u32,
     pub(crate) ejection: Duration,
     pub(crate) max_ejection: Duration,
@@ -120,7 +123,7 @@ impl Default for BalanceOptions {
     fn default() -> Self {
         BalanceOptions {
             policy: Policy::default(),
-            idempotent: Idempotent::default(),
+            idempotent: MethodPatterns::default(),
             failover_attempts: DEFAULT_FAILOVER_ATTEMPTS,
             ejection: DEFAULT_EJECTION,
             max_ejection: DEFAULT_MAX_EJECTION,
@@ -158,24 +161,25 @@ pub(crate) struct Balancer {
 
 /// One list of instances and the policy's state for it: immutable, swapped whole.
 struct Snapshot {
-    nodes: Box<[Node]>,
+    nodes: Box<[Listed]>,
     picker: Picker,
     /// Instances listed with weight 0, left out (for error messages).
     drained: usize,
 }
 
 /// One instance as registered, and its state.
-struct Node {
+struct Listed {
     instance: Instance,
     state: Arc<NodeState>,
 }
 
-/// What the balancer keeps about one address: its channel, the calls in flight on it, and
-/// its ejection. Shared by every snapshot that lists the address, so that a change of
+/// What the balancer keeps about one address: its connection, the calls in flight on it,
+/// and its ejection. Shared by every snapshot that lists the address, so that a change of
 /// registration (a new weight) loses none of it.
 pub(crate) struct NodeState {
     address: Arc<str>,
-    channel: Channel,
+    endpoint: Endpoint,
+    config: Arc<ChannelConfig>,
     in_flight: AtomicUsize,
     /// Ejections in a row, each after a failed probe; reset by a success.
     failures: AtomicU32,
@@ -193,27 +197,14 @@ impl NodeState {
     fn new(address: &str, config: &Arc<ChannelConfig>) -> NodeState {
         NodeState {
             address: address.into(),
-            channel: Channel::direct(address, Arc::clone(config)),
+            endpoint: Endpoint::new(address, Arc::clone(config)),
+            config: Arc::clone(config),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             generation: AtomicU32::new(0),
             serving: AtomicBool::new(true),
         }
-    }
-
-    /// The connection task of the instance's channel.
-    pub(crate) fn endpoint(&self) -> &Endpoint {
-        // A node's channel is always direct.
-        match self.channel.endpoint() {
-            Some(endpoint) => endpoint,
-            None => unreachable_balanced(),
-        }
-    }
-
-    /// The instance's address.
-    pub(crate) fn address(&self) -> &Arc<str> {
-        &self.address
     }
 
     /// Whether calls may go to it now: serving, and not ejected (or due for a probe).
@@ -231,54 +222,50 @@ impl NodeState {
     }
 }
 
-#[cold]
-#[allow(clippy::panic)] // Nodes are only ever built with direct channels, in `NodeState::new`.
-fn unreachable_balanced() -> ! {
-    panic!("a balancer node holds a balanced channel")
-}
-
-/// A call sent to an instance: counted in flight while it lives (for the two-choices
-/// policy), and remembering the instance's ejection generation when it was sent.
-pub(crate) struct InFlight {
-    node: Arc<NodeState>,
-    generation: u32,
-}
-
-impl InFlight {
-    fn new(node: Arc<NodeState>) -> InFlight {
-        node.in_flight.fetch_add(1, Ordering::Relaxed);
-        let generation = node.generation.load(Ordering::Relaxed);
-        InFlight { node, generation }
+impl Node for NodeState {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
-    pub(crate) fn node(&self) -> &Arc<NodeState> {
-        &self.node
+    fn address(&self) -> &Arc<str> {
+        &self.address
+    }
+
+    fn enter(&self) -> u32 {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.node.in_flight.fetch_sub(1, Ordering::Relaxed);
+impl Router for Balancer {
+    fn pick(&self, metadata: &Metadata, tried: &[Arc<str>]) -> Result<InFlight, Status> {
+        Balancer::pick(self, metadata, tried)
+    }
+
+    fn record(&self, call: &InFlight, status: Option<&Status>) {
+        Balancer::record(self, call, status);
+    }
+
+    fn may_fail_over(&self, method: &str, status: &Status, attempts: u32) -> bool {
+        Balancer::may_fail_over(self, method, status, attempts)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
-/// A stream on a balanced channel: in flight on its instance until it ends, and then
-/// recorded like a unary call.
-pub(crate) struct StreamCall {
-    call: InFlight,
-    balancer: Arc<Balancer>,
-}
-
-impl StreamCall {
-    pub(crate) fn new(call: InFlight, balancer: Arc<Balancer>) -> StreamCall {
-        StreamCall { call, balancer }
-    }
-}
-
-impl StreamOutcome for StreamCall {
-    fn ended(self: Box<Self>, status: Option<&Status>) {
-        self.balancer.record(&self.call, status);
-    }
+/// The balancer's own state of the instance a call went to.
+fn node_of(call: &InFlight) -> Option<&NodeState> {
+    call.node().as_any().downcast_ref::<NodeState>()
 }
 
 impl Balancer {
@@ -339,11 +326,11 @@ impl Balancer {
         let old = self.snapshot.load();
         let known: HashMap<&str, &Arc<NodeState>> =
             old.nodes.iter().map(|node| (&*node.state.address, &node.state)).collect();
-        let nodes: Box<[Node]> = update
+        let nodes: Box<[Listed]> = update
             .instances()
             .iter()
             .filter(|instance| instance.weight() > 0)
-            .map(|instance| Node {
+            .map(|instance| Listed {
                 instance: instance.clone(),
                 state: match known.get(instance.address()) {
                     Some(state) => Arc::clone(state),
@@ -395,13 +382,13 @@ impl Balancer {
             let Some(index) = snapshot.picker.pick(key, &available, &load) else { break };
             let node = &nodes[index].state;
             if self.claim(node) {
-                return Ok(InFlight::new(Arc::clone(node)));
+                return Ok(InFlight::new(Arc::clone(node) as Arc<dyn Node>));
             }
             lost.get_or_insert_with(Vec::new).push(index);
         }
         // Every instance is out: try them anyway, rather than fail without trying.
         match snapshot.picker.pick(key, &untried, &load) {
-            Some(index) => Ok(InFlight::new(Arc::clone(&nodes[index].state))),
+            Some(index) => Ok(InFlight::new(Arc::clone(&nodes[index].state) as Arc<dyn Node>)),
             None => Err(Status::unavailable(format!(
                 "no instance of {} left to try ({} tried)",
                 self.service,
@@ -433,14 +420,14 @@ impl Balancer {
     /// deadline that passed while its connection was not even up (a hung handshake); another
     /// deadline says nothing; anything else shows the instance answers.
     pub(crate) fn record(&self, call: &InFlight, status: Option<&Status>) {
-        let node = &call.node;
+        let Some(node) = node_of(call) else { return };
         match status.map(Status::code) {
-            Some(Code::Unavailable) => self.eject(node, call.generation, status),
-            Some(Code::DeadlineExceeded) if !node.endpoint().is_established() => {
-                self.eject(node, call.generation, status);
+            Some(Code::Unavailable) => self.eject(node, call.generation(), status),
+            Some(Code::DeadlineExceeded) if !node.endpoint.is_established() => {
+                self.eject(node, call.generation(), status);
             }
             Some(Code::DeadlineExceeded) => {}
-            _ => self.restore(node, call.generation),
+            _ => self.restore(node, call.generation()),
         }
     }
 
@@ -561,7 +548,7 @@ async fn check_health(balancer: std::sync::Weak<Balancer>, interval: Duration, s
 async fn check_one(balancer: &Balancer, node: &NodeState, timeout: Duration) {
     // The check counts as a call sent now: its outcome is current.
     let generation = node.generation.load(Ordering::Relaxed);
-    let client = HealthClient::new(node.channel.clone());
+    let client = HealthClient::new(Channel::on_endpoint(node.endpoint.clone(), Arc::clone(&node.config)));
     let request = HealthCheckRequest { service: balancer.service.to_string() };
     let serving = match client.check(request).timeout(timeout).await {
         Ok(response) => response.status() == ServingStatus::Serving,
@@ -572,7 +559,7 @@ async fn check_one(balancer: &Balancer, node: &NodeState, timeout: Duration) {
             return;
         }
         Err(status) if status.code() == Code::DeadlineExceeded => {
-            if !node.endpoint().is_established() {
+            if !node.endpoint.is_established() {
                 balancer.eject(node, generation, Some(&status));
             }
             return;

@@ -1,5 +1,10 @@
 //! A unary call from the client side: the builder that generated stubs return, and the
 //! future that waits for the answer.
+//!
+//! On a channel with a connection up and a call slot free (the common case), the request is
+//! encoded straight into the connection's outbox by the caller, and the future only waits
+//! for the answer. Otherwise the request is encoded once into a body of its own, and sent
+//! when a connection and a slot are there.
 
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
@@ -7,19 +12,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
-use super::connection::{Answer, Request};
-use super::{CallOptions, Channel, Endpoint, Route};
-use crate::balance::{Balancer, InFlight};
+use super::router::{InFlight, Router};
+use super::{CallOptions, Channel, ClientConn, Endpoint, Route};
 use crate::codec::Codec;
-use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
+use crate::conn::{Answer, Note};
+use crate::interceptor::{ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
 use crate::metadata::Metadata;
-use crate::server::MethodKind;
-use crate::status::{Code, Status};
-use crate::wire::flags;
+use crate::method::MethodKind;
+use crate::status::Status;
+use crate::wire::{Frame, FrameKind, Header, WireError};
 
 /// A response message with the metadata the server sent along.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,22 +114,39 @@ where
 
     /// Sends the call; the future yields the message with the response's metadata.
     pub fn full(self) -> ResponseFuture<'a, Resp, C> {
-        let body = <C as Codec<Req>>::encode_to_bytes(&self.request);
         let channel = self.channel;
+        let deadline = channel.deadline_for(&self.options);
         let inner = match (&channel.shared.interceptors, &channel.shared.route) {
             (None, Route::Direct(endpoint)) => {
-                let deadline = channel.deadline_for(&self.options);
-                let request = endpoint.request(self.method, self.options.metadata, body);
-                Inner::Direct { raw: RawCall::send(Via::Direct(endpoint), request, self.method, deadline) }
+                let request = &self.request;
+                let raw = RawCall::start(
+                    Via::Direct(endpoint),
+                    self.method,
+                    self.options.metadata,
+                    deadline,
+                    Body::Message {
+                        len: <C as Codec<Req>>::encoded_len(request),
+                        write: &mut |buf| <C as Codec<Req>>::encode(request, buf),
+                        keep: &mut || <C as Codec<Req>>::encode_to_bytes(request),
+                    },
+                );
+                Inner::Direct { raw }
             }
-            (None, Route::Balanced(balancer)) => {
-                let deadline = channel.deadline_for(&self.options);
-                let call = BalancedCall::new(balancer, self.method, self.options.metadata, body, deadline);
+            (None, Route::Balanced(router)) => {
+                let body = <C as Codec<Req>>::encode_to_bytes(&self.request);
+                let call = BalancedCall::new(router, self.method, self.options.metadata, body, deadline);
                 Inner::Balanced { call: Box::pin(call) }
             }
             (Some(chain), _) => {
-                let chain = Arc::clone(chain);
-                let call = intercepted(channel, chain, self.method, self.options, body);
+                let body = <C as Codec<Req>>::encode_to_bytes(&self.request);
+                let call = intercepted(
+                    channel,
+                    Arc::clone(chain),
+                    self.method,
+                    self.options.metadata,
+                    deadline,
+                    body,
+                );
                 Inner::Intercepted { call: Box::pin(call) }
             }
         };
@@ -149,12 +172,12 @@ async fn intercepted(
     channel: &Channel,
     chain: Arc<[Arc<dyn DynClientInterceptor>]>,
     method: &'static str,
-    options: CallOptions,
+    metadata: Metadata,
+    deadline: Option<Instant>,
     body: Bytes,
 ) -> Result<Answer, Status> {
-    let deadline = channel.deadline_for(&options);
     let target = Arc::clone(&channel.shared.target);
-    let mut ctx = ClientContext::new(method, MethodKind::Unary, target, options.metadata, deadline);
+    let mut ctx = ClientContext::new(method, MethodKind::Unary, target, metadata, deadline);
     let end = UnaryEndpoint { channel, body };
     ClientNext::new(&chain, &end).run(&mut ctx).await?;
     ctx.response.take().ok_or_else(|| Status::internal("an interceptor answered OK without sending the call"))
@@ -171,26 +194,43 @@ impl ClientEndpoint for UnaryEndpoint<'_> {
         Box::pin(async move {
             let method = ctx.method();
             let deadline = ctx.deadline_instant();
-            let response = match &self.channel.shared.route {
+            let metadata = ctx.metadata().clone();
+            let result = match &self.channel.shared.route {
                 Route::Direct(endpoint) => {
-                    let request = endpoint.request(method, ctx.metadata().clone(), self.body.clone());
-                    RawCall::send(Via::Direct(endpoint), request, method, deadline).await?
+                    RawCall::start(
+                        Via::Direct(endpoint),
+                        method,
+                        metadata,
+                        deadline,
+                        Body::Bytes(self.body.clone()),
+                    )
+                    .await
                 }
-                Route::Balanced(balancer) => {
-                    let metadata = ctx.metadata().clone();
-                    BalancedCall::new(balancer, method, metadata, self.body.clone(), deadline).await?
+                Route::Balanced(router) => {
+                    BalancedCall::new(router, method, metadata, self.body.clone(), deadline).await
                 }
             };
-            ctx.set_response_metadata(response.metadata.clone());
-            match status_of(&response) {
-                Some(status) => Err(status),
-                None => {
-                    ctx.response = Some(response);
+            match result {
+                Ok(answer) => {
+                    ctx.set_response_metadata(answer.metadata.clone());
+                    ctx.response = Some(answer);
                     Ok(())
+                }
+                Err(status) => {
+                    ctx.set_response_metadata(status.metadata().clone());
+                    Err(status)
                 }
             }
         })
     }
+}
+
+/// A request's body, as a call starts: the message itself (encoded straight into the
+/// connection's outbox if the call can go at once, or kept as bytes if it must wait), or
+/// bytes already encoded.
+enum Body<'r> {
+    Message { len: usize, write: &'r mut dyn FnMut(&mut BytesMut), keep: &'r mut dyn FnMut() -> Bytes },
+    Bytes(Bytes),
 }
 
 /// Where a call is sent: through a direct channel's endpoint, or to a balanced channel's
@@ -204,24 +244,35 @@ impl Via<'_> {
     fn endpoint(&self) -> &Endpoint {
         match self {
             Via::Direct(endpoint) => endpoint,
-            Via::Node(in_flight) => in_flight.node().endpoint(),
+            Via::Node(call) => call.node().endpoint(),
         }
     }
 }
 
 enum State {
-    Waiting(oneshot::Receiver<Result<Answer, Status>>),
+    /// Waiting for a connection and a call slot; the request kept to send then.
+    Waiting {
+        ready: BoxFuture<'static, Result<Arc<ClientConn>, Status>>,
+        metadata: Metadata,
+        body: Bytes,
+    },
+    /// Sent: waiting for the answer.
+    Sent {
+        conn: Arc<ClientConn>,
+        id: u64,
+        answer: oneshot::Receiver<Result<Answer, Status>>,
+    },
     Failed(Status),
     Done,
 }
 
 pin_project_lite::pin_project! {
-    /// One request on its way: its response frame, or why there is none. Dropping it before
-    /// it completes cancels the call.
+    /// One request on its way: its answer, or why there is none. Dropping it before it
+    /// completes cancels the call.
     struct RawCall<'a> {
         via: Option<Via<'a>>,
-        id: u64,
         method: &'static str,
+        deadline: Option<Instant>,
         state: State,
         #[pin]
         sleep: Option<Sleep>,
@@ -230,42 +281,180 @@ pin_project_lite::pin_project! {
     impl<'a> PinnedDrop for RawCall<'a> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if matches!(this.state, State::Waiting(_))
-                && let Some(via) = this.via
-            {
-                via.endpoint().cancel(*this.id);
+            if let State::Sent { conn, id, answer } = this.state {
+                // Answered already: nothing to call off.
+                if answer.try_recv().is_err() {
+                    cancel(conn, *id);
+                }
             }
         }
     }
 }
 
+/// Tells the server the call is off, and the connection to forget it.
+fn cancel(conn: &ClientConn, id: u64) {
+    conn.shared.with_outbox(|outbox| {
+        if outbox.closed.is_none() {
+            // A cancel frame is a few bytes: below any limit.
+            let _ = outbox.queue(&Frame::new(FrameKind::Cancel, id));
+            outbox.note(Note::Cancelled(id));
+        }
+    });
+}
+
+/// Why a request could not be queued on a connection.
+enum NotSent {
+    /// The connection stopped taking calls (a `GOAWAY`): another one will. The metadata is
+    /// given back.
+    Draining(Metadata),
+    Failed(Status),
+}
+
+/// Queues a `REQUEST` on `conn` (whose call slot the caller holds): its answer comes on the
+/// receiver.
+fn send_on(
+    conn: &ClientConn,
+    id: u64,
+    method: &'static str,
+    metadata: Metadata,
+    deadline: Option<Instant>,
+    body_len: usize,
+    write_body: &mut dyn FnMut(&mut BytesMut),
+) -> Result<oneshot::Receiver<Result<Answer, Status>>, NotSent> {
+    let timeout = match deadline {
+        None => None,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let status = Status::deadline_exceeded("the deadline passed before the call could be sent");
+                return Err(NotSent::Failed(status));
+            }
+            Some(left)
+        }
+    };
+    let header = Header {
+        method: Some(Bytes::from_static(method.as_bytes())),
+        timeout,
+        metadata,
+        ..Header::default()
+    };
+    let (reply, answer) = oneshot::channel();
+    conn.shared.with_outbox(|outbox| {
+        if let Some(status) = &outbox.closed {
+            return Err(NotSent::Failed(status.clone().refused()));
+        }
+        if !conn.shared.is_accepting() {
+            return Err(NotSent::Draining(header.metadata));
+        }
+        outbox
+            .queue_with(FrameKind::Request, 0, id, &header, body_len, write_body)
+            .map_err(|err| NotSent::Failed(not_encoded(err)))?;
+        outbox.note(Note::Sent { id, reply });
+        Ok(())
+    })?;
+    Ok(answer)
+}
+
+/// The status of a request that could not be encoded.
+fn not_encoded(err: WireError) -> Status {
+    match err {
+        WireError::FrameTooLarge { len, max } => Status::resource_exhausted(format!(
+            "request of {len} bytes exceeds the server's limit of {max} bytes"
+        )),
+        WireError::HeaderTooLarge { len, max } => Status::resource_exhausted(format!(
+            "request metadata of {len} bytes exceeds the server's limit of {max} bytes"
+        )),
+        err => Status::internal(format!("request could not be encoded: {err}")),
+    }
+}
+
+/// A connection to `endpoint` with a call slot taken on it: waits for one to connect, and
+/// for a slot (the server's `MAX_CONCURRENT_CALLS`) to free up.
+async fn connection_with_slot(endpoint: Endpoint) -> Result<Arc<ClientConn>, Status> {
+    loop {
+        let conn = endpoint.connection().await?;
+        if conn.slots.acquire().await {
+            return Ok(conn);
+        }
+        // That connection ended while we waited: the next one.
+    }
+}
+
 impl<'a> RawCall<'a> {
-    /// Sends `request`, a call to `method`, via `via`; the call gives up at `deadline`.
-    fn send(
+    /// Starts a call to `method` via `via`, giving up at `deadline`: sent at once when a
+    /// connection is up with a slot free, else once there is one.
+    fn start(
         via: Via<'a>,
-        request: Request,
         method: &'static str,
-        deadline: Option<tokio::time::Instant>,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        mut body: Body<'_>,
     ) -> RawCall<'a> {
-        let id = request.id;
-        let state = match via.endpoint().send_call(request, deadline) {
-            Ok(rx) => State::Waiting(rx),
-            Err(status) => State::Failed(status),
+        let endpoint = via.endpoint();
+        let mut metadata = metadata;
+        if let Some(conn) = endpoint.ready()
+            && conn.slots.try_acquire()
+        {
+            let id = endpoint.next_call_id();
+            let sent = match &mut body {
+                Body::Message { len, write, .. } => {
+                    send_on(&conn, id, method, metadata, deadline, *len, &mut **write)
+                }
+                Body::Bytes(bytes) => {
+                    let bytes = bytes.clone();
+                    send_on(&conn, id, method, metadata, deadline, bytes.len(), &mut |buf| {
+                        buf.put_slice(&bytes)
+                    })
+                }
+            };
+            let sleep = deadline.map(tokio::time::sleep_until);
+            match sent {
+                Ok(answer) => {
+                    return RawCall {
+                        via: Some(via),
+                        method,
+                        deadline,
+                        state: State::Sent { conn, id, answer },
+                        sleep,
+                    };
+                }
+                Err(NotSent::Failed(status)) => {
+                    conn.slots.release();
+                    return RawCall { via: Some(via), method, deadline, state: State::Failed(status), sleep };
+                }
+                Err(NotSent::Draining(returned)) => {
+                    conn.slots.release();
+                    metadata = returned;
+                }
+            }
+        }
+        let state = State::Waiting {
+            ready: Box::pin(connection_with_slot(endpoint.clone())),
+            metadata,
+            body: keep(body),
         };
-        RawCall { via: Some(via), id, method, state, sleep: deadline.map(tokio::time::sleep_until) }
+        RawCall { via: Some(via), method, deadline, state, sleep: deadline.map(tokio::time::sleep_until) }
     }
 
     /// A call that failed before it could be sent anywhere.
     fn failed(status: Status, method: &'static str) -> RawCall<'a> {
-        RawCall { via: None, id: 0, method, state: State::Failed(status), sleep: None }
+        RawCall { via: None, method, deadline: None, state: State::Failed(status), sleep: None }
     }
 
     /// The balanced channel's instance the call went to.
     fn in_flight(&self) -> Option<&InFlight> {
         match &self.via {
-            Some(Via::Node(in_flight)) => Some(in_flight),
+            Some(Via::Node(call)) => Some(call),
             _ => None,
         }
+    }
+}
+
+/// The body kept as bytes, to be sent once the call can go.
+fn keep(body: Body<'_>) -> Bytes {
+    match body {
+        Body::Message { keep, .. } => keep(),
+        Body::Bytes(bytes) => bytes,
     }
 }
 
@@ -273,31 +462,79 @@ impl Future for RawCall<'_> {
     type Output = Result<Answer, Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match std::mem::replace(this.state, State::Done) {
-            State::Waiting(mut rx) => {
-                if let Poll::Ready(answer) = Pin::new(&mut rx).poll(cx) {
-                    return Poll::Ready(match answer {
-                        Ok(result) => result,
-                        Err(_) => Err(Status::unavailable("the channel's connection task ended")),
-                    });
-                }
-                if let Some(sleep) = this.sleep.as_pin_mut()
-                    && sleep.poll(cx).is_ready()
-                {
-                    if let Some(via) = this.via {
-                        via.endpoint().cancel(*this.id);
+        let mut this = self.project();
+        loop {
+            match std::mem::replace(this.state, State::Done) {
+                State::Waiting { mut ready, metadata, body } => match ready.as_mut().poll(cx) {
+                    Poll::Ready(Ok(conn)) => {
+                        let endpoint = match this.via.as_ref() {
+                            Some(via) => via.endpoint(),
+                            None => return Poll::Ready(Err(Status::internal("a call without an endpoint"))),
+                        };
+                        let id = endpoint.next_call_id();
+                        let sent = send_on(
+                            &conn,
+                            id,
+                            this.method,
+                            metadata,
+                            *this.deadline,
+                            body.len(),
+                            &mut |buf| buf.put_slice(&body),
+                        );
+                        *this.state = match sent {
+                            Ok(answer) => State::Sent { conn, id, answer },
+                            Err(not_sent) => {
+                                conn.slots.release();
+                                match not_sent {
+                                    NotSent::Failed(status) => State::Failed(status),
+                                    NotSent::Draining(metadata) => State::Waiting {
+                                        ready: Box::pin(connection_with_slot(endpoint.clone())),
+                                        metadata,
+                                        body,
+                                    },
+                                }
+                            }
+                        };
                     }
-                    let method = this.method;
-                    return Poll::Ready(Err(Status::deadline_exceeded(format!(
-                        "{method}: the deadline passed before an answer came"
-                    ))));
+                    Poll::Ready(Err(status)) => return Poll::Ready(Err(status)),
+                    Poll::Pending => {
+                        *this.state = State::Waiting { ready, metadata, body };
+                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut()
+                            && sleep.poll(cx).is_ready()
+                        {
+                            let method = this.method;
+                            *this.state = State::Done;
+                            return Poll::Ready(Err(Status::deadline_exceeded(format!(
+                                "{method}: the deadline passed before the call could be sent"
+                            ))));
+                        }
+                        return Poll::Pending;
+                    }
+                },
+                State::Sent { conn, id, mut answer } => {
+                    if let Poll::Ready(result) = Pin::new(&mut answer).poll(cx) {
+                        return Poll::Ready(match result {
+                            Ok(result) => result,
+                            Err(_) => Err(Status::unavailable("the connection ended without an answer")),
+                        });
+                    }
+                    if let Some(sleep) = this.sleep.as_mut().as_pin_mut()
+                        && sleep.poll(cx).is_ready()
+                    {
+                        cancel(&conn, id);
+                        let method = this.method;
+                        return Poll::Ready(Err(Status::deadline_exceeded(format!(
+                            "{method}: the deadline passed before an answer came"
+                        ))));
+                    }
+                    *this.state = State::Sent { conn, id, answer };
+                    return Poll::Pending;
                 }
-                *this.state = State::Waiting(rx);
-                Poll::Pending
+                State::Failed(status) => return Poll::Ready(Err(status)),
+                State::Done => {
+                    return Poll::Ready(Err(Status::internal("response future polled after it completed")));
+                }
             }
-            State::Failed(status) => Poll::Ready(Err(status)),
-            State::Done => Poll::Ready(Err(Status::internal("response future polled after it completed"))),
         }
     }
 }
@@ -328,12 +565,12 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
     type Output = Result<Response<Resp>, Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let frame = match self.project().inner.project() {
+        let answer = match self.project().inner.project() {
             InnerProj::Direct { raw } => ready!(raw.poll(cx)),
             InnerProj::Balanced { call } => ready!(call.as_mut().poll(cx)),
             InnerProj::Intercepted { call } => ready!(call.as_mut().poll(cx)),
         };
-        Poll::Ready(frame.and_then(decode_response::<Resp, C>))
+        Poll::Ready(answer.and_then(decode_response::<Resp, C>))
     }
 }
 
@@ -355,49 +592,39 @@ impl<Resp, C: Codec<Resp>> Future for MessageFuture<'_, Resp, C> {
 }
 
 pin_project_lite::pin_project! {
-    /// A unary call on a balanced channel: sent to the instance the policy picks, and to
+    /// A unary call on a balanced channel: sent to the instance the router picks, and to
     /// another one after a failure when that is safe (see [`crate::balance`]).
     struct BalancedCall<'a> {
-        balancer: &'a Balancer,
+        router: &'a Arc<dyn Router>,
         method: &'static str,
         // Kept to send the call again.
         metadata: Metadata,
         body: Bytes,
-        deadline: Option<tokio::time::Instant>,
+        deadline: Option<Instant>,
         // The addresses tried so far.
         tried: Vec<Arc<str>>,
         attempts: u32,
         #[pin]
-        raw: RawCall<'a>,
+        raw: RawCall<'static>,
     }
 }
 
 impl<'a> BalancedCall<'a> {
     fn new(
-        balancer: &'a Balancer,
+        router: &'a Arc<dyn Router>,
         method: &'static str,
         metadata: Metadata,
         body: Bytes,
-        deadline: Option<tokio::time::Instant>,
+        deadline: Option<Instant>,
     ) -> BalancedCall<'a> {
-        let raw = match balancer.pick(&metadata, &[]) {
-            Ok(node) => send_to(node, method, &metadata, &body, deadline),
+        let raw = match router.pick(&metadata, &[]) {
+            Ok(call) => {
+                RawCall::start(Via::Node(call), method, metadata.clone(), deadline, Body::Bytes(body.clone()))
+            }
             Err(status) => RawCall::failed(status, method),
         };
-        BalancedCall { balancer, method, metadata, body, deadline, tried: Vec::new(), attempts: 1, raw }
+        BalancedCall { router, method, metadata, body, deadline, tried: Vec::new(), attempts: 1, raw }
     }
-}
-
-/// Sends a unary call to the instance of `call`.
-fn send_to(
-    call: InFlight,
-    method: &'static str,
-    metadata: &Metadata,
-    body: &Bytes,
-    deadline: Option<tokio::time::Instant>,
-) -> RawCall<'static> {
-    let request = call.node().endpoint().request(method, metadata.clone(), body.clone());
-    RawCall::send(Via::Node(call), request, method, deadline)
 }
 
 impl Future for BalancedCall<'_> {
@@ -412,51 +639,35 @@ impl Future for BalancedCall<'_> {
                     // No instance to send it to.
                     return Poll::Ready(result);
                 };
-                let status = match &result {
-                    Ok(answer) => status_of(answer),
-                    Err(status) => Some(status.clone()),
-                };
-                this.balancer.record(call, status.as_ref());
-                (call.node().address(), status)
+                let status = result.as_ref().err().cloned();
+                this.router.record(call, status.as_ref());
+                (Arc::clone(call.node().address()), status)
             };
             let Some(status) = status else { return Poll::Ready(result) };
-            let time_left = this.deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline);
-            if !time_left || !this.balancer.may_fail_over(this.method, &status, *this.attempts) {
+            let time_left = this.deadline.is_none_or(|deadline| Instant::now() < deadline);
+            if !time_left || !this.router.may_fail_over(this.method, &status, *this.attempts) {
                 return Poll::Ready(result);
             }
-            this.tried.push(Arc::clone(address));
-            let Ok(next) = this.balancer.pick(this.metadata, this.tried) else {
+            this.tried.push(address);
+            let Ok(next) = this.router.pick(this.metadata, this.tried) else {
                 return Poll::Ready(result);
             };
-            tracing::debug!(
-                method = *this.method,
-                failed = %status,
-                next = %next.node().address(),
-                "sending the call to another instance"
-            );
+            tracing::debug!(method = *this.method, failed = %status, next = %next.node().address(), "sending the call to another instance");
             *this.attempts += 1;
-            this.raw.set(send_to(next, this.method, this.metadata, this.body, *this.deadline));
+            let body = Body::Bytes(this.body.clone());
+            this.raw.set(RawCall::start(
+                Via::Node(next),
+                this.method,
+                this.metadata.clone(),
+                *this.deadline,
+                body,
+            ));
         }
     }
 }
 
-/// The status an answer carries, if it is not OK.
-fn status_of(answer: &Answer) -> Option<Status> {
-    let code = answer.status_code.map_or(Code::Ok, Code::from_u32);
-    if code == Code::Ok {
-        return None;
-    }
-    let message =
-        answer.status_message.as_ref().map(|m| String::from_utf8_lossy(m).into_owned()).unwrap_or_default();
-    let status = Status::new(code, message).with_metadata(answer.metadata.clone());
-    Some(if answer.flags & flags::REFUSED != 0 { status.refused() } else { status })
-}
-
-/// Turns an answer into the message, or the status it carries.
+/// Turns an answer into the message.
 fn decode_response<Resp, C: Codec<Resp>>(answer: Answer) -> Result<Response<Resp>, Status> {
-    if let Some(status) = status_of(&answer) {
-        return Err(status);
-    }
     match C::decode(answer.body) {
         Ok(message) => Ok(Response { message, metadata: answer.metadata }),
         Err(err) => Err(Status::internal(format!("response does not decode: {err}"))),

@@ -1,7 +1,7 @@
 //! The client: a [`Channel`] to one server address, shared by any number of callers.
 //!
-//! A channel is one TCP connection carrying every call made through it, multiplexed by
-//! call id and answered in any order. Cloning it is cheap (an `Arc`), and every clone uses
+//! A channel is one connection (TCP, or a Unix socket for `unix:/path` targets) carrying
+//! every call made through it, multiplexed by call id and answered in any order. Cloning it is cheap (an `Arc`), and every clone uses
 //! the same connection. It connects on first use (or up front with
 //! [`ChannelBuilder::connect`]), reconnects after the connection drops, and fails the calls
 //! that were in flight on a dead connection with `Unavailable`.
@@ -75,6 +75,14 @@ macro_rules! channel_option_methods {
             self
         }
 
+        /// Makes connections with `connector` instead of dialing TCP or Unix addresses: an
+        /// [in-memory pipe](crate::transport::memory), a tunnel, a wrapped stream.
+        pub fn connector(mut self, connector: impl $crate::transport::Connector) -> Self {
+            self.config.connector = std::sync::Arc::new(connector);
+            self.config.connector_is_default = false;
+            self
+        }
+
         /// The largest response frame accepted (default 4 MiB; at most 1 GiB); announced to the
         /// server, which answers `ResourceExhausted` rather than send a larger one.
         pub fn max_frame_size(mut self, bytes: usize) -> Self {
@@ -136,40 +144,34 @@ macro_rules! channel_option_methods {
     };
 }
 
-mod balanced;
+pub(crate) use channel_option_methods;
+
 mod call;
-mod connection;
+mod conn;
+mod endpoint;
+mod router;
 mod streaming;
-mod task;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-
-pub use balanced::BalancedBuilder;
 pub use call::{MessageFuture, Response, ResponseFuture, UnaryCall};
 pub use streaming::{BidiStreaming, ClientStreaming, OpenFuture, ServerStreaming, StreamingCall};
 
-use bytes::Bytes;
+pub(crate) use conn::ClientConn;
+pub(crate) use endpoint::Endpoint;
+pub(crate) use router::{InFlight, Node, Router};
 
-use crate::balance::{Balancer, InstanceState};
 use crate::codec::Codec;
-use crate::discovery::{AnyRegistry, Registry};
 use crate::interceptor::{ClientChain, DynClientInterceptor};
 use crate::metadata::Metadata;
 use crate::status::Status;
-use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
-use crate::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, Frame, FrameKind};
-pub(crate) use connection::Answer;
-use connection::Request;
-use task::ChannelTask;
-pub(crate) use task::Command;
+use crate::transport::{Connector, DefaultConnector};
+use crate::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE};
 
-/// The default time allowed to establish a TCP connection.
+/// The default time allowed to establish a connection: the connect, then the server's preface.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default idle time after which the client pings the server.
@@ -185,7 +187,7 @@ pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A channel's limits and options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ChannelConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) default_timeout: Option<Duration>,
@@ -198,15 +200,24 @@ pub(crate) struct ChannelConfig {
     pub(crate) backoff_max: Duration,
     pub(crate) stream_window: u64,
     pub(crate) connection_window: u64,
+    /// How connections are made: by default, TCP and Unix sockets.
+    pub(crate) connector: Arc<dyn Connector>,
+    pub(crate) connector_is_default: bool,
 }
 
-impl ChannelConfig {
-    pub(crate) fn flow(&self) -> FlowConfig {
-        FlowConfig {
-            stream_window: self.stream_window,
-            connection_window: self.connection_window,
-            max_frame_size: self.max_frame_size,
-        }
+impl fmt::Debug for ChannelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("default_timeout", &self.default_timeout)
+            .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("max_header_size", &self.max_header_size)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("stream_window", &self.stream_window)
+            .field("connection_window", &self.connection_window)
+            .finish_non_exhaustive()
     }
 }
 
@@ -224,6 +235,8 @@ impl Default for ChannelConfig {
             backoff_max: DEFAULT_BACKOFF_MAX,
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
+            connector: Arc::new(DefaultConnector::new()),
+            connector_is_default: true,
         }
     }
 }
@@ -246,83 +259,10 @@ struct Shared {
 
 /// Where a channel's calls go.
 enum Route {
-    /// To one server, through one connection task.
+    /// To one server.
     Direct(Endpoint),
-    /// To the instances of a service, each through its own channel.
-    Balanced(Arc<Balancer>),
-}
-
-/// The handle to one connection task: commands go in, and call ids are drawn here.
-pub(crate) struct Endpoint {
-    tx: mpsc::UnboundedSender<Command>,
-    next_call_id: AtomicU64,
-    /// Whether the task has a connection up that accepts calls.
-    established: Arc<AtomicBool>,
-}
-
-impl Endpoint {
-    /// Starts the connection task for `target`; it connects on the first call.
-    fn spawn(target: &Arc<str>, config: &Arc<ChannelConfig>) -> Endpoint {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let established = Arc::new(AtomicBool::new(false));
-        tokio::spawn(ChannelTask::new(rx, Arc::clone(target), Arc::clone(config), Arc::clone(&established)));
-        Endpoint { tx, next_call_id: AtomicU64::new(1), established }
-    }
-
-    /// Whether a connection is up: calls sent now go straight out.
-    pub(crate) fn is_established(&self) -> bool {
-        self.established.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn next_call_id(&self) -> u64 {
-        // Ids are unique for the endpoint's life, so they never repeat on any connection.
-        self.next_call_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn send_call(
-        &self,
-        request: Request,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<oneshot::Receiver<Result<Answer, Status>>, Status> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Call { request, reply, deadline })
-            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
-        Ok(rx)
-    }
-
-    pub(crate) fn cancel(&self, id: u64) {
-        let _ = self.tx.send(Command::Cancel { id });
-    }
-
-    pub(crate) fn sender(&self) -> &mpsc::UnboundedSender<Command> {
-        &self.tx
-    }
-
-    /// Waits until the connection is established, or has failed.
-    async fn ready(&self) -> Result<(), Status> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::WaitReady { reply })
-            .map_err(|_| Status::unavailable("the channel's connection task has stopped"))?;
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(Status::unavailable("the channel's connection task has stopped")),
-        }
-    }
-
-    /// The frame that opens a stream to `method`, with a fresh call id.
-    pub(crate) fn opening_frame(&self, method: &'static str, metadata: Metadata) -> Box<Frame> {
-        let mut frame = Box::new(Frame::new(FrameKind::StreamOpen, self.next_call_id()));
-        frame.header.method = Some(Bytes::from_static(method.as_bytes()));
-        frame.header.metadata = metadata;
-        frame
-    }
-
-    /// A unary call to `method` with a fresh call id.
-    pub(crate) fn request(&self, method: &'static str, metadata: Metadata, body: Bytes) -> Request {
-        Request { id: self.next_call_id(), method, metadata, body }
-    }
+    /// To the instance a router picks for each call.
+    Balanced(Arc<dyn Router>),
 }
 
 impl fmt::Debug for Channel {
@@ -352,12 +292,14 @@ impl Channel {
         timeout.and_then(|t| tokio::time::Instant::now().checked_add(t))
     }
 
-    /// Connects to `target` (`host:port`) with default options, failing if it cannot.
+    /// Connects to `target` (`host:port`, or `unix:/path`) with default options, failing if
+    /// it cannot.
     pub async fn connect(target: impl ToString) -> Result<Channel, Status> {
         Channel::builder(target).connect().await
     }
 
-    /// A builder for a channel to `target` (`host:port`, resolved at each connect).
+    /// A builder for a channel to `target`: `host:port` (resolved at each connect), or
+    /// `unix:/path` for a Unix socket.
     pub fn builder(target: impl ToString) -> ChannelBuilder {
         ChannelBuilder {
             target: target.to_string(),
@@ -366,7 +308,7 @@ impl Channel {
         }
     }
 
-    /// The address this channel connects to.
+    /// The address this channel connects to (for a balanced channel, the service's name).
     pub fn target(&self) -> &str {
         &self.shared.target
     }
@@ -414,53 +356,30 @@ impl Channel {
         StreamingCall::new(self, method, None)
     }
 
-    /// A channel to the instances of `service`, found in `registry`: each call goes to the
-    /// instance a [`Policy`](crate::balance::Policy) picks, failing instances are ejected
-    /// and probed back, and a failed call is sent to another instance when that is safe. See
-    /// [`balance`](crate::balance).
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// use rpc_core::Channel;
-    /// use rpc_core::balance::Policy;
-    /// use rpc_core::discovery::MemoryRegistry;
-    ///
-    /// # async fn run(registry: MemoryRegistry) -> Result<(), rpc_core::Status> {
-    /// let channel = Channel::balanced(registry, "acme.users.v1.Users")
-    ///     .policy(Policy::PowerOfTwoChoices)
-    ///     .idempotent("/acme.users.v1.Users/GetUser")
-    ///     .timeout(Duration::from_secs(2))
-    ///     .connect()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn balanced(registry: impl Registry, service: impl Into<String>) -> BalancedBuilder {
-        BalancedBuilder::new(AnyRegistry::new(registry), service.into())
-    }
-
-    /// A direct channel to `target` with no interceptors, connecting on its first call.
-    pub(crate) fn direct(target: &str, config: Arc<ChannelConfig>) -> Channel {
-        let target: Arc<str> = target.into();
-        let endpoint = Endpoint::spawn(&target, &config);
+    /// A channel with no interceptors over `endpoint` (a balanced channel's instance).
+    pub(crate) fn on_endpoint(endpoint: Endpoint, config: Arc<ChannelConfig>) -> Channel {
+        let target = Arc::clone(endpoint.target());
         Channel {
             shared: Arc::new(Shared { route: Route::Direct(endpoint), target, config, interceptors: None }),
         }
     }
 
-    /// What a balanced channel knows of the service's instances now (an empty list for a
-    /// direct channel): their registrations, calls in flight, ejections and health.
-    pub fn instances(&self) -> Vec<InstanceState> {
-        match &self.shared.route {
-            Route::Direct(_) => Vec::new(),
-            Route::Balanced(balancer) => balancer.instances(),
-        }
+    /// A channel whose calls go where `router` says, through `chain`.
+    pub(crate) fn routed(
+        router: Arc<dyn Router>,
+        target: Arc<str>,
+        config: Arc<ChannelConfig>,
+        chain: ClientChain,
+    ) -> Channel {
+        let interceptors = (!chain.is_empty()).then(|| chain.interceptors.into());
+        Channel { shared: Arc::new(Shared { route: Route::Balanced(router), target, config, interceptors }) }
     }
 
-    /// The connection task of a direct channel; `None` for a balanced one.
-    pub(crate) fn endpoint(&self) -> Option<&Endpoint> {
+    /// The router of a balanced channel; `None` for a direct one.
+    pub(crate) fn router(&self) -> Option<&Arc<dyn Router>> {
         match &self.shared.route {
-            Route::Direct(endpoint) => Some(endpoint),
-            Route::Balanced(_) => None,
+            Route::Direct(_) => None,
+            Route::Balanced(router) => Some(router),
         }
     }
 }
@@ -477,21 +396,33 @@ impl ChannelBuilder {
     channel_option_methods!();
 
     /// Connects now; fails with `Unavailable` if the server cannot be reached or does not
-    /// speak the protocol. Must be called inside a Tokio runtime.
+    /// speak the protocol, and with `InvalidArgument` if the target is not an address. Must
+    /// be called inside a Tokio runtime.
     pub async fn connect(self) -> Result<Channel, Status> {
         let channel = self.connect_lazy();
-        if let Some(endpoint) = channel.endpoint() {
-            endpoint.ready().await?;
+        if let Route::Direct(endpoint) = &channel.shared.route {
+            endpoint.established().await?;
         }
         Ok(channel)
     }
 
     /// A channel that connects on its first call. Must be called inside a Tokio runtime.
     pub fn connect_lazy(self) -> Channel {
-        let target: Arc<str> = self.target.into();
-        let config = Arc::new(self.config);
-        let endpoint = Endpoint::spawn(&target, &config);
+        let config = Arc::new(self.config.with_connector_options());
+        let endpoint = Endpoint::new(&self.target, Arc::clone(&config));
+        let target = Arc::clone(endpoint.target());
         let interceptors = (!self.chain.is_empty()).then(|| self.chain.interceptors.into());
         Channel { shared: Arc::new(Shared { route: Route::Direct(endpoint), target, config, interceptors }) }
+    }
+}
+
+impl ChannelConfig {
+    /// The config with the default connector's options applied (unless a connector of the
+    /// user's replaced it).
+    pub(crate) fn with_connector_options(mut self) -> ChannelConfig {
+        if self.connector_is_default {
+            self.connector = Arc::new(DefaultConnector::new().tcp_nodelay(self.tcp_nodelay));
+        }
+        self
     }
 }

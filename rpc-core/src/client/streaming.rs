@@ -8,18 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, ready};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::task::Command;
-use super::{CallOptions, Channel, Endpoint, Route};
-use crate::balance::StreamCall;
+use super::router::RecordOnEnd;
+use super::{CallOptions, Channel, ClientConn, Endpoint, Route};
 use crate::codec::Codec;
-use crate::interceptor::{BoxFuture, ClientContext, ClientEndpoint, ClientNext};
+use crate::conn::{Note, StreamCore};
+use crate::interceptor::{ClientContext, ClientEndpoint, ClientNext};
 use crate::metadata::Metadata;
-use crate::server::MethodKind;
+use crate::method::MethodKind;
 use crate::status::Status;
-use crate::stream::{Outlet, StreamResponse, StreamSender, StreamShared, Streaming};
-use crate::wire::Frame;
+use crate::stream::{Side, StreamOutcome, StreamResponse, StreamSender, Streaming};
+use crate::wire::{FrameKind, Header};
 
 /// Marks a [`StreamingCall`] as server-streaming: one request, a stream of responses.
 #[derive(Debug)]
@@ -89,23 +91,31 @@ where
          The server is told and stops at the same moment. Overrides the channel's default timeout."
     );
 
-    /// Opens the call: at once without interceptors; through them otherwise, in a task that
-    /// runs the chain until the stream has ended. `finish` turns the opened stream's ends into
-    /// what the caller gets.
+    /// Opens the call: without interceptors, at once when a connection is up with a call
+    /// slot free (else once there is one); through them otherwise, in a task that runs the
+    /// chain until the stream has ended. `finish` turns the opened stream's ends into what
+    /// the caller gets.
     fn start<T: Send + 'static>(self, kind: MethodKind, finish: Finish<Req, Resp, T>) -> OpenFuture<T>
     where
         Req: Send + 'static,
         Resp: Send + 'static,
     {
         let channel = self.channel;
-        let Some(chain) = channel.shared.interceptors.clone() else {
-            let deadline = channel.deadline_for(&self.options);
-            let opened = open_on_route::<Req, Resp, C>(channel, self.method, self.options.metadata, deadline);
-            return OpenFuture::ready(
-                opened.and_then(|(_, sender, receiver)| finish(self.request, sender, receiver)),
-            );
-        };
         let deadline = channel.deadline_for(&self.options);
+        let Some(chain) = channel.shared.interceptors.clone() else {
+            let request = self.request;
+            return match open_now::<Req, Resp, C>(channel, self.method, self.options.metadata, deadline) {
+                Opening::Opened(opened) => {
+                    OpenFuture::ready(opened.and_then(|(_, s, r)| finish(request, s, r)))
+                }
+                Opening::Later(opening) => OpenFuture {
+                    state: OpenState::Opening(Box::pin(async move {
+                        let (_, sender, receiver) = opening.await?;
+                        finish(request, sender, receiver)
+                    })),
+                },
+            };
+        };
         let mut ctx = ClientContext::new(
             self.method,
             kind,
@@ -140,61 +150,163 @@ where
 /// caller gets.
 type Finish<Req, Resp, T> = fn(Option<Req>, StreamSender<Req>, Streaming<Resp>) -> Result<T, Status>;
 
-/// An opened stream: its shared state, and its two ends.
-type OpenedStream<Req, Resp> = (Arc<StreamShared>, StreamSender<Req>, Streaming<Resp>);
+/// An opened stream: its state, and its two ends.
+type OpenedStream<Req, Resp> = (Arc<StreamCore>, StreamSender<Req>, Streaming<Resp>);
+
+/// A stream being opened: now, or once a connection (and a call slot) is there.
+enum Opening<Req, Resp> {
+    Opened(Result<OpenedStream<Req, Resp>, Status>),
+    Later(BoxFuture<'static, Result<OpenedStream<Req, Resp>, Status>>),
+}
 
 /// Opens a stream to `method` where the channel sends its calls: its connection, or the
 /// instance a balanced channel picks.
-fn open_on_route<Req, Resp, C>(
+fn open_now<Req, Resp, C>(
     channel: &Channel,
     method: &'static str,
     metadata: Metadata,
-    deadline: Option<tokio::time::Instant>,
-) -> Result<OpenedStream<Req, Resp>, Status>
+    deadline: Option<Instant>,
+) -> Opening<Req, Resp>
 where
     C: Codec<Req> + Codec<Resp>,
+    Req: Send + 'static,
+    Resp: Send + 'static,
 {
-    let window = channel.shared.config.stream_window;
-    match &channel.shared.route {
-        Route::Direct(endpoint) => {
-            let frame = endpoint.opening_frame(method, metadata);
-            Ok(open_stream::<Req, Resp, C>(endpoint, window, frame, deadline))
+    let (endpoint, record) = match &channel.shared.route {
+        Route::Direct(endpoint) => (endpoint.clone(), None),
+        Route::Balanced(router) => match router.pick(&metadata, &[]) {
+            Ok(call) => {
+                (call.node().endpoint().clone(), Some(RecordOnEnd { router: Arc::clone(router), call }))
+            }
+            Err(status) => return Opening::Opened(Err(status)),
+        },
+    };
+    let ends = move |core: Arc<StreamCore>, record: Option<RecordOnEnd>| {
+        let sender = StreamSender::new::<C>(Arc::clone(&core), Side::Client);
+        let timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let mut receiver = Streaming::new::<C>(Arc::clone(&core), Side::Client, timer);
+        if let Some(record) = record {
+            receiver = receiver.with_outcome(Box::new(record));
         }
-        Route::Balanced(balancer) => {
-            let call = balancer.pick(&metadata, &[])?;
-            let endpoint = call.node().endpoint();
-            let frame = endpoint.opening_frame(method, metadata);
-            let (shared, sender, receiver) = open_stream::<Req, Resp, C>(endpoint, window, frame, deadline);
-            let receiver = receiver.with_outcome(Box::new(StreamCall::new(call, Arc::clone(balancer))));
-            Ok((shared, sender, receiver))
+        (core, sender, receiver)
+    };
+    if let Some(conn) = endpoint.ready()
+        && conn.slots.try_acquire()
+    {
+        match open_on(&conn, endpoint.next_call_id(), method, metadata, deadline) {
+            Ok(core) => return Opening::Opened(Ok(ends(core, record))),
+            Err((status, None)) => {
+                conn.slots.release();
+                return Opening::Opened(Err(status));
+            }
+            Err((_, Some(metadata))) => {
+                conn.slots.release();
+                return later(endpoint, method, metadata, deadline, record, ends);
+            }
         }
     }
+    later(endpoint, method, metadata, deadline, record, ends)
 }
 
-/// Sends the `STREAM_OPEN` for `frame` through `endpoint`, with a flow-control `window`,
-/// and returns the stream's shared state and its two ends.
-fn open_stream<Req, Resp, C>(
-    endpoint: &Endpoint,
-    window: u64,
-    frame: Box<Frame>,
-    deadline: Option<tokio::time::Instant>,
-) -> OpenedStream<Req, Resp>
+/// Opens the stream once a connection with a free call slot is there.
+fn later<Req, Resp>(
+    endpoint: Endpoint,
+    method: &'static str,
+    metadata: Metadata,
+    deadline: Option<Instant>,
+    record: Option<RecordOnEnd>,
+    ends: impl FnOnce(Arc<StreamCore>, Option<RecordOnEnd>) -> OpenedStream<Req, Resp> + Send + 'static,
+) -> Opening<Req, Resp>
 where
-    C: Codec<Req> + Codec<Resp>,
+    Req: Send + 'static,
+    Resp: Send + 'static,
 {
-    let id = frame.call_id;
-    let (inbound_tx, inbound) = crate::stream::inbound::channel();
-    let budget = StreamShared::new(window);
-    let tx = endpoint.sender();
-    // If the channel's task is gone, the command (and with it `inbound_tx`) is dropped: the
-    // stream then reads as failed, which is what the caller needs to know.
-    let _ = tx.send(Command::OpenStream { frame, inbound: inbound_tx, shared: budget.clone(), deadline });
-    let outlet = Outlet::Client(tx.clone());
-    let sender = StreamSender::new(id, Arc::clone(&budget), outlet.clone(), encode::<Req, C>, true);
-    let timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    let receiver = Streaming::new(id, inbound, outlet, decode::<Resp, C>, window, timer, true)
-        .reporting_to(Arc::clone(&budget));
-    (budget, sender, receiver)
+    Opening::Later(Box::pin(async move {
+        let mut metadata = metadata;
+        let waiting = async {
+            loop {
+                let conn = endpoint.connection().await?;
+                if !conn.slots.acquire().await {
+                    continue;
+                }
+                match open_on(&conn, endpoint.next_call_id(), method, metadata, deadline) {
+                    Ok(core) => return Ok(core),
+                    Err((status, None)) => {
+                        conn.slots.release();
+                        return Err(status);
+                    }
+                    Err((_, Some(returned))) => {
+                        conn.slots.release();
+                        metadata = returned;
+                    }
+                }
+            }
+        };
+        let opened = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, waiting).await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "{method}: the deadline passed before the stream could open"
+                )))
+            }),
+            None => waiting.await,
+        };
+        match opened {
+            Ok(core) => Ok(ends(core, record)),
+            Err(status) => {
+                // On a balanced channel, the instance failed this call.
+                if let Some(record) = record {
+                    Box::new(record).ended(Some(&status));
+                }
+                Err(status)
+            }
+        }
+    }))
+}
+
+/// Queues a `STREAM_OPEN` on `conn` (whose call slot the caller holds). Fails with the
+/// status, or, when the connection stopped taking calls, gives the metadata back for
+/// another connection.
+fn open_on(
+    conn: &ClientConn,
+    id: u64,
+    method: &'static str,
+    metadata: Metadata,
+    deadline: Option<Instant>,
+) -> Result<Arc<StreamCore>, (Status, Option<Metadata>)> {
+    let timeout = match deadline {
+        None => None,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err((
+                    Status::deadline_exceeded("the deadline passed before the stream could open"),
+                    None,
+                ));
+            }
+            Some(left)
+        }
+    };
+    let header = Header {
+        method: Some(Bytes::from_static(method.as_bytes())),
+        timeout,
+        metadata,
+        ..Header::default()
+    };
+    let core = StreamCore::new(id, Arc::clone(&conn.shared));
+    conn.shared.with_outbox(|outbox| {
+        if let Some(status) = &outbox.closed {
+            return Err((status.clone().refused(), None));
+        }
+        if !conn.shared.is_accepting() {
+            return Err((Status::unavailable("the connection is draining"), Some(header.metadata)));
+        }
+        outbox.queue_with(FrameKind::StreamOpen, 0, id, &header, 0, |_| {}).map_err(|err| {
+            (Status::resource_exhausted(format!("the stream could not be opened: {err}")), None)
+        })?;
+        outbox.note(Note::Opened(Arc::clone(&core)));
+        Ok(())
+    })?;
+    Ok(core)
 }
 
 /// The end of a client chain for a streaming call: opens the stream as the context says,
@@ -210,7 +322,8 @@ struct StreamEndpoint<Req, Resp, C, T> {
 impl<Req, Resp, C, T> ClientEndpoint for StreamEndpoint<Req, Resp, C, T>
 where
     C: Codec<Req> + Codec<Resp>,
-    Req: Send,
+    Req: Send + 'static,
+    Resp: Send + 'static,
     T: Send,
 {
     fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
@@ -220,8 +333,12 @@ where
             };
             let metadata = ctx.metadata().clone();
             let opened =
-                open_on_route::<Req, Resp, C>(&self.channel, ctx.method(), metadata, ctx.deadline_instant());
-            let (shared, sender, receiver) = match opened {
+                match open_now::<Req, Resp, C>(&self.channel, ctx.method(), metadata, ctx.deadline_instant())
+                {
+                    Opening::Opened(opened) => opened,
+                    Opening::Later(opening) => opening.await,
+                };
+            let (core, sender, receiver) = match opened {
                 Ok(ends) => ends,
                 Err(status) => {
                     let _ = deliver.send(Err(status.clone()));
@@ -233,7 +350,7 @@ where
             let _ = deliver.send(ends);
             match failed {
                 Some(status) => Err(status),
-                None => shared.completed().await,
+                None => core.completed().await,
             }
         })
     }
@@ -253,6 +370,8 @@ pub struct OpenFuture<T> {
 
 enum OpenState<T> {
     Ready(Option<Result<T, Status>>),
+    /// Waiting for a connection and a call slot.
+    Opening(BoxFuture<'static, Result<T, Status>>),
     /// The chain runs here, in the caller's task (so interceptors see its task-locals), until
     /// it has delivered the stream's ends; the rest of it, which waits for the stream to end,
     /// then moves to a task of its own.
@@ -266,6 +385,7 @@ impl<T> std::fmt::Debug for OpenState<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenState::Ready(_) => f.write_str("Ready"),
+            OpenState::Opening(_) => f.write_str("Opening"),
             OpenState::Intercepted { .. } => f.write_str("Intercepted"),
         }
     }
@@ -286,6 +406,7 @@ impl<T> Future for OpenFuture<T> {
             OpenState::Ready(result) => {
                 Poll::Ready(result.take().unwrap_or_else(|| Err(Status::internal("polled after completion"))))
             }
+            OpenState::Opening(opening) => opening.as_mut().poll(cx),
             OpenState::Intercepted { chain, delivered } => {
                 if let Some(run) = chain
                     && run.as_mut().poll(cx).is_ready()
@@ -357,12 +478,4 @@ where
     fn into_future(self) -> Self::IntoFuture {
         self.start(MethodKind::BidiStreaming, |_, sender, responses| Ok((sender, responses)))
     }
-}
-
-fn encode<T, C: Codec<T>>(message: &T) -> Bytes {
-    C::encode_to_bytes(message)
-}
-
-fn decode<T, C: Codec<T>>(body: Bytes) -> Result<T, Status> {
-    C::decode(body).map_err(|err| Status::internal(format!("stream message does not decode: {err}")))
 }

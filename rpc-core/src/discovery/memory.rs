@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Instance, Lease, LeaseKeeper, Registry, RegistryError, Watch};
-use crate::interceptor::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// A registry held in memory, shared by everything in one process that holds a clone.
 ///

@@ -51,7 +51,7 @@ use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
 
-use crate::interceptor::BoxFuture;
+use futures_util::future::BoxFuture;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdOptions, EtcdRegistry};

@@ -4,11 +4,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::BoxFuture;
-use crate::client::Answer;
+use futures_util::future::BoxFuture;
+
+use crate::conn::Answer;
 use crate::extensions::Extensions;
 use crate::metadata::Metadata;
-use crate::server::MethodKind;
+use crate::method::MethodKind;
 use crate::status::Status;
 
 /// What a client interceptor knows about a call, and may change before it is sent.

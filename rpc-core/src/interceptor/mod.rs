@@ -18,15 +18,11 @@
 //! The built-in interceptors are in [`interceptors`](crate::interceptors).
 
 mod client;
+mod context;
 mod server;
-
-use std::future::Future;
-use std::pin::Pin;
 
 pub use client::{ClientChain, ClientContext, ClientInterceptor, ClientNext};
 pub(crate) use client::{ClientEndpoint, DynClientInterceptor};
+pub use context::Context;
 pub(crate) use server::{DynServerInterceptor, run_chain};
 pub use server::{Next, ServerChain, ServerInterceptor};
-
-/// A boxed, sendable future: what the object-safe forms of the interceptor traits return.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -3,8 +3,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::BoxFuture;
-use crate::server::Context;
+use futures_util::future::BoxFuture;
+
+use super::Context;
 use crate::status::Status;
 
 /// Runs around the calls of a server or a service: before the handler, around it, after it.

@@ -134,9 +134,9 @@ mod jwt {
     use serde_json::{Map, Value};
 
     use super::{AUTHORIZATION, BEARER};
+    use crate::interceptor::Context;
     use crate::interceptor::{Next, ServerInterceptor};
     use crate::metadata::Metadata;
-    use crate::server::Context;
     use crate::status::Status;
 
     /// The claims of a validated JWT, as the handler sees them.

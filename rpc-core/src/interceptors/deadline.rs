@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::interceptor::Context;
 use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
-use crate::server::Context;
 use crate::status::Status;
 
 tokio::task_local! {

@@ -12,8 +12,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::tracing::watch;
+use crate::interceptor::Context;
 use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
-use crate::server::Context;
 use crate::status::{Code, Status};
 
 /// Per-method counts, errors, calls in flight and latencies, in the Prometheus text format

@@ -28,6 +28,5 @@ pub use deadline::Deadlines;
 #[cfg(feature = "metrics")]
 pub use metrics::Metrics;
 pub use rate_limit::{ConcurrencyLimit, RateLimit};
-pub(crate) use retry::Idempotent;
 pub use retry::Retry;
 pub use tracing::{SpanId, TraceContext, TraceId, Tracing};

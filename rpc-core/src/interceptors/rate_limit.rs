@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use crate::interceptor::Context;
 use crate::interceptor::{Next, ServerInterceptor};
-use crate::server::Context;
 use crate::status::Status;
 
 /// How many calls go between clean-ups of idle buckets.

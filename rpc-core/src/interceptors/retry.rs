@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext};
-use crate::server::MethodKind;
+use crate::method::{MethodKind, MethodPatterns};
 use crate::status::{Code, Status};
 
 /// Retries failed unary calls with exponential backoff and jitter, when it is safe, within a
@@ -55,7 +56,7 @@ pub struct Retry {
     max_attempts: u32,
     codes: CodeSet,
     backoff: Backoff,
-    idempotent: Idempotent,
+    idempotent: MethodPatterns,
     budget: Arc<Budget>,
 }
 
@@ -96,7 +97,7 @@ impl Retry {
                 max: Retry::DEFAULT_MAX_BACKOFF,
                 jitter: Retry::DEFAULT_JITTER,
             },
-            idempotent: Idempotent::default(),
+            idempotent: MethodPatterns::default(),
             budget: Arc::new(Budget::new(BudgetConfig::default())),
         }
     }
@@ -264,57 +265,6 @@ impl CodeSet {
     /// Whether `code` is in the set.
     pub(super) fn contains(self, code: Code) -> bool {
         self.0 & (1 << code.as_u32()) != 0
-    }
-}
-
-/// The methods whose calls may be sent more than once.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Idempotent {
-    pub(crate) all: bool,
-    methods: Vec<Box<str>>,
-    prefixes: Vec<Box<str>>,
-}
-
-impl Idempotent {
-    /// Adds a full method name, or a prefix ending in `*`.
-    pub(crate) fn add(&mut self, pattern: String) {
-        match pattern.strip_suffix('*') {
-            Some(prefix) => self.prefixes.push(prefix.into()),
-            None => self.methods.push(pattern.into()),
-        }
-    }
-
-    pub(crate) fn matches(&self, method: &str) -> bool {
-        self.all
-            || self.methods.iter().any(|m| **m == *method)
-            || self.prefixes.iter().any(|p| method.starts_with(&**p))
-    }
-}
-
-/// Exponential backoff with jitter.
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    initial: Duration,
-    multiplier: f64,
-    max: Duration,
-    jitter: f64,
-}
-
-impl Backoff {
-    /// The delay before the next attempt after `attempts` attempts (1 for the first retry),
-    /// jitter not applied: `initial * multiplier^(attempts - 1)`, at most `max`.
-    fn ceiling(&self, attempts: u32) -> Duration {
-        let exponent = attempts.saturating_sub(1).min(i32::MAX as u32) as i32;
-        let secs = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
-        // A non-finite or huge product saturates to the maximum.
-        Duration::try_from_secs_f64(secs).map_or(self.max, |d| d.min(self.max))
-    }
-
-    /// The delay before the next attempt after `attempts` attempts: the ceiling, shortened by
-    /// a random fraction up to `jitter`.
-    fn delay(&self, attempts: u32) -> Duration {
-        let ceiling = self.ceiling(attempts);
-        ceiling.mul_f64(1.0 - self.jitter * fastrand::f64())
     }
 }
 

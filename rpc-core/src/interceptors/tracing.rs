@@ -12,9 +12,9 @@ use futures_util::FutureExt;
 use tracing::field::Empty;
 use tracing::{Instrument, Level, Span};
 
+use crate::interceptor::Context;
 use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
 use crate::metadata::Metadata;
-use crate::server::Context;
 use crate::status::{Code, Status};
 
 /// The metadata key of the W3C trace context.
@@ -353,7 +353,7 @@ impl ServerInterceptor for Tracing {
         let span = tracing::info_span!(
             "rpc.server",
             method = ctx.method(),
-            peer = %ctx.peer_addr(),
+            peer = %ctx.peer(),
             trace_id = %context.trace_id,
             span_id = %context.span_id,
             parent_span_id = context.parent_span_id.map(display),

@@ -27,31 +27,27 @@
 //! # }
 //! ```
 
-mod connection;
-mod context;
+mod conn;
 mod registration;
 mod routes;
-mod service;
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use context::Context;
+pub use crate::codegen::Service;
+pub use crate::interceptor::Context;
 pub use registration::Registration;
-pub(crate) use service::Outgoing;
-pub use service::{MethodDescriptor, MethodKind, ServerCall, Service, ServiceDescriptor, Spawned};
 
 use crate::discovery::{AnyRegistry, Registry};
 use crate::health::{HealthReporter, HealthServer, HealthService};
 use crate::interceptor::{ServerChain, ServerInterceptor};
-use crate::stream::flow::FlowConfig;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
+use crate::transport::{self, Address, AnyListener, Listener, SocketOptions};
 use crate::wire::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
     MIN_STREAM_WINDOW,
@@ -98,16 +94,6 @@ impl Default for ServerConfig {
             tcp_nodelay: true,
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
-        }
-    }
-}
-
-impl ServerConfig {
-    pub(crate) fn flow(&self) -> FlowConfig {
-        FlowConfig {
-            stream_window: self.stream_window,
-            connection_window: self.connection_window,
-            max_frame_size: self.max_frame_size,
         }
     }
 }
@@ -305,22 +291,30 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds `addr` and serves until an error stops the listener.
-    pub async fn serve(self, addr: impl ToSocketAddrs) -> io::Result<()> {
+    /// Binds `addr` (`host:port`, or `unix:/path` for a Unix socket) and serves until an
+    /// error stops the listener.
+    pub async fn serve(self, addr: impl ToString) -> io::Result<()> {
         self.serve_with_shutdown(addr, std::future::pending()).await
     }
 
-    /// Binds `addr` and serves until `signal` completes, then shuts down gracefully.
+    /// Binds `addr` (`host:port`, or `unix:/path` for a Unix socket) and serves until
+    /// `signal` completes, then shuts down gracefully.
     pub async fn serve_with_shutdown(
         self,
-        addr: impl ToSocketAddrs,
+        addr: impl ToString,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let listener = TcpListener::bind(addr).await?;
-        self.serve_with_listener(listener, signal).await
+        let address: Address =
+            addr.to_string().parse().map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+        match transport::bind(&address).await? {
+            AnyListener::Tcp(listener) => self.serve_with_listener(listener, signal).await,
+            #[cfg(unix)]
+            AnyListener::Unix(listener) => self.serve_with_listener(listener, signal).await,
+        }
     }
 
-    /// Serves on a listener the caller bound (for example to port 0, to learn the port),
+    /// Serves on a listener the caller bound (a `TcpListener` bound to port 0, to learn the
+    /// port; a `UnixListener`; an in-memory [`MemoryListener`](crate::transport::memory)),
     /// until `signal` completes, then shuts down gracefully:
     ///
     /// 1. the health service reports `NOT_SERVING`, and the server's registrations (see
@@ -330,9 +324,9 @@ impl ServerBuilder {
     ///    that still arrive are refused (`Unavailable`, flagged as not processed);
     /// 4. in-flight calls finish, up to the [grace period](Self::shutdown_grace), after which
     ///    the remaining connections are closed.
-    pub async fn serve_with_listener(
+    pub async fn serve_with_listener<L: Listener>(
         self,
-        listener: TcpListener,
+        mut listener: L,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let mut routes = self.routes;
@@ -355,13 +349,20 @@ impl ServerBuilder {
             }
         }
         routes.set_server_chain(&self.chain);
-        let local = listener.local_addr()?;
+        let local = listener.local_addr();
         let leases = match &self.registration {
-            Some((registry, registration)) => registration.register(registry, local, registered).await?,
+            Some((registry, registration)) => {
+                let local = local
+                    .as_ref()
+                    .map_err(|err| io::Error::new(err.kind(), format!("cannot register: {err}")))?;
+                registration.register(registry, local, registered).await?
+            }
             None => Vec::new(),
         };
+        let local = local.map_or_else(|_| "(no address)".to_owned(), |address| address.to_string());
         let routes = Arc::new(routes);
         let config = Arc::new(self.config);
+        let options = SocketOptions { nodelay: config.tcp_nodelay, ..SocketOptions::default() };
         let shutdown = CancellationToken::new();
         let mut connections = JoinSet::new();
         tracing::info!(%local, services = ?routes.service_names(), "serving");
@@ -370,13 +371,13 @@ impl ServerBuilder {
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        if let Err(err) = configure(&stream, &config) {
+                accepted = transport::accept(&mut listener) => match accepted {
+                    Ok((io, peer)) => {
+                        if let Err(err) = listener.configure(&io, &options) {
                             tracing::warn!(%peer, %err, "cannot configure accepted socket");
                         }
-                        let conn = connection::serve_connection(
-                            stream, peer, Arc::clone(&routes), Arc::clone(&config), shutdown.clone(),
+                        let conn = conn::serve_connection(
+                            io, peer, Arc::clone(&routes), Arc::clone(&config), shutdown.clone(),
                         );
                         connections.spawn(conn);
                     }
@@ -414,8 +415,4 @@ impl ServerBuilder {
         }
         Ok(())
     }
-}
-
-fn configure(stream: &TcpStream, config: &ServerConfig) -> io::Result<()> {
-    stream.set_nodelay(config.tcp_nodelay)
 }

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use crate::discovery::{AnyRegistry, Instance, Lease, Registry};
+use crate::transport::Address;
 
 /// How a server registers itself: see
 /// [`ServerBuilder::register`](super::ServerBuilder::register).
@@ -79,12 +80,16 @@ impl Registration {
     pub(crate) async fn register(
         &self,
         registry: &AnyRegistry,
-        local: SocketAddr,
+        local: &Address,
         services: Vec<String>,
     ) -> io::Result<Vec<Lease>> {
+        let unspecified = match local {
+            Address::Tcp(address) => address.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified()),
+            Address::Unix(_) => false,
+        };
         let address = match &self.address {
             Some(address) => address.clone(),
-            None if local.ip().is_unspecified() => {
+            None if unspecified => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::service::{MethodKind, Service};
+use crate::codegen::Service;
 use crate::interceptor::{DynServerInterceptor, ServerChain};
+use crate::method::MethodKind;
 
 /// How much of an unknown method name an error message repeats.
 const MAX_ECHOED_NAME: usize = 256;

@@ -4,9 +4,10 @@
 //! Flow control is built in. A `StreamSender::send` waits while the peer has not granted
 //! credit for more, so a slow consumer slows its producer down instead of making either side
 //! buffer without bound; a `Streaming` grants credit back as its messages are read.
-
-pub(crate) mod flow;
-pub(crate) mod inbound;
+//!
+//! Sending is cheap: each message is encoded straight into the stream's buffer, which the
+//! connection writes to the socket a batch at a time. A producer with many messages ready
+//! sends them back to back (or with [`StreamSender::send_all`]) and they go out together.
 
 /// The default flow-control window per stream: 1 MiB.
 pub const DEFAULT_STREAM_WINDOW: u64 = 1024 * 1024;
@@ -14,128 +15,26 @@ pub const DEFAULT_STREAM_WINDOW: u64 = 1024 * 1024;
 /// The default flow-control window per connection, shared by its streams: 16 MiB.
 pub const DEFAULT_CONNECTION_WINDOW: u64 = 16 * 1024 * 1024;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc};
+use bytes::{Bytes, BytesMut};
 use tokio::time::Sleep;
 
-use crate::client::Command;
+use crate::codec::Codec;
+use crate::conn::{Note, Received, Recv, StreamCore};
 use crate::metadata::Metadata;
-use crate::server::Outgoing;
 use crate::status::Status;
 use crate::wire::{Frame, FrameKind};
-use inbound::InboundRx;
 
-/// What the tasks at either end of a stream tell its connection.
-// Messages are the common case: boxing the frame would cost an allocation per message.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum StreamEvent {
-    /// A message to send on stream `id`.
-    Message { id: u64, body: Bytes },
-    /// The stream's end: its `STREAM_END` frame (once per stream, so boxed: the events of a
-    /// busy stream stay small).
-    End(Box<Frame>),
-    /// The consumer has taken `bytes` of messages: credit to grant back. `last`: the
-    /// consumer is done with the stream (it read the end, or was dropped).
-    Release { id: u64, bytes: u64, last: bool },
-    /// The client abandons the call.
-    Cancel { id: u64 },
-}
-
-/// The way from a stream's user to its connection's task.
-#[derive(Debug, Clone)]
-pub(crate) enum Outlet {
-    Server(mpsc::UnboundedSender<Outgoing>),
-    Client(mpsc::UnboundedSender<Command>),
-}
-
-impl Outlet {
-    /// Sends an event; `false` if the connection is gone.
-    fn send(&self, event: StreamEvent) -> bool {
-        match self {
-            Outlet::Server(tx) => tx.send(Outgoing::Stream(event)).is_ok(),
-            Outlet::Client(tx) => tx.send(Command::Stream(event)).is_ok(),
-        }
-    }
-}
-
-/// What a connection delivers to a stream's consumer.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// A message, and the credit it used.
-    Message { body: Bytes, cost: u64 },
-    /// The end: the peer's trailing metadata, or the status the stream failed with.
-    End(Result<Metadata, Status>),
-}
-
-/// State shared by a `StreamSender` and its connection: the sender's local budget of bytes
-/// not yet written, and the outcome once the stream is closed.
-#[derive(Debug)]
-pub(crate) struct StreamShared {
-    /// Bytes the sender may still queue; the connection gives them back as it writes.
-    pub(crate) budget: Semaphore,
-    /// The most one message takes from the budget, so a message larger than the whole
-    /// budget still goes (alone).
-    pub(crate) cap: u32,
-    outcome: OnceLock<Status>,
-    /// How the call ended, once it has: what a client interceptor around the stream sees.
-    result: OnceLock<Result<(), Status>>,
-    ended: tokio::sync::Notify,
-}
-
-impl StreamShared {
-    pub(crate) fn new(budget: u64) -> Arc<StreamShared> {
-        let cap = u32::try_from(budget).unwrap_or(u32::MAX);
-        Arc::new(StreamShared {
-            budget: Semaphore::new(cap as usize),
-            cap,
-            outcome: OnceLock::new(),
-            result: OnceLock::new(),
-            ended: tokio::sync::Notify::new(),
-        })
-    }
-
-    /// The call is over: no more sending (waiting and later sends fail with `status`), and
-    /// if the call had not ended yet, it ends with `status`.
-    pub(crate) fn close(&self, status: Status) {
-        self.complete(Err(status.clone()));
-        self.stop_sending(status);
-    }
-
-    /// This side sends no more (it half-closed); the call itself goes on.
-    pub(crate) fn stop_sending(&self, status: Status) {
-        let _ = self.outcome.set(status);
-        self.budget.close();
-    }
-
-    /// Records how the call ended (the first report wins).
-    pub(crate) fn complete(&self, result: Result<(), Status>) {
-        if self.result.set(result).is_ok() {
-            self.ended.notify_waiters();
-        }
-    }
-
-    /// Waits until the call has ended; how it ended.
-    pub(crate) async fn completed(&self) -> Result<(), Status> {
-        loop {
-            let notified = self.ended.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(result) = self.result.get() {
-                return result.clone();
-            }
-            notified.await;
-        }
-    }
-
-    fn outcome(&self) -> Status {
-        self.outcome.get().cloned().unwrap_or_else(|| Status::cancelled("the stream is closed"))
-    }
+/// Which side of the call a stream end belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
 }
 
 /// Sends the messages of one side of a stream.
@@ -147,59 +46,67 @@ impl StreamShared {
 /// server that no more requests follow. On the server, the stream ends when the handler
 /// returns, with the status it returned.
 pub struct StreamSender<T> {
-    id: u64,
-    shared: Arc<StreamShared>,
-    outlet: Outlet,
-    encode: fn(&T) -> Bytes,
-    half_close_on_drop: bool,
+    core: Arc<StreamCore>,
+    encoded_len: fn(&T) -> usize,
+    encode: fn(&T, &mut BytesMut),
+    side: Side,
 }
 
 impl<T> std::fmt::Debug for StreamSender<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamSender").field("call_id", &self.id).finish_non_exhaustive()
+        f.debug_struct("StreamSender").field("call_id", &self.core.id).finish_non_exhaustive()
     }
 }
 
 impl<T> StreamSender<T> {
-    pub(crate) fn new(
-        id: u64,
-        shared: Arc<StreamShared>,
-        outlet: Outlet,
-        encode: fn(&T) -> Bytes,
-        half_close_on_drop: bool,
-    ) -> StreamSender<T> {
-        StreamSender { id, shared, outlet, encode, half_close_on_drop }
+    pub(crate) fn new<C: Codec<T>>(core: Arc<StreamCore>, side: Side) -> StreamSender<T> {
+        StreamSender { core, encoded_len: C::encoded_len, encode: C::encode, side }
     }
 
     /// Sends a message, waiting for flow-control credit if the peer has fallen behind.
     ///
     /// Fails once the stream is over: the peer ended or cancelled it (with the status it
-    /// ended with, where known), its deadline passed, or the connection was lost.
+    /// ended with, where known), its deadline passed, or the connection was lost. A message
+    /// larger than the peer's frame limit fails with `RESOURCE_EXHAUSTED` (on a client, the
+    /// call is then cancelled).
     pub fn send(&mut self, message: T) -> SendFuture<'_, T> {
-        let body = (self.encode)(&message);
-        let permits = Frame::message_payload_len(self.id, body.len()).min(self.shared.cap as usize) as u32;
-        SendFuture { sender: self, body: Some(body), permits, waiting: None }
+        SendFuture { sender: self, message: Some(message) }
     }
 
-    /// Sends a message without waiting: for the first message of a fresh stream, whose budget
-    /// is whole.
-    pub(crate) fn send_now(&mut self, message: T) -> Result<(), Status> {
-        let body = (self.encode)(&message);
-        let permits = Frame::message_payload_len(self.id, body.len()).min(self.shared.cap as usize) as u32;
-        match self.shared.budget.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(self.shared.outcome()),
+    /// Sends every message of `messages` in order, waiting for credit as needed: the same as
+    /// sending them one by one.
+    pub async fn send_all(&mut self, messages: impl IntoIterator<Item = T>) -> Result<(), Status> {
+        for message in messages {
+            self.send(message).await?;
         }
-        if self.outlet.send(StreamEvent::Message { id: self.id, body }) {
-            Ok(())
-        } else {
-            Err(Status::unavailable("the connection is gone"))
+        Ok(())
+    }
+
+    fn poll_send_message(&self, cx: Option<&mut Context<'_>>, message: &T) -> Poll<Result<(), Status>> {
+        let encode = self.encode;
+        let polled = self.core.poll_send(cx, (self.encoded_len)(message), |buf| encode(message, buf));
+        if let Poll::Ready(Err(status)) = &polled
+            && self.side == Side::Client
+            && !self.core.is_send_closed()
+        {
+            // Too large for the server: the call is off.
+            cancel(&self.core, status.clone());
+        }
+        polled
+    }
+
+    /// Sends a message without waiting: for the first message of a fresh stream, whose
+    /// credit is whole.
+    pub(crate) fn send_now(&mut self, message: T) -> Result<(), Status> {
+        match self.poll_send_message(None, &message) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(Status::internal("a fresh stream had no credit for its first message")),
         }
     }
 
     /// Whether the stream is over, so that `send` would fail.
     pub fn is_closed(&self) -> bool {
-        self.shared.budget.is_closed()
+        self.core.is_send_closed()
     }
 
     /// Ends this side of the stream: on a client, tells the server that no more messages
@@ -211,87 +118,60 @@ impl<T> StreamSender<T> {
 
 impl<T> Drop for StreamSender<T> {
     fn drop(&mut self) {
-        if self.half_close_on_drop && !self.shared.budget.is_closed() {
-            let _ = self.outlet.send(StreamEvent::End(Box::new(Frame::new(FrameKind::StreamEnd, self.id))));
+        if self.side == Side::Client {
+            let id = self.core.id;
+            self.core.finish_send(
+                Frame::new(FrameKind::StreamEnd, id),
+                false,
+                Status::failed_precondition("the stream was closed by this side"),
+            );
         }
     }
 }
 
-/// The credit a [`SendFuture`] waits for, when it has to: boxed, since most sends find
-/// credit at once and need no waiting state.
-type WaitForCredit<'a> = Pin<
-    Box<dyn Future<Output = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>> + Send + 'a>,
->;
-
-/// The future of [`StreamSender::send`]: completes once the message is handed to the
-/// connection (at once when there is flow-control credit, which is the common case).
+/// The future of [`StreamSender::send`]: completes once the message is in the stream's
+/// buffer (at once when there is flow-control credit, which is the common case).
 #[must_use = "futures do nothing unless polled"]
 pub struct SendFuture<'a, T> {
     sender: &'a StreamSender<T>,
-    body: Option<Bytes>,
-    permits: u32,
-    waiting: Option<WaitForCredit<'a>>,
+    message: Option<T>,
 }
 
 impl<T> std::fmt::Debug for SendFuture<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendFuture").field("call_id", &self.sender.id).finish_non_exhaustive()
+        f.debug_struct("SendFuture").field("call_id", &self.sender.core.id).finish_non_exhaustive()
     }
 }
 
-impl<T> SendFuture<'_, T> {
-    fn deliver(&mut self) -> Result<(), Status> {
-        let Some(body) = self.body.take() else {
-            return Err(Status::internal("a send polled after it completed"));
-        };
-        if self.sender.outlet.send(StreamEvent::Message { id: self.sender.id, body }) {
-            Ok(())
-        } else {
-            Err(Status::unavailable("the connection is gone"))
-        }
-    }
-}
+// The message is only ever moved out, never pinned.
+impl<T> Unpin for SendFuture<'_, T> {}
 
 impl<T> Future for SendFuture<'_, T> {
     type Output = Result<(), Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Nothing here is pinned: the waiting future is boxed.
         let this = self.get_mut();
-        let shared = &this.sender.shared;
-        if let Some(waiting) = &mut this.waiting {
-            let acquired = std::task::ready!(waiting.as_mut().poll(cx));
-            this.waiting = None;
-            return Poll::Ready(match acquired {
-                Ok(permit) => {
-                    permit.forget();
-                    this.deliver()
-                }
-                Err(_) => Err(shared.outcome()),
-            });
-        }
-        match shared.budget.try_acquire_many(this.permits) {
-            Ok(permit) => {
-                permit.forget();
-                Poll::Ready(this.deliver())
-            }
-            Err(tokio::sync::TryAcquireError::Closed) => Poll::Ready(Err(shared.outcome())),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                let mut waiting: WaitForCredit<'_> = Box::pin(shared.budget.acquire_many(this.permits));
-                match waiting.as_mut().poll(cx) {
-                    Poll::Ready(Ok(permit)) => {
-                        permit.forget();
-                        Poll::Ready(this.deliver())
-                    }
-                    Poll::Ready(Err(_)) => Poll::Ready(Err(shared.outcome())),
-                    Poll::Pending => {
-                        this.waiting = Some(waiting);
-                        Poll::Pending
-                    }
-                }
-            }
-        }
+        let Some(message) = &this.message else {
+            return Poll::Ready(Err(Status::internal("a send polled after it completed")));
+        };
+        let result = std::task::ready!(this.sender.poll_send_message(Some(cx), message));
+        this.message = None;
+        Poll::Ready(result)
     }
+}
+
+/// Cancels a client's call on `core`: the server is told (`CANCEL`), and both ends of the
+/// stream end with `status`.
+pub(crate) fn cancel(core: &Arc<StreamCore>, status: Status) {
+    let id = core.id;
+    core.shared.with_outbox(|outbox| {
+        if outbox.closed.is_none() {
+            // A cancel frame is a few bytes: below any limit.
+            let _ = outbox.queue(&Frame::new(FrameKind::Cancel, id));
+            outbox.note(Note::Cancelled(id));
+        }
+    });
+    core.abort(status);
 }
 
 /// Receives the messages of one side of a stream, in order, then its end.
@@ -304,18 +184,17 @@ impl<T> Future for SendFuture<'_, T> {
 /// A client that drops a `Streaming` before its end cancels the call; the server stops the
 /// handler.
 pub struct Streaming<T> {
-    id: u64,
-    rx: InboundRx,
-    outlet: Outlet,
+    core: Arc<StreamCore>,
+    /// Messages taken from the connection, not yet read.
+    local: VecDeque<Received>,
     decode: fn(Bytes) -> Result<T, Status>,
+    /// Credit of messages read and not yet granted back.
     unreleased: u64,
     release_threshold: u64,
     deadline: Option<Pin<Box<Sleep>>>,
-    cancel_on_drop: bool,
+    side: Side,
     done: bool,
     trailers: Metadata,
-    /// On a client, the call's shared state, told when the deadline ends the call.
-    reports_to: Option<Arc<StreamShared>>,
     /// On a balanced client, told how the stream ended (and counting it in flight until then).
     outcome: Option<Box<dyn StreamOutcome>>,
 }
@@ -329,37 +208,33 @@ pub(crate) trait StreamOutcome: Send + Sync {
 impl<T> std::fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Streaming")
-            .field("call_id", &self.id)
+            .field("call_id", &self.core.id)
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
 }
 
 impl<T> Streaming<T> {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: u64,
-        rx: InboundRx,
-        outlet: Outlet,
-        decode: fn(Bytes) -> Result<T, Status>,
-        window: u64,
+    pub(crate) fn new<C: Codec<T>>(
+        core: Arc<StreamCore>,
+        side: Side,
         deadline: Option<Pin<Box<Sleep>>>,
-        cancel_on_drop: bool,
     ) -> Streaming<T> {
+        // Credit goes back at half a window consumed: the producer always has the other half.
+        let release_threshold = (core.shared.stream_window / 2).max(1);
         Streaming {
-            id,
-            rx,
-            outlet,
-            decode,
+            core,
+            local: VecDeque::new(),
+            decode: match side {
+                Side::Server => decode_request::<T, C>,
+                Side::Client => decode_response::<T, C>,
+            },
             unreleased: 0,
-            // Report consumption in quarter windows: the connection grants credit back at
-            // half a window, so the producer never waits on a report held back here.
-            release_threshold: (window / 4).max(1),
+            release_threshold,
             deadline,
-            cancel_on_drop,
+            side,
             done: false,
             trailers: Metadata::new(),
-            reports_to: None,
             outcome: None,
         }
     }
@@ -376,12 +251,6 @@ impl<T> Streaming<T> {
         }
     }
 
-    /// Records a deadline that ends the call in `shared`, for interceptors waiting on it.
-    pub(crate) fn reporting_to(mut self, shared: Arc<StreamShared>) -> Streaming<T> {
-        self.reports_to = Some(shared);
-        self
-    }
-
     /// The next message; `Ok(None)` at the normal end, `Err` if the call failed.
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
@@ -395,7 +264,7 @@ impl<T> Streaming<T> {
 
     /// How many received messages are waiting to be read.
     pub fn queued(&self) -> usize {
-        self.rx.len()
+        self.local.len() + self.core.queued()
     }
 
     /// Polls for the next message.
@@ -403,48 +272,40 @@ impl<T> Streaming<T> {
         if self.done {
             return Poll::Ready(Ok(None));
         }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Inbound::Message { body, cost })) => {
+        loop {
+            if let Some((body, cost)) = self.local.pop_front() {
                 self.unreleased += cost;
-                // Report when enough has accumulated, or when we have caught up with the
-                // producer: then nothing is held back while we wait for more.
-                if self.unreleased >= self.release_threshold || self.rx.is_empty() {
-                    let bytes = std::mem::take(&mut self.unreleased);
-                    self.outlet.send(StreamEvent::Release { id: self.id, bytes, last: false });
+                if self.unreleased >= self.release_threshold {
+                    self.core.grant(std::mem::take(&mut self.unreleased));
                 }
-                Poll::Ready((self.decode)(body).map(Some))
+                return Poll::Ready((self.decode)(body).map(Some));
             }
-            Poll::Ready(Some(Inbound::End(end))) => {
-                self.finish();
-                self.conclude(end.as_ref().err());
-                Poll::Ready(match end {
-                    Ok(trailers) => {
-                        self.trailers = trailers;
-                        Ok(None)
-                    }
-                    Err(status) => Err(status),
-                })
-            }
-            Poll::Ready(None) => {
-                self.finish();
-                let status = Status::unavailable("the connection closed before the stream ended");
-                self.conclude(Some(&status));
-                Poll::Ready(Err(status))
-            }
-            Poll::Pending => {
-                if let Some(deadline) = &mut self.deadline
-                    && deadline.as_mut().poll(cx).is_ready()
-                {
-                    let status = Status::deadline_exceeded("the stream's deadline passed");
-                    if let Some(shared) = &self.reports_to {
-                        shared.complete(Err(status.clone()));
-                    }
-                    self.cancel();
+            match self.core.poll_recv(cx, &mut self.local) {
+                Poll::Ready(Recv::Messages) => {}
+                Poll::Ready(Recv::End(end)) => {
                     self.finish();
-                    self.conclude(Some(&status));
-                    return Poll::Ready(Err(status));
+                    self.conclude(end.as_ref().err());
+                    return Poll::Ready(match end {
+                        Ok(trailers) => {
+                            self.trailers = trailers;
+                            Ok(None)
+                        }
+                        Err(status) => Err(status),
+                    });
                 }
-                Poll::Pending
+                Poll::Pending => {
+                    if let Some(deadline) = &mut self.deadline
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        let status = Status::deadline_exceeded("the stream's deadline passed");
+                        self.core.complete(Err(status.clone()));
+                        self.cancel(status.clone());
+                        self.finish();
+                        self.conclude(Some(&status));
+                        return Poll::Ready(Err(status));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -460,27 +321,22 @@ impl<T> Streaming<T> {
         }
     }
 
-    fn cancel(&mut self) {
-        if std::mem::take(&mut self.cancel_on_drop) {
-            self.outlet.send(StreamEvent::Cancel { id: self.id });
+    /// On a client, abandons the call.
+    fn cancel(&mut self, status: Status) {
+        if self.side == Side::Client {
+            cancel(&self.core, status);
         }
     }
 
-    /// The stream is over for this consumer: gives back the credit of everything received
-    /// and unread, and tells the connection it is done with the stream. Happens once.
+    /// The stream is over for this consumer: gives back the credit of everything read and
+    /// unread, and takes no more. Happens once.
     fn finish(&mut self) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        // Closed first, so that nothing arrives between the drain and the drop unaccounted.
-        self.rx.close();
-        let mut bytes = std::mem::take(&mut self.unreleased);
-        while let Some(inbound) = self.rx.try_recv() {
-            if let Inbound::Message { cost, .. } = inbound {
-                bytes += cost;
-            }
-        }
-        self.outlet.send(StreamEvent::Release { id: self.id, bytes, last: true });
+        let unread: u64 = self.local.drain(..).map(|(_, cost)| cost).sum();
+        let bytes = std::mem::take(&mut self.unreleased) + unread + self.core.detach();
+        self.core.grant(bytes);
     }
 }
 
@@ -496,7 +352,7 @@ impl<T> futures_util::Stream for Streaming<T> {
 impl<T> Drop for Streaming<T> {
     fn drop(&mut self) {
         if !self.done {
-            self.cancel();
+            self.cancel(Status::cancelled("the call was cancelled"));
         }
         self.finish();
     }
@@ -551,3 +407,13 @@ impl<T> Future for StreamResponse<T> {
 
 // Nothing in a `StreamResponse` is pinned: the message is only moved out, never polled.
 impl<T> Unpin for StreamResponse<T> {}
+
+/// A client's message to a server that does not decode: the caller sent bad data.
+fn decode_request<T, C: Codec<T>>(body: Bytes) -> Result<T, Status> {
+    C::decode(body).map_err(|err| Status::invalid_argument(format!("request does not decode: {err}")))
+}
+
+/// A server's message to a client that does not decode.
+fn decode_response<T, C: Codec<T>>(body: Bytes) -> Result<T, Status> {
+    C::decode(body).map_err(|err| Status::internal(format!("stream message does not decode: {err}")))
+}

@@ -124,11 +124,15 @@ impl FrameCodec {
     }
 }
 
-impl Decoder for FrameCodec {
-    type Item = Frame;
-    type Error = WireError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+impl FrameCodec {
+    /// The next frame in `src`, taken off it: a plain `STREAM_MESSAGE` (no flags, no header
+    /// fields, the commonest frame of a busy stream) as a [`StreamMessage`] without building a
+    /// [`Frame`], anything else parsed whole. `Ok(None)`: the frame is not complete yet (room
+    /// for more of it is reserved, a bounded step at a time). Frames of unknown kinds are
+    /// skipped.
+    ///
+    /// This is the one decoder: [`Decoder::decode`] is it, with messages turned into frames.
+    pub(crate) fn decode_incoming(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, WireError> {
         if self.awaiting_preface && !self.decode_preface(src)? {
             return Ok(None);
         }
@@ -149,18 +153,74 @@ impl Decoder for FrameCodec {
                 src.reserve((total - src.len()).min(RESERVE_STEP));
                 return Ok(None);
             }
+            if let Some(message) = plain_message(&src[prefix..total]) {
+                let (call_id, head) = message;
+                src.advance(prefix + head);
+                let body = src.split_to(total - prefix - head).freeze();
+                return Ok(Some(Incoming::Message(StreamMessage { call_id, body, cost: len })));
+            }
             src.advance(prefix);
             let payload = src.split_to(len as usize).freeze();
             if let Some(frame) = Frame::decode_payload(payload, self.max_recv_header)? {
-                return Ok(Some(frame));
+                return Ok(Some(Incoming::Frame(frame)));
             }
             // A kind this version does not know: skipped.
         }
+    }
+}
+
+/// If `payload` is a `STREAM_MESSAGE` with no flags and no header fields: its call id and the
+/// length of its fixed part.
+#[inline]
+fn plain_message(payload: &[u8]) -> Option<(u64, usize)> {
+    let (&[kind, flags], rest) = payload.split_first_chunk::<2>()?;
+    if kind != FrameKind::StreamMessage as u8 || flags != 0 {
+        return None;
+    }
+    let (call_id, id_len) = varint::decode(rest).ok()?;
+    // A header length of zero is the single byte 0.
+    (rest.get(id_len) == Some(&0)).then_some((call_id, 2 + id_len + 1))
+}
+
+/// A frame as [`FrameCodec::decode_incoming`] gives it.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A plain stream message.
+    Message(StreamMessage),
+    /// Any other frame.
+    Frame(Frame),
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        Ok(self.decode_incoming(src)?.map(|incoming| match incoming {
+            Incoming::Frame(frame) => frame,
+            Incoming::Message(StreamMessage { call_id, body, .. }) => {
+                let mut frame = Frame::new(FrameKind::StreamMessage, call_id);
+                frame.body = body;
+                frame
+            }
+        }))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         if let Some(frame) = self.decode(src)? {
             return Ok(Some(frame));
+        }
+        self.decode_incoming_eof(src).map(|_| None)
+    }
+}
+
+impl FrameCodec {
+    /// [`decode_incoming`](Self::decode_incoming) once the byte stream has ended: the last
+    /// complete frame, `Ok(None)` at a clean end between frames, or the error saying what was
+    /// cut short.
+    pub(crate) fn decode_incoming_eof(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, WireError> {
+        if let Some(incoming) = self.decode_incoming(src)? {
+            return Ok(Some(incoming));
         }
         if src.is_empty() {
             return Ok(None);
@@ -193,7 +253,7 @@ impl Encoder<&Frame> for FrameCodec {
     }
 }
 
-/// A `STREAM_MESSAGE` frame taken by [`FrameCodec::take_message`]: what a stream's receiver
+/// A plain `STREAM_MESSAGE` frame as [`FrameCodec::decode_incoming`] takes it: what a stream's receiver
 /// needs of it.
 #[derive(Debug)]
 pub(crate) struct StreamMessage {
@@ -208,56 +268,6 @@ impl From<Frame> for StreamMessage {
     /// receiver ignores).
     fn from(frame: Frame) -> StreamMessage {
         StreamMessage { call_id: frame.call_id, cost: frame.payload_len() as u64, body: frame.body }
-    }
-}
-
-impl FrameCodec {
-    /// The fast path for the commonest frame of a busy stream: if the next frame in `src` is
-    /// complete and is a `STREAM_MESSAGE` with no flags and no header fields, takes it off
-    /// `src` without building a [`Frame`]. Anything else (another kind, header fields, an
-    /// incomplete or invalid frame, the preface still to come) is left in `src` for
-    /// [`decode`](Decoder::decode), which reports what is wrong with it.
-    pub(crate) fn take_message(&self, src: &mut BytesMut) -> Option<StreamMessage> {
-        if self.awaiting_preface {
-            return None;
-        }
-        let (len, prefix) = varint::decode(src).ok()?;
-        if len > self.max_recv as u64 {
-            return None;
-        }
-        // Cannot overflow: `len` is at most the 1 GiB cap.
-        let total = prefix + len as usize;
-        let payload = src.get(prefix..total)?;
-        let (&[kind, flags], rest) = payload.split_first_chunk::<2>()?;
-        if kind != FrameKind::StreamMessage as u8 || flags != 0 {
-            return None;
-        }
-        let (call_id, id_len) = varint::decode(rest).ok()?;
-        let (header_len, header_len_len) = varint::decode(rest.get(id_len..)?).ok()?;
-        if header_len != 0 {
-            return None;
-        }
-        let head = prefix + 2 + id_len + header_len_len;
-        src.advance(head);
-        let body = src.split_to(total - head).freeze();
-        Some(StreamMessage { call_id, body, cost: len })
-    }
-
-    /// Appends a `STREAM_MESSAGE` frame of stream `call_id` carrying `body` (no header
-    /// fields), checking the peer's frame limit: what `encode` does for such a frame, without
-    /// one.
-    pub(crate) fn encode_message(
-        &self,
-        call_id: u64,
-        body: &[u8],
-        dst: &mut BytesMut,
-    ) -> Result<(), WireError> {
-        let len = Frame::message_payload_len(call_id, body.len());
-        if len > self.max_send {
-            return Err(WireError::FrameTooLarge { len: len as u64, max: self.max_send });
-        }
-        Frame::encode_message_unchecked(call_id, body, dst);
-        Ok(())
     }
 }
 
@@ -305,60 +315,53 @@ mod tests {
         frame
     }
 
+    /// The next frame through the one decoder, as the connection reads it.
+    fn next(codec: &mut FrameCodec, buf: &mut BytesMut) -> Option<Incoming> {
+        codec.decode_incoming(buf).expect("decodes")
+    }
+
     #[test]
-    fn plain_stream_messages_take_the_fast_path_and_match_the_decoder() {
+    fn plain_stream_messages_take_the_fast_branch_and_match_the_full_parse() {
         let first = stream_message(300, b"first");
         let second = stream_message(5, b"");
         let mut buf = encoded(&first);
         buf.extend_from_slice(&encoded(&second));
         buf.extend_from_slice(&encoded(&Frame::new(FrameKind::Ping, 0)));
-        let codec = FrameCodec::new();
-        let taken = codec.take_message(&mut buf).expect("a plain message");
+        let mut codec = FrameCodec::new();
+        let Some(Incoming::Message(taken)) = next(&mut codec, &mut buf) else { panic!("a plain message") };
         assert_eq!(
             (taken.call_id, &taken.body[..], taken.cost),
             (300, &b"first"[..], first.payload_len() as u64)
         );
-        let taken = codec.take_message(&mut buf).expect("a plain message");
+        let Some(Incoming::Message(taken)) = next(&mut codec, &mut buf) else { panic!("a plain message") };
         assert_eq!((taken.call_id, taken.body.len(), taken.cost), (5, 0, second.payload_len() as u64));
-        // What follows is another kind: left for the decoder, untouched.
-        let before = buf.clone();
-        assert!(codec.take_message(&mut buf).is_none());
-        assert_eq!(buf, before);
-        assert_eq!(
-            FrameCodec::new().decode(&mut buf).expect("decodes").map(|f| f.kind),
-            Some(FrameKind::Ping)
-        );
+        let Some(Incoming::Frame(ping)) = next(&mut codec, &mut buf) else { panic!("a frame") };
+        assert_eq!(ping.kind, FrameKind::Ping);
+        // Through the public decoder, a plain message is an ordinary frame.
+        let mut again = encoded(&first);
+        assert_eq!(FrameCodec::new().decode(&mut again).expect("decodes"), Some(first));
     }
 
     #[test]
-    fn the_fast_path_leaves_anything_unusual_to_the_decoder() {
+    fn stream_messages_with_flags_or_header_fields_are_parsed_whole_at_the_same_cost() {
         let mut with_header = stream_message(1, b"x");
         with_header.header.metadata.insert("k", "v");
         let mut with_flags = stream_message(1, b"x");
         with_flags.flags = 0x80;
-        let plain = encoded(&stream_message(1, b"body"));
-        let mut too_large = BytesMut::new();
-        varint::encode(5 * 1024 * 1024, &mut too_large);
-        too_large.put_u8(FrameKind::StreamMessage as u8);
-        let cases = [
-            ("header fields", encoded(&with_header)),
-            ("flags", encoded(&with_flags)),
-            ("incomplete", BytesMut::from(&plain[..plain.len() - 1])),
-            ("over the frame limit", too_large),
-            ("an over-long length", BytesMut::from(&[0xff; 11][..])),
-            ("nothing", BytesMut::new()),
-        ];
-        for (what, mut buf) in cases {
-            let before = buf.clone();
-            assert!(FrameCodec::new().take_message(&mut buf).is_none(), "{what}");
-            assert_eq!(buf, before, "{what}");
+        for frame in [with_header, with_flags] {
+            let mut buf = encoded(&frame);
+            let Some(Incoming::Frame(parsed)) = next(&mut FrameCodec::new(), &mut buf) else {
+                panic!("parsed whole")
+            };
+            assert_eq!(parsed, frame);
+            let slow = StreamMessage::from(parsed);
+            assert_eq!((slow.call_id, slow.cost), (1, frame.payload_len() as u64));
         }
-        // Before the peer's preface, nothing is a frame yet.
-        let mut buf = plain.clone();
-        assert!(FrameCodec::new().expect_preface().take_message(&mut buf).is_none());
-        // A message with header fields still reaches a stream, the slow way, at the same cost.
-        let slow = StreamMessage::from(with_header.clone());
-        assert_eq!((slow.call_id, slow.cost), (1, with_header.payload_len() as u64));
+        // Incomplete: nothing is taken.
+        let plain = encoded(&stream_message(1, b"body"));
+        let mut partial = BytesMut::from(&plain[..plain.len() - 1]);
+        assert!(next(&mut FrameCodec::new(), &mut partial).is_none());
+        assert_eq!(partial.len(), plain.len() - 1);
     }
 
     #[test]
@@ -437,12 +440,7 @@ mod tests {
             let max = [usize::MAX, 1 << 30, 16, 0][round % 4];
             let mut codec = FrameCodec::new().with_max_frame_size(max).with_max_header_size(max);
             let mut buf = BytesMut::from(&bytes[..]);
-            loop {
-                if codec.take_message(&mut buf).is_some() {
-                    continue;
-                }
-                let Ok(Some(_)) = codec.decode(&mut buf) else { break };
-            }
+            while let Ok(Some(_)) = codec.decode_incoming(&mut buf) {}
             let _ = codec.decode_eof(&mut buf);
         }
     }

@@ -160,36 +160,73 @@ impl Frame {
         2 + varint::encoded_len(call_id) + 1 + body_len
     }
 
-    /// Appends a `STREAM_MESSAGE` frame of stream `call_id` carrying `body`, without a
-    /// header and without checking any limit: the common stream frame, without building a
-    /// [`Frame`].
-    pub(crate) fn encode_message_unchecked(call_id: u64, body: &[u8], dst: &mut BytesMut) {
-        let payload = Frame::message_payload_len(call_id, body.len());
+    /// Appends a `STREAM_MESSAGE` frame of stream `call_id` whose body `write_body` encodes
+    /// (exactly `body_len` bytes), without a header and without checking any limit: the common
+    /// stream frame, without building a [`Frame`].
+    #[inline]
+    pub(crate) fn encode_message_with(
+        call_id: u64,
+        body_len: usize,
+        dst: &mut BytesMut,
+        write_body: impl FnOnce(&mut BytesMut),
+    ) {
+        let payload = Frame::message_payload_len(call_id, body_len);
         dst.reserve(varint::encoded_len(payload as u64) + payload);
         varint::encode(payload as u64, dst);
         dst.put_u8(FrameKind::StreamMessage as u8);
         dst.put_u8(0);
         varint::encode(call_id, dst);
         dst.put_u8(0);
-        dst.put_slice(body);
+        write_body(dst);
     }
 
     /// Appends the frame, length prefix included, without checking any limit.
     pub(crate) fn encode_unchecked(&self, dst: &mut BytesMut) {
         let header_len = self.header.encoded_len();
-        let payload = 2
-            + varint::encoded_len(self.call_id)
-            + varint::encoded_len(header_len as u64)
-            + header_len
-            + self.body.len();
+        let body = &self.body;
+        Frame::encode_parts(
+            self.kind,
+            self.flags,
+            self.call_id,
+            &self.header,
+            header_len,
+            body.len(),
+            dst,
+            |dst| dst.put_slice(body),
+        );
+    }
+
+    /// The payload size of a frame of call `call_id` with a header of `header_len` bytes and
+    /// a body of `body_len`.
+    pub(crate) fn payload_len_of(call_id: u64, header_len: usize, body_len: usize) -> usize {
+        2 + varint::encoded_len(call_id) + varint::encoded_len(header_len as u64) + header_len + body_len
+    }
+
+    /// Appends a frame from its parts, without checking any limit: `write_body` appends the
+    /// body, which must be exactly `body_len` bytes (so a message is encoded straight into
+    /// `dst`, never into a buffer of its own). `header_len` is `header.encoded_len()`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_parts(
+        kind: FrameKind,
+        flags: u8,
+        call_id: u64,
+        header: &Header,
+        header_len: usize,
+        body_len: usize,
+        dst: &mut BytesMut,
+        write_body: impl FnOnce(&mut BytesMut),
+    ) {
+        let payload = Frame::payload_len_of(call_id, header_len, body_len);
         dst.reserve(varint::encoded_len(payload as u64) + payload);
         varint::encode(payload as u64, dst);
-        dst.put_u8(self.kind as u8);
-        dst.put_u8(self.flags);
-        varint::encode(self.call_id, dst);
+        dst.put_u8(kind as u8);
+        dst.put_u8(flags);
+        varint::encode(call_id, dst);
         varint::encode(header_len as u64, dst);
-        self.header.encode(dst);
-        dst.put_slice(&self.body);
+        header.encode(dst);
+        let before = dst.len();
+        write_body(dst);
+        debug_assert_eq!(dst.len() - before, body_len, "a body of the announced length");
     }
 
     /// Parses a payload (the bytes after the length prefix), with a header of at most

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::interceptor::{ClientContext, ClientInterceptor, ClientNext};
-use rpc_core::interceptors::Retry;
+use rpc_core::interceptors::{ConcurrencyLimit, Retry};
 use rpc_core::server::ServerBuilder;
 use rpc_core::{Channel, Code, Context, Server, Status, StreamSender};
 use tokio::sync::Notify;
@@ -217,8 +217,9 @@ impl ClientInterceptor for ReleaseOnRefusal {
 
 #[tokio::test]
 async fn a_refused_non_idempotent_call_is_retried() {
-    // One call slot: while `hold` runs, the server refuses other calls unprocessed.
-    let (addr, counters) = serve(0, |b| b.max_concurrent_calls(1)).await;
+    // One call at a time: while `hold` runs, the server sheds other calls unprocessed. (A
+    // connection limit would not do: the client waits for a slot under it instead.)
+    let (addr, counters) = serve(0, |b| b.interceptor(ConcurrencyLimit::new(1))).await;
     let refused = Arc::new(AtomicUsize::new(0));
     let retry = quick_retry().codes([Code::Unavailable, Code::ResourceExhausted]).max_attempts(20);
     let channel = Channel::builder(addr)

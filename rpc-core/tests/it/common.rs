@@ -76,7 +76,7 @@ pub struct Probe {
     pub finished: AtomicUsize,
     /// Handlers dropped before finishing: cancelled, timed out, or aborted.
     pub abandoned: AtomicUsize,
-    pub peers: Mutex<HashSet<SocketAddr>>,
+    pub peers: Mutex<HashSet<rpc_core::transport::PeerAddr>>,
 }
 
 impl Probe {
@@ -113,7 +113,7 @@ impl Test for TestService {
     }
 
     async fn sleep(&self, ctx: &mut Context, request: Sleep) -> Result<Sleep, Status> {
-        self.probe.peers.lock().expect("lock").insert(ctx.peer_addr());
+        self.probe.peers.lock().expect("lock").insert(ctx.peer().clone());
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         let mut guard = AbandonGuard { probe: &self.probe, done: false };
         tokio::time::sleep(Duration::from_millis(request.millis)).await;

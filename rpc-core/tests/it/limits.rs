@@ -59,30 +59,85 @@ async fn response_over_the_clients_frame_limit_is_resource_exhausted() {
     server.shutdown().await;
 }
 
+/// A request frame for `method` with `body`.
+fn request(id: u64, method: &'static str, body: impl prost::Message) -> Frame {
+    let mut frame = Frame::new(FrameKind::Request, id);
+    frame.header.method = Some(Bytes::from_static(method.as_bytes()));
+    frame.body = body.encode_to_vec().into();
+    frame
+}
+
+/// The server's side of the limit: a client that does not honour it has its calls refused,
+/// marked as not processed.
 #[tokio::test]
 async fn calls_past_max_concurrent_calls_are_refused() {
+    const LIMIT: u64 = 4;
+    let server = common::serve_with(|b| b.max_concurrent_calls(LIMIT as usize)).await;
+    let mut raw = RawClient::connect(server.addr).await;
+    for id in 1..=LIMIT {
+        raw.send(&request(id, "/test.v1.Test/Sleep", Sleep { id, millis: 30_000 })).await;
+    }
+    common::eventually("the limit is reached", || {
+        server.probe.started.load(Ordering::SeqCst) == LIMIT as usize
+    })
+    .await;
+    raw.send(&request(100, "/test.v1.Test/Echo", Echo::default())).await;
+    let refused = raw.next_of(FrameKind::Response).await;
+    assert_eq!(refused.call_id, 100);
+    assert_eq!(refused.header.status_code, Some(Code::ResourceExhausted as u32));
+    assert_eq!(
+        refused.flags & rpc_core::wire::flags::REFUSED,
+        rpc_core::wire::flags::REFUSED,
+        "not processed"
+    );
+    let message =
+        String::from_utf8_lossy(refused.header.status_message.as_deref().unwrap_or_default()).into_owned();
+    assert!(message.contains("over 4 calls"), "{message}");
+    // Once the held calls are cancelled, there is room again.
+    for id in 1..=LIMIT {
+        raw.send(&Frame::new(FrameKind::Cancel, id)).await;
+    }
+    common::eventually("the held calls are abandoned", || server.probe.abandoned() == LIMIT as usize).await;
+    raw.send(&request(101, "/test.v1.Test/Echo", Echo::default())).await;
+    let answered = raw.next_of(FrameKind::Response).await;
+    assert_eq!((answered.call_id, answered.header.status_code), (101, None));
+    drop(raw);
+    server.shutdown().await;
+}
+
+/// The client's side: it honours the limit the server announced, so a call over it waits for
+/// a slot (up to its deadline, failing with `DEADLINE_EXCEEDED` unsent) instead of being
+/// refused, and goes as soon as a slot frees up.
+#[tokio::test]
+async fn a_client_waits_for_a_slot_under_the_servers_limit() {
     const LIMIT: usize = 4;
     let server = common::serve_with(|b| b.max_concurrent_calls(LIMIT)).await;
     let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    client.echo(Echo::default()).await.expect("settings exchanged");
     let mut held = Vec::new();
     for id in 0..LIMIT as u64 {
         let client = client.clone();
         held.push(tokio::spawn(async move { client.sleep(Sleep { id, millis: 30_000 }).await }));
     }
-    common::eventually("the limit is reached", || {
-        server.probe.started.load(std::sync::atomic::Ordering::SeqCst) == LIMIT
-    })
-    .await;
-    let status = client.echo(Echo::default()).await.expect_err("over the limit");
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("over 4 calls"), "{status}");
-    assert!(status.is_refused(), "a call refused at the limit was not processed: {status:?}");
+    common::eventually("the limit is reached", || server.probe.started.load(Ordering::SeqCst) == LIMIT).await;
+    let status = client
+        .echo(Echo::default())
+        .timeout(Duration::from_millis(200))
+        .await
+        .expect_err("no slot within the deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    assert!(status.message().contains("before the call could be sent"), "{status}");
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.echo(Echo::default()).await })
+    };
+    held.remove(0).abort();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("a slot freed up");
+    echoed.expect("task").expect("the waiting call went");
+    assert_eq!(server.probe.started.load(Ordering::SeqCst), LIMIT, "nothing else ran: the calls waited");
     for call in &held {
         call.abort();
     }
-    // Once the held calls are cancelled, there is room again.
-    common::eventually("the held calls are abandoned", || server.probe.abandoned() == LIMIT).await;
-    client.echo(Echo::default()).await.expect("room again");
     server.shutdown().await;
 }
 

@@ -193,12 +193,13 @@ impl rpc_core::codec::Codec<Empty> for PanicOnEncode {
 
 /// A service written by hand against the `Service` trait, using the panicking codecs:
 /// `Decode` panics decoding its request; `Encode` and `EncodeLater` panic encoding their
-/// response, the first answering at once, the second after waiting (in a task of its own).
+/// response, the first answering at once, the second after waiting: the panic is caught
+/// wherever the encoding runs.
 struct HandWritten;
 
 impl rpc_core::server::Service for HandWritten {
-    fn descriptor(&self) -> &'static rpc_core::server::ServiceDescriptor {
-        use rpc_core::server::{MethodDescriptor, MethodKind, ServiceDescriptor};
+    fn descriptor(&self) -> &'static rpc_core::method::ServiceDescriptor {
+        use rpc_core::method::{MethodDescriptor, MethodKind, ServiceDescriptor};
         static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
             name: "test.v1.HandWritten",
             methods: &[
@@ -222,7 +223,7 @@ impl rpc_core::server::Service for HandWritten {
         &DESCRIPTOR
     }
 
-    fn call(&self, method: usize, call: rpc_core::server::ServerCall) -> rpc_core::server::Spawned {
+    fn call(&self, method: usize, call: rpc_core::codegen::ServerCall) -> rpc_core::codegen::Spawned {
         match method {
             0 => call.spawn_unary::<Empty, Empty, PanicOnDecode, _, _>(|ctx, request| async move {
                 (ctx, Ok(request))
@@ -245,8 +246,10 @@ async fn a_codec_panic_fails_only_its_call_and_the_connection_lives_on() {
     for (method, says) in [
         ("/test.v1.HandWritten/Decode", "decoding the request of /test.v1.HandWritten/Decode panicked"),
         ("/test.v1.HandWritten/Encode", "encoding the response of /test.v1.HandWritten/Encode panicked"),
-        // Panicking in a handler's task, outside the handler: the task died.
-        ("/test.v1.HandWritten/EncodeLater", "ended without an answer"),
+        (
+            "/test.v1.HandWritten/EncodeLater",
+            "encoding the response of /test.v1.HandWritten/EncodeLater panicked",
+        ),
     ] {
         let status = channel
             .unary::<Empty, Empty, ProstCodec>(method, Empty {})

@@ -84,7 +84,7 @@ fn main() {
             "/acme.greet.v1.Greeter/Chat",
         ]
     );
-    use rpc_core::server::MethodKind;
+    use rpc_core::method::MethodKind;
     let kinds: Vec<_> = descriptor.methods.iter().map(|m| m.kind).collect();
     assert_eq!(
         kinds[3..],

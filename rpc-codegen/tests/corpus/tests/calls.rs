@@ -202,7 +202,7 @@ async fn a_proto_client_calls_a_macro_server() {
 fn both_declarations_route_the_same_method_names() {
     let proto = GreeterServer::new(ProtoGreeter);
     let rust = MacroGreeterServer::new(RustGreeter);
-    let paths = |d: &'static rpc_core::server::ServiceDescriptor| {
+    let paths = |d: &'static rpc_core::method::ServiceDescriptor| {
         d.methods.iter().map(|m| (m.path, m.kind)).collect::<Vec<_>>()
     };
     assert_eq!(paths(proto.descriptor()), paths(rust.descriptor()));

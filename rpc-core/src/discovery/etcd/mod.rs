@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use self::client::EtcdClient;
 use self::pb::mvccpb::event::EventType;
 use super::{Instance, Lease, LeaseKeeper, Registry, RegistryError, Watch};
-use crate::interceptor::BoxFuture;
+use crate::backoff::Backoff;
+use futures_util::future::BoxFuture;
 
 mod client;
 mod pb;
@@ -228,7 +229,8 @@ async fn keep_alive(
     stop: CancellationToken,
 ) {
     let period = Duration::from_secs(u64::try_from(registration.ttl).unwrap_or(1)) / 3;
-    let mut delay = FIRST_RETRY_DELAY;
+    let backoff = Backoff::doubling(FIRST_RETRY_DELAY, MAX_RETRY_DELAY, 0.0);
+    let mut failures = 1;
     loop {
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
@@ -244,7 +246,7 @@ async fn keep_alive(
                     Ok(lease) => {
                         current.store(lease, Ordering::Release);
                         tracing::info!(key = %registration.key, lease, "registered in etcd again");
-                        delay = FIRST_RETRY_DELAY;
+                        failures = 1;
                         continue;
                     }
                     Err(err) => tracing::warn!(key = %registration.key, %err, "cannot register again yet"),
@@ -256,9 +258,9 @@ async fn keep_alive(
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(backoff.delay(failures)) => {}
         }
-        delay = (delay * 2).min(MAX_RETRY_DELAY);
+        failures += 1;
     }
 }
 
@@ -403,7 +405,8 @@ async fn follow(
     mut revision: i64,
     tx: mpsc::Sender<Result<Vec<Instance>, RegistryError>>,
 ) {
-    let mut delay = FIRST_RETRY_DELAY;
+    let backoff = Backoff::doubling(FIRST_RETRY_DELAY, MAX_RETRY_DELAY, 0.0);
+    let mut failures = 1;
     loop {
         let opened = tokio::select! {
             () = tx.closed() => return,
@@ -426,7 +429,7 @@ async fn follow(
                         break;
                     }
                 };
-                delay = FIRST_RETRY_DELAY;
+                failures = 1;
                 let store = response.header.as_ref().map_or(revision, |h| h.revision);
                 let behind = response.created && store < revision;
                 if response.canceled || behind {
@@ -469,8 +472,8 @@ async fn follow(
         }
         tokio::select! {
             () = tx.closed() => return,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(backoff.delay(failures)) => {}
         }
-        delay = (delay * 2).min(MAX_RETRY_DELAY);
+        failures += 1;
     }
 }

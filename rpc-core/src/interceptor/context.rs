@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::MethodKind;
 use crate::extensions::Extensions;
 use crate::metadata::Metadata;
+use crate::method::MethodKind;
+use crate::transport::PeerAddr;
 
 /// The call a handler is serving: who called, which method, the caller's metadata and
 /// deadline, and the metadata to send back.
@@ -30,7 +31,7 @@ use crate::metadata::Metadata;
 pub struct Context {
     method: &'static str,
     kind: MethodKind,
-    peer: SocketAddr,
+    peer: PeerAddr,
     metadata: Metadata,
     deadline: Option<tokio::time::Instant>,
     response_metadata: Metadata,
@@ -41,7 +42,7 @@ impl Context {
     pub(crate) fn new(
         method: &'static str,
         kind: MethodKind,
-        peer: SocketAddr,
+        peer: PeerAddr,
         metadata: Metadata,
         deadline: Option<tokio::time::Instant>,
     ) -> Context {
@@ -60,7 +61,7 @@ impl Context {
     /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
     /// it back (it panicked, or its deadline passed).
     pub(crate) fn lend(&mut self) -> Context {
-        let shell = Context::new(self.method, self.kind, self.peer, Metadata::new(), self.deadline);
+        let shell = Context::new(self.method, self.kind, self.peer.clone(), Metadata::new(), self.deadline);
         std::mem::replace(self, shell)
     }
 
@@ -85,9 +86,14 @@ impl Context {
         &mut self.extensions
     }
 
-    /// The caller's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+    /// Who called: a TCP address, a Unix socket, or an in-memory pipe.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    /// The caller's socket address, when it called over TCP.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.socket_addr()
     }
 
     /// The metadata the caller sent.

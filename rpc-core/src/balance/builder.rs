@@ -1,13 +1,47 @@
-//! The builder of balanced channels.
+//! The builder of balanced channels, and what a [`Channel`] says about its instances.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Channel, ChannelConfig, Route, Shared};
-use crate::balance::{BalanceOptions, Balancer, Policy};
+use super::{BalanceOptions, Balancer, InstanceState, Policy};
+use crate::client::{Channel, ChannelConfig, Router, channel_option_methods};
 use crate::discovery::{AnyRegistry, Registry};
 use crate::interceptor::ClientChain;
 use crate::status::Status;
+
+impl Channel {
+    /// A channel to the instances of `service`, found in `registry`: each call goes to the
+    /// instance a [`Policy`] picks, failing instances are ejected and probed back, and a
+    /// failed call is sent to another instance when that is safe. See
+    /// [`balance`](crate::balance).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use rpc_core::Channel;
+    /// use rpc_core::balance::Policy;
+    /// use rpc_core::discovery::MemoryRegistry;
+    ///
+    /// # async fn run(registry: MemoryRegistry) -> Result<(), rpc_core::Status> {
+    /// let channel = Channel::balanced(registry, "acme.users.v1.Users")
+    ///     .policy(Policy::PowerOfTwoChoices)
+    ///     .idempotent("/acme.users.v1.Users/GetUser")
+    ///     .timeout(Duration::from_secs(2))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn balanced(registry: impl Registry, service: impl Into<String>) -> BalancedBuilder {
+        BalancedBuilder::new(AnyRegistry::new(registry), service.into())
+    }
+
+    /// What a balanced channel knows of the service's instances now (an empty list for a
+    /// direct channel): their registrations, calls in flight, ejections and health.
+    pub fn instances(&self) -> Vec<InstanceState> {
+        self.router()
+            .and_then(|router| router.as_any().downcast_ref::<Balancer>())
+            .map_or_else(Vec::new, Balancer::instances)
+    }
+}
 
 /// Options for a balanced [`Channel`], made with [`Channel::balanced`]: how calls are spread
 /// over the service's instances and what happens when one fails, and the options of each
@@ -22,7 +56,7 @@ pub struct BalancedBuilder {
 }
 
 impl BalancedBuilder {
-    pub(super) fn new(registry: AnyRegistry, service: String) -> BalancedBuilder {
+    fn new(registry: AnyRegistry, service: String) -> BalancedBuilder {
         BalancedBuilder {
             registry,
             service,
@@ -94,17 +128,9 @@ impl BalancedBuilder {
             .watch(&service)
             .await
             .map_err(|err| Status::unavailable(format!("cannot resolve {service}: {err}")))?;
-        let config = Arc::new(self.config);
+        let config = Arc::new(self.config.with_connector_options());
         let balancer =
             Balancer::start(Arc::clone(&service), watch, self.options, Arc::clone(&config)).await?;
-        let interceptors = (!self.chain.is_empty()).then(|| self.chain.interceptors.into());
-        Ok(Channel {
-            shared: Arc::new(Shared {
-                route: Route::Balanced(balancer),
-                target: service,
-                config,
-                interceptors,
-            }),
-        })
+        Ok(Channel::routed(balancer as Arc<dyn Router>, service, config, self.chain))
     }
 }

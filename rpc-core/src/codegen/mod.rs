@@ -1,66 +1,36 @@
-//! The seam between the server runtime and generated dispatch code.
+//! The seam between the runtime and generated code: what a generated `FooServer<T>` is made
+//! of. Not meant to be used by hand, but stable enough that generated code from this version
+//! keeps compiling.
 //!
-//! A generated `FooServer<T>` implements [`Service`]: it names its methods in a static
-//! [`ServiceDescriptor`] and, for each incoming call, hands a [`ServerCall`] to the helper
-//! for the method's kind. A unary handler is polled once right there, on the connection's
-//! task: most answer without waiting, and are answered then, with no task spawned; one
-//! that waits moves to a task of its own. Streaming handlers always get a task, since they
-//! run alongside their streams.
+//! A generated server implements [`Service`]: it names its methods in a static
+//! [`ServiceDescriptor`](crate::method::ServiceDescriptor) and, for each incoming call, hands
+//! the [`ServerCall`] to the helper for the method's kind ([`ServerCall::spawn_unary`] and
+//! the three streaming ones). Each helper runs the handler in a task of its own, so the calls
+//! of one connection run in parallel on every worker of the runtime, however long a handler
+//! computes without yielding. The answer is encoded straight into the connection's outbox,
+//! from the handler's task.
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Poll, Waker, ready};
+use std::task::{Poll, ready};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{CatchUnwind, Either};
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 
-use super::context::Context;
 use crate::codec::Codec;
-use crate::interceptor::{DynServerInterceptor, run_chain};
+use crate::conn::{Note, Outbox, Shared, StreamCore, ok_end, status_frame};
+use crate::interceptor::{Context, DynServerInterceptor, run_chain};
 use crate::metadata::Metadata;
+use crate::method::ServiceDescriptor;
 use crate::status::{Code, Status};
-use crate::stream::{Outlet, StreamEvent, StreamSender, StreamShared, Streaming};
-use crate::wire::{Frame, FrameKind, flags};
-
-/// The shape of a method's call: how many messages go each way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MethodKind {
-    /// One request, one response.
-    Unary,
-    /// One request, a stream of responses.
-    ServerStreaming,
-    /// A stream of requests, one response.
-    ClientStreaming,
-    /// Streams both ways.
-    BidiStreaming,
-}
-
-/// A method of a service, as routed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MethodDescriptor {
-    /// The method's name within its service, e.g. `SayHello`.
-    pub name: &'static str,
-    /// The full name sent on the wire, e.g. `/helloworld.Greeter/SayHello`.
-    pub path: &'static str,
-    /// Its call shape.
-    pub kind: MethodKind,
-}
-
-/// A service's name and methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServiceDescriptor {
-    /// The full service name, e.g. `helloworld.Greeter`.
-    pub name: &'static str,
-    /// The methods, in declaration order; a method's index is its position here.
-    pub methods: &'static [MethodDescriptor],
-}
+use crate::stream::{Side, StreamSender, Streaming};
+use crate::wire::{FrameKind, Header, WireError};
 
 /// A mountable service: what `#[service]` and the `.proto` generator implement for
 /// `FooServer<T>`. Implementing it by hand is possible but rarely needed.
@@ -72,43 +42,16 @@ pub trait Service: Send + Sync + 'static {
     fn call(&self, method: usize, call: ServerCall) -> Spawned;
 }
 
-/// What a handler task sends its connection.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// The response frame of a unary call that finished in a task of its own (boxed: the
-    /// stream events that share the channel are small, and come per message).
-    Response(Box<Frame>),
-    /// A stream's message, end, or released credit.
-    Stream(StreamEvent),
-    /// The call's task ended without a response (cancelled or aborted).
-    Finished(u64),
-}
-
 /// What became of a call handed to its handler: for the connection, which keeps a running
-/// handler's handle to cancel it.
+/// handler's handle to stop it if the call is cancelled.
 #[derive(Debug)]
-pub struct Spawned(pub(crate) Handled);
-
-/// See [`Spawned`].
-// The answered frame is the common case, handed straight back: boxing it would cost an
-// allocation per call to save a move.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Handled {
-    /// The handler runs in a task of its own; its answer comes through the connection's
-    /// channel.
-    Running(AbortHandle),
-    /// The handler answered at once: here is the response.
-    Answered(Frame),
-    /// The answer is already on its way through the connection's channel.
-    Sent,
-}
+pub struct Spawned(pub(crate) Option<AbortHandle>);
 
 /// One incoming call, on its way to a handler.
 pub struct ServerCall {
     pub(crate) id: u64,
     pub(crate) context: Context,
-    pub(crate) out: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) conn: Arc<Shared>,
     pub(crate) payload: Payload,
     pub(crate) interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
 }
@@ -123,19 +66,11 @@ impl std::fmt::Debug for ServerCall {
     }
 }
 
-/// What a call brings: a unary request's body, or a stream's plumbing.
+/// What a call brings: a unary request's body, or the stream it opened.
 #[derive(Debug)]
 pub(crate) enum Payload {
     Unary(Bytes),
-    Stream(StreamParts),
-}
-
-/// The server's ends of a stream, set up by the connection.
-#[derive(Debug)]
-pub(crate) struct StreamParts {
-    pub(crate) inbound: crate::stream::inbound::InboundRx,
-    pub(crate) shared: Arc<StreamShared>,
-    pub(crate) window: u64,
+    Stream(Arc<StreamCore>),
 }
 
 impl ServerCall {
@@ -143,11 +78,10 @@ impl ServerCall {
     /// gives the context back with its result, so that response metadata set by the
     /// handler reaches the caller.
     ///
-    /// A body that does not decode answers `InvalidArgument` at once. The handler is polled
-    /// once on the spot: if it finishes then (it did not need to wait), it is answered with
-    /// no task spawned; otherwise it continues in a task of its own. It is abandoned at the
-    /// caller's deadline (`DeadlineExceeded`) and when the caller cancels; a panic answers
-    /// `Internal` for this call alone.
+    /// A body that does not decode answers `InvalidArgument` at once. Otherwise the handler
+    /// runs in a task of its own. It is abandoned at the caller's deadline
+    /// (`DeadlineExceeded`) and when the caller cancels; a panic answers `Internal` for this
+    /// call alone.
     pub fn spawn_unary<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
@@ -156,9 +90,10 @@ impl ServerCall {
         F: FnOnce(Context, Req) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
     {
-        let ServerCall { id, context, out, payload, interceptors } = self;
+        let ServerCall { id, context, conn, payload, interceptors } = self;
+        let responder = Responder { id, method: context.method(), conn: Some(conn) };
         let Payload::Unary(body) = payload else {
-            return mismatched(id, &out, context.method());
+            return responder.mismatched(context.method());
         };
         let method = context.method();
         let deadline = context.deadline_instant();
@@ -166,11 +101,11 @@ impl ServerCall {
         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decode_request::<Req, C>(body)));
         let request = match decoded {
             Ok(Ok(request)) => request,
-            Ok(Err(status)) => return Spawned(Handled::Answered(error_response(id, status))),
+            Ok(Err(status)) => return responder.fail(status),
             Err(panic) => {
                 tracing::error!(method, panic = panic_message(&panic), "decoding a request panicked");
-                let status = Status::internal(format!("decoding the request of {method} panicked"));
-                return Spawned(Handled::Answered(error_response(id, status)));
+                return responder
+                    .fail(Status::internal(format!("decoding the request of {method} panicked")));
             }
         };
         let handling = match interceptors {
@@ -182,27 +117,12 @@ impl ServerCall {
                 Either::Right(chained)
             }
         };
-        let mut task = Box::pin(UnaryTask::<Resp, C, _> {
+        let task = UnaryTask::<Resp, C, _> {
             run: run_handler(method, deadline, handling),
-            id,
+            responder: Some(responder),
             _codec: PhantomData,
-        });
-        // The first poll, here: a handler that needs not wait is answered without a task. (A
-        // handler that waits registers this no-op waker, then the task's on its next poll.)
-        let mut cx = std::task::Context::from_waker(Waker::noop());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(&mut cx))) {
-            Ok(Poll::Ready(frame)) => Spawned(Handled::Answered(frame)),
-            Ok(Poll::Pending) => {
-                let responder = Responder { id, out: Some(out) };
-                let running = tokio::spawn(async move { responder.send(task.await) });
-                Spawned(Handled::Running(running.abort_handle()))
-            }
-            Err(panic) => {
-                tracing::error!(method, panic = panic_message(&panic), "encoding a response panicked");
-                let status = Status::internal(format!("encoding the response of {method} panicked"));
-                Spawned(Handled::Answered(error_response(id, status)))
-            }
-        }
+        };
+        Spawned(Some(tokio::spawn(task).abort_handle()))
     }
 
     /// Spawns a server-streaming handler: one request in, a stream of responses out.
@@ -268,22 +188,13 @@ impl ServerCall {
         F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
     {
-        let ServerCall { id, context, out, payload, interceptors } = self;
-        let Payload::Stream(parts) = payload else {
-            return mismatched(id, &out, context.method());
+        let ServerCall { id, context, conn, payload, interceptors } = self;
+        let responder = Responder { id, method: context.method(), conn: Some(conn) };
+        let Payload::Stream(core) = payload else {
+            return responder.mismatched(context.method());
         };
-        let outlet = Outlet::Server(out.clone());
-        let requests = Streaming::new(
-            id,
-            parts.inbound,
-            outlet.clone(),
-            decode_request::<Req, C>,
-            parts.window,
-            None,
-            false,
-        );
-        let responses = StreamSender::new(id, parts.shared, outlet, encode_message::<Resp, C>, false);
-        let responder = Responder { id, out: Some(out) };
+        let requests = Streaming::new::<C>(Arc::clone(&core), Side::Server, None);
+        let responses = StreamSender::new::<C>(Arc::clone(&core), Side::Server);
         let method = context.method();
         let deadline = context.deadline_instant();
         let task = async move {
@@ -295,22 +206,23 @@ impl ServerCall {
                         .await
                 }
             };
-            let mut end = error_response(id, result.err().unwrap_or_else(|| Status::new(Code::Ok, "")));
-            end.kind = FrameKind::StreamEnd;
-            let mut trailers = metadata;
-            trailers.extend(std::mem::take(&mut end.header.metadata));
-            end.header.metadata = trailers;
-            responder.send_stream_end(end);
+            responder.end_stream(&core, metadata, result);
         };
-        Spawned(Handled::Running(tokio::spawn(task).abort_handle()))
+        Spawned(Some(tokio::spawn(task).abort_handle()))
     }
 
     /// Answers `Unimplemented`: for generated methods of a kind this runtime cannot serve.
     pub fn unimplemented(self) -> Spawned {
         let method = self.context.method();
         let status = Status::unimplemented(format!("{method} is not implemented by this server"));
-        mismatched_status(self.id, &self.out, &self.payload, status);
-        Spawned(Handled::Sent)
+        let responder = Responder { id: self.id, method, conn: Some(self.conn) };
+        match self.payload {
+            Payload::Unary(_) => responder.fail(status),
+            Payload::Stream(core) => {
+                responder.end_stream(&core, Metadata::new(), Err(status));
+                Spawned(None)
+            }
+        }
     }
 }
 
@@ -372,11 +284,11 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A unary handler run to its response frame.
+    /// A unary handler's task: runs it, then answers.
     struct UnaryTask<Resp, C, Fut> {
         #[pin]
         run: RunHandler<Fut>,
-        id: u64,
+        responder: Option<Responder>,
         _codec: PhantomData<fn() -> (Resp, C)>,
     }
 }
@@ -386,24 +298,15 @@ where
     C: Codec<Resp>,
     Fut: Future<Output = (Context, Result<Resp, Status>)>,
 {
-    type Output = Frame;
+    type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Frame> {
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let this = self.project();
         let (metadata, result) = ready!(this.run.poll(cx));
-        Poll::Ready(match result {
-            Ok(message) => {
-                let mut frame = Frame::new(FrameKind::Response, *this.id);
-                frame.header.metadata = metadata;
-                frame.body = C::encode_to_bytes(&message);
-                frame
-            }
-            Err(mut status) => {
-                let mut md = metadata;
-                md.extend(std::mem::take(status.metadata_mut()));
-                error_response(*this.id, status.with_metadata(md))
-            }
-        })
+        if let Some(responder) = this.responder.take() {
+            responder.answer::<Resp, C>(metadata, result);
+        }
+        Poll::Ready(())
     }
 }
 
@@ -420,80 +323,140 @@ fn decode_request<Req, C: Codec<Req>>(body: Bytes) -> Result<Req, Status> {
     C::decode(body).map_err(|err| Status::invalid_argument(format!("request does not decode: {err}")))
 }
 
-fn encode_message<Resp, C: Codec<Resp>>(message: &Resp) -> Bytes {
-    C::encode_to_bytes(message)
-}
-
-/// A generated service spawned a call with the helper for another kind of method.
-fn mismatched(id: u64, out: &mpsc::UnboundedSender<Outgoing>, method: &str) -> Spawned {
-    let status = Status::internal(format!("{method} was dispatched as the wrong kind of call"));
-    let _ = out.send(Outgoing::Response(Box::new(error_response(id, status))));
-    Spawned(Handled::Sent)
-}
-
-/// Answers a call with `status` in the shape its kind expects.
-fn mismatched_status(id: u64, out: &mpsc::UnboundedSender<Outgoing>, payload: &Payload, status: Status) {
-    let mut frame = error_response(id, status);
-    match payload {
-        Payload::Unary(_) => {
-            let _ = out.send(Outgoing::Response(Box::new(frame)));
-        }
-        Payload::Stream(_) => {
-            frame.kind = FrameKind::StreamEnd;
-            let _ = out.send(Outgoing::Stream(StreamEvent::End(Box::new(frame))));
-        }
-    }
-}
-
-/// Builds a `Response` frame carrying a non-OK status.
-pub(crate) fn error_response(id: u64, status: Status) -> Frame {
-    let refused = status.is_refused();
-    let (code, message, metadata) = status.into_parts();
-    let mut frame = Frame::new(FrameKind::Response, id);
-    if refused {
-        frame.flags |= flags::REFUSED;
-    }
-    if code != Code::Ok {
-        frame.header.status_code = Some(code.as_u32());
-    }
-    if !message.is_empty() {
-        frame.header.status_message = Some(Bytes::from(message));
-    }
-    frame.header.metadata = metadata;
-    frame
-}
-
-/// Sends exactly one message to the connection for its call: the response, or, if the task
-/// ends without one (aborted on cancel, or dropped at shutdown), `Finished`.
+/// Answers one call, exactly once: with its response, or, if its task ends without one
+/// (aborted on cancel, dropped at shutdown), by telling the connection so.
 struct Responder {
     id: u64,
-    out: Option<mpsc::UnboundedSender<Outgoing>>,
+    method: &'static str,
+    conn: Option<Arc<Shared>>,
 }
 
 impl Responder {
-    fn send(mut self, frame: Frame) {
-        if let Some(out) = self.out.take() {
-            // The connection may be gone; then nobody is waiting for the answer.
-            let _ = out.send(Outgoing::Response(Box::new(frame)));
-        }
+    /// Answers a unary call with `result` and the handler's response `metadata`.
+    fn answer<Resp, C: Codec<Resp>>(mut self, metadata: Metadata, result: Result<Resp, Status>) {
+        let Some(conn) = self.conn.take() else { return };
+        let (id, method) = (self.id, self.method);
+        conn.with_outbox(|outbox| {
+            if outbox.closed.is_some() {
+                return;
+            }
+            match result {
+                Ok(message) => answer_message::<Resp, C>(outbox, id, method, metadata, &message),
+                Err(mut status) => {
+                    let mut md = metadata;
+                    md.extend(std::mem::take(status.metadata_mut()));
+                    queue_status(outbox, FrameKind::Response, id, status.with_metadata(md));
+                }
+            }
+            let end = outbox.len();
+            outbox.note(Note::Answered { id, end });
+        });
     }
 
-    fn send_stream_end(mut self, frame: Frame) {
-        if let Some(out) = self.out.take() {
-            let _ = out.send(Outgoing::Stream(StreamEvent::End(Box::new(frame))));
+    /// Answers a unary call with `status` without running anything.
+    fn fail(mut self, status: Status) -> Spawned {
+        if let Some(conn) = self.conn.take() {
+            let id = self.id;
+            conn.with_outbox(|outbox| {
+                if outbox.closed.is_none() {
+                    queue_status(outbox, FrameKind::Response, id, status);
+                    let end = outbox.len();
+                    outbox.note(Note::Answered { id, end });
+                }
+            });
         }
+        Spawned(None)
+    }
+
+    /// Ends a stream, after the messages already sent, with `result` and the handler's
+    /// response `metadata`. Past the deadline the end goes at once, ahead of queued messages.
+    fn end_stream(mut self, core: &Arc<StreamCore>, metadata: Metadata, result: Result<(), Status>) {
+        self.conn = None;
+        let (end, why, jump) = match result {
+            Ok(()) => (
+                ok_end(self.id, metadata),
+                Status::failed_precondition("the stream was closed by this side"),
+                false,
+            ),
+            Err(mut status) => {
+                let jump = status.code() == Code::DeadlineExceeded;
+                let mut md = metadata;
+                md.extend(std::mem::take(status.metadata_mut()));
+                let status = status.with_metadata(md);
+                (status_frame(FrameKind::StreamEnd, self.id, status.clone()), status, jump)
+            }
+        };
+        core.complete(match &end.header.status_code {
+            None => Ok(()),
+            Some(_) => Err(why.clone()),
+        });
+        core.finish_send(end, jump, why);
+    }
+
+    /// A generated service spawned a call with the helper for another kind of method.
+    fn mismatched(self, method: &str) -> Spawned {
+        self.fail(Status::internal(format!("{method} was dispatched as the wrong kind of call")))
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if let Some(out) = self.out.take() {
-            let _ = out.send(Outgoing::Finished(self.id));
+        if let Some(conn) = self.conn.take() {
+            let id = self.id;
+            conn.with_outbox(|outbox| {
+                if outbox.closed.is_none() {
+                    outbox.note(Note::Unanswered(id));
+                }
+            });
         }
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+/// Queues a unary call's successful answer: the message encoded straight into the outbox.
+/// An answer over the client's limits is replaced by `RESOURCE_EXHAUSTED` saying so; a codec
+/// that panics leaves nothing behind and answers `INTERNAL`.
+fn answer_message<Resp, C: Codec<Resp>>(
+    outbox: &mut Outbox,
+    id: u64,
+    method: &str,
+    metadata: Metadata,
+    message: &Resp,
+) {
+    let header = Header { metadata, ..Header::default() };
+    let start = outbox.buf.len();
+    let queued = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let len = C::encoded_len(message);
+        outbox.queue_with(FrameKind::Response, 0, id, &header, len, |buf| C::encode(message, buf))
+    }));
+    let status = match queued {
+        Ok(Ok(())) => return,
+        Ok(Err(WireError::FrameTooLarge { len, max })) => Status::resource_exhausted(format!(
+            "response of {len} bytes exceeds the client's limit of {max} bytes"
+        )),
+        Ok(Err(WireError::HeaderTooLarge { len, max })) => Status::resource_exhausted(format!(
+            "response metadata of {len} bytes exceeds the client's limit of {max} bytes"
+        )),
+        Ok(Err(err)) => Status::internal(format!("the response could not be encoded: {err}")),
+        Err(panic) => {
+            outbox.buf.truncate(start);
+            tracing::error!(method, panic = panic_message(&panic), "encoding a response panicked");
+            Status::internal(format!("encoding the response of {method} panicked"))
+        }
+    };
+    queue_status(outbox, FrameKind::Response, id, status);
+}
+
+/// Queues a frame carrying `status`; if its metadata is over the peer's header limit, the
+/// status goes without it, saying so.
+pub(crate) fn queue_status(outbox: &mut Outbox, kind: FrameKind, id: u64, status: Status) {
+    if let Err(err) = outbox.queue(&status_frame(kind, id, status)) {
+        let status = Status::resource_exhausted(format!("the answer could not be sent: {err}"));
+        // Without metadata, a status is far below any limit a peer may announce.
+        let _ = outbox.queue(&status_frame(kind, id, status));
+    }
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -1,0 +1,167 @@
+//! [`FrameIo`]: frames over one byte stream. The read side turns bytes into frames through
+//! the one decoder; the write side holds the bytes on their way to the socket and counts them.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::io::poll_read_buf;
+
+use crate::wire::{FrameCodec, Incoming, PREFACE, WireError};
+
+/// Free space guaranteed in the read buffer before each read.
+const READ_RESERVE: usize = 4 * 1024;
+
+/// How much the read buffer grows by when it runs short. Frames are slices of it that live
+/// on after the read, so a grown buffer is a new allocation: growing by a large chunk makes
+/// that one allocation per many small frames, instead of one per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An idle write buffer larger than this is released rather than kept for reuse.
+const WRITE_BUF_RETAIN: usize = 1024 * 1024;
+
+/// Frames over one byte stream: the codec and the two buffers.
+#[derive(Debug)]
+pub(crate) struct FrameIo<T> {
+    io: T,
+    codec: FrameCodec,
+    read_buf: BytesMut,
+    /// Bytes on their way to the socket.
+    pub(crate) write_buf: BytesMut,
+    read_eof: bool,
+    /// Bytes handed to the socket since the start.
+    written: u64,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
+    /// Wraps `io`, with our preface queued; the peer's is checked on the first read.
+    pub(crate) fn new(io: T, codec: FrameCodec) -> FrameIo<T> {
+        let mut write_buf = BytesMut::with_capacity(READ_RESERVE);
+        write_buf.extend_from_slice(&PREFACE);
+        FrameIo {
+            io,
+            codec: codec.expect_preface(),
+            read_buf: BytesMut::with_capacity(READ_RESERVE),
+            write_buf,
+            read_eof: false,
+            written: 0,
+        }
+    }
+
+    /// Whether the peer's preface has been received.
+    pub(crate) fn peer_preface_received(&self) -> bool {
+        !self.codec.is_awaiting_preface()
+    }
+
+    /// Bytes handed to the socket since the start.
+    pub(crate) fn written_total(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes queued in the write buffer since the start: once `written_total` reaches a value
+    /// this returned, everything queued before that moment has been written.
+    pub(crate) fn queued_total(&self) -> u64 {
+        self.written + self.write_buf.len() as u64
+    }
+
+    /// The next frame, reading the socket as needed. `Ok(None)` is a clean end of stream
+    /// between frames.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Incoming>, WireError>> {
+        loop {
+            if let Some(incoming) = self.codec.decode_incoming(&mut self.read_buf)? {
+                return Poll::Ready(Ok(Some(incoming)));
+            }
+            if self.read_eof {
+                return Poll::Ready(self.codec.decode_incoming_eof(&mut self.read_buf));
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < READ_RESERVE {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf))?;
+            if n == 0 {
+                self.read_eof = true;
+            }
+        }
+    }
+
+    /// Writes everything in the write buffer. `Ready(Ok)` means it is empty.
+    pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.write_buf.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write_buf))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.write_buf.advance(n);
+            self.written += n as u64;
+        }
+        if self.write_buf.capacity() > WRITE_BUF_RETAIN {
+            self.write_buf = BytesMut::with_capacity(READ_RESERVE);
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Writes what is queued, then closes our write side.
+    pub(crate) async fn close(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write(cx)).await?;
+        std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await
+    }
+
+    /// The read buffer's capacity, for tests of the no-allocation-before-limit rule.
+    #[cfg(test)]
+    pub(crate) fn read_capacity(&self) -> usize {
+        self.read_buf.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::wire::{Frame, FrameKind, varint};
+
+    fn queue(io: &mut FrameIo<impl AsyncRead + AsyncWrite + Unpin>, frame: &Frame) {
+        frame.encode_unchecked(&mut io.write_buf);
+    }
+
+    #[tokio::test]
+    async fn frames_cross_a_duplex_pipe_after_both_prefaces() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut left = FrameIo::new(a, FrameCodec::new());
+        let mut right = FrameIo::new(b, FrameCodec::new());
+        for id in 1..=50 {
+            queue(&mut left, &Frame::new(FrameKind::Cancel, id));
+        }
+        // The pipe holds 64 bytes: writing and reading must interleave.
+        let writer = async {
+            std::future::poll_fn(|cx| left.poll_write(cx)).await.expect("written");
+            left
+        };
+        let reader = async {
+            let mut ids = Vec::new();
+            while ids.len() < 50 {
+                match std::future::poll_fn(|cx| right.poll_next(cx)).await.expect("ok") {
+                    Some(Incoming::Frame(frame)) => ids.push(frame.call_id),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            ids
+        };
+        let (_, ids) = tokio::join!(writer, reader);
+        assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn oversized_length_prefix_does_not_grow_the_read_buffer() {
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut io = FrameIo::new(b, FrameCodec::new().with_max_frame_size(1024));
+        let mut wire = PREFACE.to_vec();
+        varint::encode(u32::MAX as u64, &mut wire);
+        a.write_all(&wire).await.expect("write");
+        let err = std::future::poll_fn(|cx| io.poll_next(cx)).await.expect_err("too large");
+        assert!(matches!(err, WireError::FrameTooLarge { .. }));
+        assert!(io.read_capacity() < 64 * 1024, "capacity {}", io.read_capacity());
+    }
+}

@@ -1,0 +1,425 @@
+//! [`StreamCore`]: one stream's state, shared by its connection's driver, the local sender
+//! ([`StreamSender`](crate::StreamSender)) and the local consumer
+//! ([`Streaming`](crate::Streaming)).
+//!
+//! Sending: the sender encodes each message straight into the stream's buffer, as far as the
+//! peer's credit and the buffer's size allow, and puts the stream in line for the driver when
+//! the buffer was empty; the driver moves the buffer to the socket a turn at a time. A fast
+//! producer therefore costs a lock and an encode per message, and wakes the driver once per
+//! batch, however many messages the batch holds.
+//!
+//! Receiving: the driver hands the consumer the messages of each socket read together; the
+//! consumer takes them all at once and grants their credit back as it reads them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use super::shared::{Shared, window_update};
+use crate::metadata::Metadata;
+use crate::status::Status;
+use crate::wire::{Frame, varint};
+
+/// How many bytes of encoded messages a stream's sender may have waiting for the driver: past
+/// this, `send` waits until the driver has taken them. About what one socket write carries;
+/// the peer's credit bounds what is in flight beyond it.
+pub(crate) const SEND_BUFFER: usize = 64 * 1024;
+
+/// A received message's body and the credit it used.
+pub(crate) type Received = (Bytes, u64);
+
+/// One stream's state.
+#[derive(Debug)]
+pub(crate) struct StreamCore {
+    pub(crate) id: u64,
+    pub(crate) shared: Arc<Shared>,
+    send: Mutex<SendHalf>,
+    recv: Mutex<RecvHalf>,
+    /// Credit granted back to the peer for this stream, beyond the initial window.
+    pub(crate) granted: AtomicU64,
+    /// The call is over on this connection: nothing more is routed to it.
+    finished: AtomicBool,
+    /// How the call ended, once it has.
+    outcome: OnceLock<Result<(), Status>>,
+    ended: Notify,
+}
+
+#[derive(Debug)]
+struct SendHalf {
+    /// Encoded `STREAM_MESSAGE` frames the driver has not taken yet.
+    buf: BytesMut,
+    /// Credit the peer granted this stream beyond its `INITIAL_WINDOW`, minus bytes encoded:
+    /// the stream's credit is the window plus this.
+    balance: i64,
+    /// Whether the stream is in the driver's line (or the driver holds it).
+    scheduled: bool,
+    /// A sender waiting for credit or room.
+    waiter: Option<Waker>,
+    /// Nothing more may be sent, and why.
+    closed: Option<Status>,
+    /// The `STREAM_END` to write once the buffer has gone.
+    end: Option<Frame>,
+}
+
+#[derive(Debug)]
+struct RecvHalf {
+    queue: VecDeque<Received>,
+    end: Option<Result<Metadata, Status>>,
+    waiter: Option<Waker>,
+    /// The consumer is gone: what arrives is consumed at once.
+    detached: bool,
+}
+
+/// What [`StreamCore::take`] moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Everything buffered went; the stream is out of line until its sender adds more.
+    Drained,
+    /// The connection's credit ran out first: the stream stays in line.
+    Blocked,
+    /// The buffer and the stream's end went: this side's part of the call is over.
+    Ended,
+}
+
+/// What a consumer finds when it polls.
+#[derive(Debug)]
+pub(crate) enum Recv {
+    /// Messages, moved into the consumer's own queue.
+    Messages,
+    /// The end, after every message.
+    End(Result<Metadata, Status>),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl StreamCore {
+    pub(crate) fn new(id: u64, shared: Arc<Shared>) -> Arc<StreamCore> {
+        Arc::new(StreamCore {
+            id,
+            shared,
+            send: Mutex::new(SendHalf {
+                buf: BytesMut::new(),
+                balance: 0,
+                scheduled: false,
+                waiter: None,
+                closed: None,
+                end: None,
+            }),
+            recv: Mutex::new(RecvHalf { queue: VecDeque::new(), end: None, waiter: None, detached: false }),
+            granted: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            outcome: OnceLock::new(),
+            ended: Notify::new(),
+        })
+    }
+
+    // --- The sender's side. ---
+
+    /// Encodes one message of `body_len` bytes (written by `write_body`) into the stream's
+    /// buffer, if the stream's credit and the buffer's room allow; otherwise, with a `cx`,
+    /// registers its waker and is pending. A message larger than the peer's frame limit fails
+    /// with `RESOURCE_EXHAUSTED`, sending nothing.
+    pub(crate) fn poll_send(
+        self: &Arc<Self>,
+        cx: Option<&mut Context<'_>>,
+        body_len: usize,
+        write_body: impl FnOnce(&mut BytesMut),
+    ) -> Poll<Result<(), Status>> {
+        let cost = Frame::message_payload_len(self.id, body_len);
+        let mut send = lock(&self.send);
+        if let Some(status) = &send.closed {
+            return Poll::Ready(Err(status.clone()));
+        }
+        let credit = self.shared.peer_window.load(Ordering::Acquire).saturating_add(send.balance);
+        // An empty buffer takes one message whatever its size: a message larger than the
+        // buffer still goes, alone.
+        if credit <= 0 || (send.buf.len() >= SEND_BUFFER) {
+            if let Some(cx) = cx {
+                match &send.waiter {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => send.waiter = Some(cx.waker().clone()),
+                }
+            }
+            return Poll::Pending;
+        }
+        let max = self.shared.peer_max_frame();
+        if cost > max {
+            return Poll::Ready(Err(Status::resource_exhausted(format!(
+                "a stream message of {cost} bytes exceeds the peer's limit of {max} bytes"
+            ))));
+        }
+        Frame::encode_message_with(self.id, body_len, &mut send.buf, write_body);
+        send.balance -= cost as i64;
+        let schedule = !send.scheduled;
+        send.scheduled = true;
+        drop(send);
+        if schedule {
+            let stream = Arc::clone(self);
+            self.shared.with_outbox(|outbox| outbox.schedule(stream));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ends this side of the stream with `end`, after the messages already buffered; or, with
+    /// `jump`, at once, dropping them (past a deadline the call is over whatever is queued).
+    /// Nothing is sent after it; a later end is ignored.
+    pub(crate) fn finish_send(self: &Arc<Self>, end: Frame, jump: bool, why: Status) {
+        let mut send = lock(&self.send);
+        if send.closed.is_some() {
+            return;
+        }
+        if jump {
+            send.buf.clear();
+        }
+        send.closed = Some(why);
+        send.end = Some(end);
+        if let Some(waker) = send.waiter.take() {
+            waker.wake();
+        }
+        let schedule = !send.scheduled;
+        send.scheduled = true;
+        drop(send);
+        if schedule {
+            let stream = Arc::clone(self);
+            self.shared.with_outbox(|outbox| outbox.schedule(stream));
+        }
+    }
+
+    /// Nothing more is sent on this stream: what is buffered is dropped, and the sender's
+    /// next `send` fails with `status`.
+    pub(crate) fn close_send(&self, status: Status) {
+        let mut send = lock(&self.send);
+        send.buf.clear();
+        send.end = None;
+        if send.closed.is_none() {
+            send.closed = Some(status);
+        }
+        if let Some(waker) = send.waiter.take() {
+            waker.wake();
+        }
+    }
+
+    /// Whether sending is over.
+    pub(crate) fn is_send_closed(&self) -> bool {
+        lock(&self.send).closed.is_some()
+    }
+
+    // --- The driver's side of sending. ---
+
+    /// The peer granted `increment` more bytes of credit for this stream.
+    pub(crate) fn add_credit(&self, increment: u64) {
+        let mut send = lock(&self.send);
+        send.balance = send.balance.saturating_add(i64::try_from(increment).unwrap_or(i64::MAX));
+        if let Some(waker) = send.waiter.take() {
+            waker.wake();
+        }
+    }
+
+    /// Wakes a sender waiting for credit (the peer's window for every stream grew).
+    pub(crate) fn wake_sender(&self) {
+        if let Some(waker) = lock(&self.send).waiter.take() {
+            waker.wake();
+        }
+    }
+
+    /// Moves buffered messages into `out`: all of them while `conn_credit` covers them, else
+    /// whole messages while it lasts (the last may overdraw it); then the stream's end, if
+    /// everything went and it has one. `conn_credit` is charged what was moved.
+    pub(crate) fn take(&self, out: &mut BytesMut, conn_credit: &mut i64) -> Taken {
+        let mut send = lock(&self.send);
+        let len = send.buf.len();
+        if len > 0 {
+            if (len as i64) <= *conn_credit {
+                if out.is_empty() {
+                    std::mem::swap(out, &mut send.buf);
+                } else {
+                    out.extend_from_slice(&send.buf);
+                    send.buf.clear();
+                }
+                *conn_credit -= len as i64;
+            } else {
+                let cut = frames_within(&send.buf, *conn_credit);
+                out.extend_from_slice(&send.buf[..cut]);
+                send.buf.advance(cut);
+                *conn_credit -= cut as i64;
+            }
+            if let Some(waker) = send.waiter.take() {
+                waker.wake();
+            }
+            if !send.buf.is_empty() {
+                return Taken::Blocked;
+            }
+        }
+        match send.end.take() {
+            Some(end) => {
+                end.encode_unchecked(out);
+                Taken::Ended
+            }
+            None => {
+                send.scheduled = false;
+                Taken::Drained
+            }
+        }
+    }
+
+    // --- Receiving. ---
+
+    /// For the driver: hands `batch` to the consumer, leaving it empty. If the consumer is
+    /// gone, returns the credit the messages used, for the driver to release.
+    pub(crate) fn deliver(&self, batch: &mut Vec<Received>) -> Result<(), u64> {
+        let mut recv = lock(&self.recv);
+        if recv.detached || recv.end.is_some() {
+            return Err(batch.drain(..).map(|(_, cost)| cost).sum());
+        }
+        recv.queue.extend(batch.drain(..));
+        if let Some(waker) = recv.waiter.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// For the driver: the inbound side's end, read after the messages already delivered.
+    /// The first end wins.
+    pub(crate) fn end_recv(&self, end: Result<Metadata, Status>) {
+        let mut recv = lock(&self.recv);
+        if recv.end.is_none() {
+            recv.end = Some(end);
+            if let Some(waker) = recv.waiter.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// For the consumer: moves what has arrived into `local`, or gives the end once every
+    /// message has been taken, or registers `cx`'s waker.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>, local: &mut VecDeque<Received>) -> Poll<Recv> {
+        let mut recv = lock(&self.recv);
+        if !recv.queue.is_empty() {
+            if local.is_empty() {
+                std::mem::swap(local, &mut recv.queue);
+            } else {
+                local.extend(recv.queue.drain(..));
+            }
+            return Poll::Ready(Recv::Messages);
+        }
+        if let Some(end) = recv.end.take() {
+            // Kept as an end for `deliver`'s check: nothing is delivered after it.
+            recv.end = Some(Err(Status::cancelled("the stream has ended")));
+            return Poll::Ready(Recv::End(end));
+        }
+        match &recv.waiter {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => recv.waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// How many received messages wait for the consumer here.
+    pub(crate) fn queued(&self) -> usize {
+        lock(&self.recv).queue.len()
+    }
+
+    /// For the consumer, once it is done: nothing more is delivered; returns the credit of
+    /// the messages left unread, for the consumer to release.
+    pub(crate) fn detach(&self) -> u64 {
+        let mut recv = lock(&self.recv);
+        recv.detached = true;
+        recv.waiter = None;
+        recv.queue.drain(..).map(|(_, cost)| cost).sum()
+    }
+
+    /// For the consumer: it has taken `bytes` of messages. They are granted back to the peer
+    /// for the stream (while it is open) and for the connection.
+    pub(crate) fn grant(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        if !self.finished.load(Ordering::Acquire) {
+            self.granted.fetch_add(bytes, Ordering::AcqRel);
+            let id = self.id;
+            self.shared.with_outbox(|outbox| {
+                if outbox.closed.is_none() {
+                    // A window update is a few bytes: below any limit.
+                    let _ = outbox.queue(&window_update(id, bytes));
+                }
+            });
+        }
+        self.shared.release_connection_credit(bytes);
+    }
+
+    // --- The call's end. ---
+
+    /// The call is over on this connection: nothing more is routed to it.
+    pub(crate) fn set_finished(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
+    /// Ends the stream both ways with `status` (the connection failed, the call was
+    /// cancelled): the consumer reads it as the end (unless it had one), and sending stops.
+    pub(crate) fn abort(&self, status: Status) {
+        self.set_finished();
+        self.complete(Err(status.clone()));
+        self.end_recv(Err(status.clone()));
+        self.close_send(status);
+    }
+
+    /// Records how the call ended (the first report wins).
+    pub(crate) fn complete(&self, result: Result<(), Status>) {
+        if self.outcome.set(result).is_ok() {
+            self.ended.notify_waiters();
+        }
+    }
+
+    /// Waits until the call has ended; how it ended.
+    pub(crate) async fn completed(&self) -> Result<(), Status> {
+        loop {
+            let notified = self.ended.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(result) = self.outcome.get() {
+                return result.clone();
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How many bytes of whole frames at the front of `buf` fit within `credit`, the last one
+/// allowed to overdraw it (at least one frame, when `credit` is above zero).
+fn frames_within(buf: &[u8], credit: i64) -> usize {
+    let mut at = 0;
+    let mut left = credit;
+    while left > 0 && at < buf.len() {
+        let Ok((len, prefix)) = varint::decode(&buf[at..]) else { break };
+        let frame = prefix + len as usize;
+        at += frame;
+        left -= len as i64;
+    }
+    at.min(buf.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_frames_are_cut_within_the_credit_and_the_last_may_overdraw() {
+        let mut buf = BytesMut::new();
+        for _ in 0..3 {
+            Frame::encode_message_with(1, 10, &mut buf, |b| b.extend_from_slice(&[0; 10]));
+        }
+        let frame = buf.len() / 3;
+        let payload = (frame - 1) as i64;
+        assert_eq!(frames_within(&buf, 0), 0);
+        assert_eq!(frames_within(&buf, 1), frame, "one frame overdraws");
+        assert_eq!(frames_within(&buf, payload), frame);
+        assert_eq!(frames_within(&buf, payload + 1), 2 * frame);
+        assert_eq!(frames_within(&buf, 1000), 3 * frame);
+    }
+}
