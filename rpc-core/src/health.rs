@@ -17,7 +17,7 @@
 //!   (`SERVICE_UNKNOWN` while the server does not know it); it ends when the server shuts down.
 //!
 //! A [balanced channel](crate::Channel::balanced) with
-//! [`health_check`](crate::client::BalancedBuilder::health_check) asks each instance
+//! [`health_check`](crate::balance::BalancedBuilder::health_check) asks each instance
 //! regularly and leaves out those that do not serve.
 //!
 //! ```no_run

@@ -1,7 +1,7 @@
 //! What client and server both know about a method: its shape and its names on the wire.
 //!
 //! Generated code describes each service with a static [`ServiceDescriptor`]; the server
-//! routes by it, interceptors see a call's [`MethodKind`], and [`MethodPatterns`] select
+//! routes by it, interceptors see a call's [`MethodKind`], and method patterns select
 //! methods by name (the idempotent ones, for retries and failover).
 
 /// The shape of a method's call: how many messages go each way.

@@ -14,14 +14,14 @@
 //! rotation, if it fails the next period is longer. Outcomes of calls sent before an ejection
 //! change nothing: a slow success from before cannot end it. When every instance is ejected,
 //! calls go to them anyway rather than fail without trying. With
-//! [`health_check`](crate::client::BalancedBuilder::health_check), instances are also asked
+//! [`health_check`](crate::balance::BalancedBuilder::health_check), instances are also asked
 //! regularly through the health service ([`health`](crate::health)); those not serving are
 //! left out, and a successful check is a probe that brings an ejected instance back.
 //!
 //! A unary call that failed on one instance is sent to another when that is safe: when the
 //! call never reached the instance (the connection could not be made, or the server refused
 //! the call unprocessed), or when its method is marked
-//! [idempotent](crate::client::BalancedBuilder::idempotent) and it failed with
+//! [idempotent](crate::balance::BalancedBuilder::idempotent) and it failed with
 //! `Unavailable`. A [`Retry`](crate::interceptors::Retry) interceptor on the channel runs
 //! around all of that: each of its attempts may itself try several instances.
 //!

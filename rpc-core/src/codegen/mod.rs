@@ -3,7 +3,7 @@
 //! keeps compiling.
 //!
 //! A generated server implements [`Service`]: it names its methods in a static
-//! [`ServiceDescriptor`](crate::method::ServiceDescriptor) and, for each incoming call, hands
+//! [`ServiceDescriptor`] and, for each incoming call, hands
 //! the [`ServerCall`] to the helper for the method's kind ([`ServerCall::spawn_unary`] and
 //! the three streaming ones). Each helper runs the handler in a task of its own, so the calls
 //! of one connection run in parallel on every worker of the runtime, however long a handler
