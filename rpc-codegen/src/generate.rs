@@ -195,6 +195,7 @@ fn generate_server(service: &Service) -> TokenStream {
     let arms = service.methods.iter().enumerate().map(|(index, method)| {
         let Method { name, input, output, .. } = method;
         let (spawn, args) = match (method.client_streaming, method.server_streaming) {
+            (false, false) if method.inline => (quote!(run_unary_inline), quote!(request)),
             (false, false) => (quote!(spawn_unary), quote!(request)),
             (false, true) => (quote!(spawn_server_streaming), quote!(request, responses)),
             (true, false) => (quote!(spawn_client_streaming), quote!(requests)),

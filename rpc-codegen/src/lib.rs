@@ -18,6 +18,7 @@
 //!     client_streaming: false,
 //!     server_streaming: false,
 //!     docs: vec![" Says hello.".into()],
+//!     inline: false,
 //! });
 //! assert_eq!(service.method_path(&service.methods[0]), "/helloworld.Greeter/SayHello");
 //! let code = generate(&service).to_string();

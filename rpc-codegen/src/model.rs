@@ -47,6 +47,10 @@ pub struct Method {
     pub server_streaming: bool,
     /// Documentation lines.
     pub docs: Vec<String>,
+    /// A unary method answered on the connection's task when its handler does not wait
+    /// (`#[rpc(inline)]`), instead of in a task of its own: cheaper, but a handler that
+    /// computes for long there holds up every call on its connection.
+    pub inline: bool,
 }
 
 impl Service {

@@ -86,6 +86,7 @@ pub struct Builder {
     bytes: Vec<String>,
     runtime: String,
     emit_rerun_if_changed: bool,
+    inline: Vec<String>,
 }
 
 impl Default for Builder {
@@ -108,7 +109,21 @@ impl Builder {
             bytes: Vec::new(),
             runtime: "::rpc_core".to_owned(),
             emit_rerun_if_changed: true,
+            inline: Vec::new(),
         }
+    }
+
+    /// Answers these unary methods (full names, `/package.Service/Method`) on the
+    /// connection's task when their handlers do not wait, as `#[rpc(inline)]` does for a
+    /// trait: cheaper for handlers that answer at once, but one that computes for long holds
+    /// up every call on its connection. Streaming methods are never inline.
+    pub fn inline<I, S>(mut self, methods: I) -> Builder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inline.extend(methods.into_iter().map(Into::into));
+        self
     }
 
     /// Whether to generate clients (default `true`).
@@ -229,6 +244,7 @@ impl Builder {
             build_client: self.build_client,
             build_server: self.build_server,
             runtime,
+            inline: self.inline.clone(),
         }));
         config.compile_fds(descriptors).map_err(|err| Error::new(format!("generating code failed: {err}")))
     }
@@ -286,6 +302,8 @@ struct ServiceGenerator {
     build_client: bool,
     build_server: bool,
     runtime: TokenStream,
+    /// The full names of the methods answered inline.
+    inline: Vec<String>,
 }
 
 impl prost_build::ServiceGenerator for ServiceGenerator {
@@ -325,6 +343,13 @@ impl ServiceGenerator {
                 client_streaming: method.client_streaming,
                 server_streaming: method.server_streaming,
                 docs: docs(&method.comments),
+                inline: !method.client_streaming
+                    && !method.server_streaming
+                    && self.inline.iter().any(|path| {
+                        *path == format!("/{}.{}/{}", service.package, service.proto_name, method.proto_name)
+                            || (service.package.is_empty()
+                                && *path == format!("/{}/{}", service.proto_name, method.proto_name))
+                    }),
             })
             .collect();
         model

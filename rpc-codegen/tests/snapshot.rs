@@ -18,6 +18,7 @@ fn greeter() -> Service {
         client_streaming: false,
         server_streaming: false,
         docs: vec![" Sends a greeting.".into()],
+        inline: false,
     });
     service
 }
@@ -49,6 +50,7 @@ fn every_call_kind_generates_valid_rust() {
             client_streaming,
             server_streaming,
             docs: Vec::new(),
+            inline: false,
         });
     }
     let code = generate(&service);

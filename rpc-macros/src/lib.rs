@@ -239,10 +239,12 @@ fn read_trait(
 struct Attrs {
     docs: Vec<String>,
     wire_name: Option<LitStr>,
+    /// `#[rpc(inline)]`, where it was written.
+    inline: Option<proc_macro2::Span>,
 }
 
 fn read_attrs(attrs: &[Attribute], errors: &mut Errors, what: &str) -> Attrs {
-    let mut out = Attrs { docs: Vec::new(), wire_name: None };
+    let mut out = Attrs { docs: Vec::new(), wire_name: None, inline: None };
     for attr in attrs {
         if attr.path().is_ident("doc") {
             if let Meta::NameValue(nv) = &attr.meta
@@ -251,26 +253,35 @@ fn read_attrs(attrs: &[Attribute], errors: &mut Errors, what: &str) -> Attrs {
                 out.docs.push(doc.value());
             }
         } else if attr.path().is_ident("rpc") && what == "method" {
-            let parsed = attr.parse_args_with(Punctuated::<MetaNameValue, Token![,]>::parse_terminated);
+            let parsed = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated);
             match parsed {
                 Ok(args) => {
                     for arg in args {
-                        if !arg.path.is_ident("name") {
-                            errors.push(&arg.path, "unknown option: expected `name = \"...\"`");
-                            continue;
-                        }
-                        match string_value(&arg.value) {
-                            Ok(name) if is_identifier(&name.value()) => out.wire_name = Some(name),
-                            Ok(name) => errors.push(&name, "`name` must be an identifier"),
-                            Err(err) => errors.push_err(err),
+                        match arg {
+                            Meta::Path(path) if path.is_ident("inline") => {
+                                out.inline = Some(path.span());
+                            }
+                            Meta::NameValue(arg) if arg.path.is_ident("name") => {
+                                match string_value(&arg.value) {
+                                    Ok(name) if is_identifier(&name.value()) => out.wire_name = Some(name),
+                                    Ok(name) => errors.push(&name, "`name` must be an identifier"),
+                                    Err(err) => errors.push_err(err),
+                                }
+                            }
+                            other => {
+                                errors.push(&other, "unknown option: expected `name = \"...\"` or `inline`")
+                            }
                         }
                     }
                 }
                 Err(err) => errors.push_err(err),
             }
         } else {
-            let allowed =
-                if what == "method" { "doc comments and `#[rpc(name = \"...\")]`" } else { "doc comments" };
+            let allowed = if what == "method" {
+                "doc comments and `#[rpc(name = \"...\", inline)]`"
+            } else {
+                "doc comments"
+            };
             errors.push(attr, format!("unsupported attribute on a {what}: only {allowed} are allowed"));
         }
     }
@@ -358,7 +369,16 @@ fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_cod
         client_streaming: inputs.requests_spelled.is_some(),
         server_streaming,
         docs: attrs.docs,
+        inline: attrs.inline.is_some(),
     };
+    if let Some(span) = attrs.inline
+        && method.is_streaming()
+    {
+        all_errors.push_err(syn::Error::new(
+            span,
+            "`inline` applies to unary methods only: a streaming handler always runs in a task of its own",
+        ));
+    }
     let spelled = Spelled {
         context: inputs.context,
         returns,

@@ -95,33 +95,41 @@ impl ServerCall {
         let Payload::Unary(body) = payload else {
             return responder.mismatched(context.method());
         };
-        let method = context.method();
-        let deadline = context.deadline_instant();
-        // A codec is user code: its panic fails this call, not the connection.
-        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decode_request::<Req, C>(body)));
-        let request = match decoded {
-            Ok(Ok(request)) => request,
-            Ok(Err(status)) => return responder.fail(status),
-            Err(panic) => {
-                tracing::error!(method, panic = panic_message(&panic), "decoding a request panicked");
-                return responder
-                    .fail(Status::internal(format!("decoding the request of {method} panicked")));
-            }
+        match unary_task::<Req, Resp, C, F, Fut>(context, body, interceptors, responder, handler) {
+            Some(task) => Spawned(Some(tokio::spawn(task).abort_handle())),
+            None => Spawned(None),
+        }
+    }
+
+    /// Runs a unary handler marked `#[rpc(inline)]`: like [`spawn_unary`](Self::spawn_unary),
+    /// but its first poll happens right here, on the connection's task. A handler that
+    /// answers without waiting is answered with no task spawned at all; one that waits goes
+    /// on in a task of its own. The price: while a handler computes in that first poll, no
+    /// other call on the connection makes progress. For handlers that answer at once.
+    pub fn run_unary_inline<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
+    where
+        C: Codec<Req> + Codec<Resp>,
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(Context, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+    {
+        let ServerCall { id, context, conn, payload, interceptors } = self;
+        let responder = Responder { id, method: context.method(), conn: Some(conn) };
+        let Payload::Unary(body) = payload else {
+            return responder.mismatched(context.method());
         };
-        let handling = match interceptors {
-            None => Either::Left(processed(handler(context, request))),
-            Some(chain) => {
-                let handler = move |ctx| handler(ctx, request);
-                let chained: BoxedHandler<Resp> =
-                    Box::pin(async move { run_chain(&chain, context, handler).await });
-                Either::Right(chained)
-            }
+        let Some(task) = unary_task::<Req, Resp, C, F, Fut>(context, body, interceptors, responder, handler)
+        else {
+            return Spawned(None);
         };
-        let task = UnaryTask::<Resp, C, _> {
-            run: run_handler(method, deadline, handling),
-            responder: Some(responder),
-            _codec: PhantomData,
-        };
+        let mut task = Box::pin(task);
+        // The handler's waker for this first poll wakes nothing: if it waits, the task it
+        // moves to polls it again at once, with its own.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if task.as_mut().poll(&mut cx).is_ready() {
+            return Spawned(None);
+        }
         Spawned(Some(tokio::spawn(task).abort_handle()))
     }
 
@@ -224,6 +232,55 @@ impl ServerCall {
             }
         }
     }
+}
+
+/// A unary call's task: the request decoded, the handler behind its interceptors, under
+/// its deadline, then the answer. `None` when the call was answered at once because the
+/// request does not decode.
+fn unary_task<Req, Resp, C, F, Fut>(
+    context: Context,
+    body: Bytes,
+    interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
+    responder: Responder,
+    handler: F,
+) -> Option<impl Future<Output = ()> + Send + 'static>
+where
+    C: Codec<Req> + Codec<Resp>,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: FnOnce(Context, Req) -> Fut + Send + 'static,
+    Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+{
+    let method = context.method();
+    let deadline = context.deadline_instant();
+    // A codec is user code: its panic fails this call, not the connection.
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decode_request::<Req, C>(body)));
+    let request = match decoded {
+        Ok(Ok(request)) => request,
+        Ok(Err(status)) => {
+            responder.fail(status);
+            return None;
+        }
+        Err(panic) => {
+            tracing::error!(method, panic = panic_message(&panic), "decoding a request panicked");
+            responder.fail(Status::internal(format!("decoding the request of {method} panicked")));
+            return None;
+        }
+    };
+    let handling = match interceptors {
+        None => Either::Left(processed(handler(context, request))),
+        Some(chain) => {
+            let handler = move |ctx| handler(ctx, request);
+            let chained: BoxedHandler<Resp> =
+                Box::pin(async move { run_chain(&chain, context, handler).await });
+            Either::Right(chained)
+        }
+    };
+    Some(UnaryTask::<Resp, C, _> {
+        run: run_handler(method, deadline, handling),
+        responder: Some(responder),
+        _codec: PhantomData,
+    })
 }
 
 /// A unary handler behind interceptors: the chain's future, boxed (the chain is boxed

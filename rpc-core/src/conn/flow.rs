@@ -17,7 +17,7 @@ use super::shared::Shared;
 use super::stream::{Received, StreamCore, Taken};
 use crate::metadata::Metadata;
 use crate::status::Status;
-use crate::wire::{CallMap, MIN_CONNECTION_WINDOW, StreamMessage, WireError};
+use crate::wire::{CallMap, MIN_CONNECTION_WINDOW, StreamMessages, WireError};
 
 /// Stream data is moved into the write buffer only while it holds less than this, keeping
 /// frames queued behind it (unary answers, pings) within a chunk of the front.
@@ -97,11 +97,11 @@ impl Streams {
         Some(entry.core)
     }
 
-    /// A stream message arrived: checked against the credit granted, and kept for the
-    /// stream's consumer, who gets it at the next [`deliver`](Self::deliver). A message
-    /// nobody will read has its credit released at once.
-    pub(crate) fn on_message(&mut self, message: StreamMessage, shared: &Shared) -> Result<(), WireError> {
-        let StreamMessage { call_id, body, cost } = message;
+    /// Stream messages arrived: checked against the credit granted, and kept for the
+    /// stream's consumer, who gets them at the next [`deliver`](Self::deliver). Messages
+    /// nobody will read have their credit released at once.
+    pub(crate) fn on_message(&mut self, messages: StreamMessages, shared: &Shared) -> Result<(), WireError> {
+        let (call_id, cost) = (messages.call_id, messages.cost);
         let received = shared.conn_received.fetch_add(cost, Ordering::AcqRel) + cost;
         let granted = shared.conn_granted.load(Ordering::Acquire);
         if received > self.connection_window + granted + self.overdraft {
@@ -120,7 +120,7 @@ impl Streams {
         if entry.pending.is_empty() {
             self.dirty.push(call_id);
         }
-        entry.pending.push((body, cost));
+        entry.pending.push(messages);
         entry.pending_cost += cost;
         if entry.pending_cost >= INBOUND_BATCH_BYTES {
             // Large messages go at once: the consumer, perhaps on another thread, starts on

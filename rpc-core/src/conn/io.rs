@@ -19,6 +19,11 @@ const READ_RESERVE: usize = 4 * 1024;
 /// that one allocation per many small frames, instead of one per read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Plain stream messages of one stream that follow each other in the read buffer are taken
+/// off it together, up to this many bytes: one slice for the stream's consumer, not one per
+/// message.
+const MESSAGE_RUN: usize = 32 * 1024;
+
 /// An idle write buffer larger than this is released rather than kept for reuse.
 const WRITE_BUF_RETAIN: usize = 1024 * 1024;
 
@@ -70,7 +75,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
     /// between frames.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Incoming>, WireError>> {
         loop {
-            if let Some(incoming) = self.codec.decode_incoming(&mut self.read_buf)? {
+            if let Some(incoming) = self.codec.decode_incoming(&mut self.read_buf, MESSAGE_RUN)? {
                 return Poll::Ready(Ok(Some(incoming)));
             }
             if self.read_eof {

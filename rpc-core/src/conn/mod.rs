@@ -34,7 +34,7 @@ use tokio::time::Sleep;
 pub(crate) use flow::Streams;
 pub(crate) use shared::{Answer, Note, Outbox, Reply, Shared, window_update};
 pub(crate) use status::{goaway_for, ok_end, status_frame, status_of};
-pub(crate) use stream::{Received, Recv, StreamCore};
+pub(crate) use stream::{Messages, Received, Recv, StreamCore};
 
 use self::io::FrameIo;
 use self::keepalive::Keepalive;
@@ -43,6 +43,9 @@ use crate::wire::{Frame, FrameCodec, FrameKind, Incoming, WireError};
 
 /// Frames handled per poll before the driver yields to other tasks on its worker.
 const POLL_BUDGET: usize = 128;
+
+/// How many times a poll of the driver goes round while producers keep adding work.
+const DRIVE_ROUNDS: usize = 4;
 
 /// Fill-and-write rounds per poll while the socket keeps taking stream data.
 const WRITE_ROUNDS: usize = 16;
@@ -133,6 +136,14 @@ pub(crate) trait Peer: Send + 'static {
     fn on_closed(&mut self, state: &mut State, status: &Status);
 }
 
+/// What a poll of the driver came to.
+enum Step {
+    /// The connection is over.
+    Ended(Ended),
+    /// Let the other ready tasks run, then poll again.
+    Yield,
+}
+
 /// How a connection ended.
 #[derive(Debug)]
 pub(crate) enum Ended {
@@ -156,6 +167,8 @@ pub(crate) struct Connection<T, P: Peer> {
     handshake: Option<Pin<Box<Sleep>>>,
     established: bool,
     frames_read: u64,
+    /// Whether the last poll gave way to other tasks before writing.
+    yielded: bool,
     notes: Vec<Note>,
     ready: Vec<Arc<StreamCore>>,
     ended: Vec<u64>,
@@ -197,6 +210,7 @@ where
             handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
             established: false,
             frames_read: 0,
+            yielded: false,
             notes: Vec::new(),
             ready: Vec::new(),
             ended: Vec::new(),
@@ -281,8 +295,8 @@ where
                         self.peer.on_established(&mut self.state);
                     }
                     match incoming {
-                        Incoming::Message(message) => {
-                            self.state.streams.on_message(message, &self.state.shared)?
+                        Incoming::Messages(messages) => {
+                            self.state.streams.on_message(messages, &self.state.shared)?
                         }
                         Incoming::Frame(frame) => {
                             self.on_frame(frame)?;
@@ -346,42 +360,68 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Drives the connection until it ends.
-    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
-        match self.poll_inner(cx) {
-            Poll::Ready(Ok(ended)) => Poll::Ready(ended),
-            Poll::Ready(Err(err)) => Poll::Ready(Ended::Failed(err)),
-            Poll::Pending => Poll::Pending,
+    /// Drives the connection until it ends, or wants to let other tasks run first.
+    ///
+    /// While it runs (and while it has yielded), producers do not wake it: before it waits,
+    /// it looks at the outbox once more.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        self.state.shared.driver_running();
+        for _ in 0..DRIVE_ROUNDS {
+            match self.poll_inner(cx) {
+                Poll::Ready(Ok(step)) => return Poll::Ready(step),
+                Poll::Ready(Err(err)) => return Poll::Ready(Step::Ended(Ended::Failed(err))),
+                Poll::Pending => {
+                    if self.state.shared.driver_waiting() {
+                        return Poll::Pending;
+                    }
+                }
+            }
         }
+        // Still more coming in: after the other tasks' turn.
+        self.state.shared.driver_waiting();
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Ended, WireError>> {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step, WireError>> {
         if let Some(timer) = &mut self.handshake
             && timer.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Err(WireError::PrefaceTimeout));
         }
         self.peer.poll_role(&mut self.state, cx)?;
-        self.take_outbox(cx);
 
+        // Reading needs nothing from the outbox: an answer can only come for a call whose
+        // request, and the note that goes with it, was taken before it was written.
+        let frames_before = self.frames_read;
         let mut budget = POLL_BUDGET;
         let read = self.read(cx, &mut budget);
         // Stream messages read above go to their consumers, a batch per stream (those read
         // before a broken rule too).
         self.state.streams.deliver(&self.state.shared);
         if let Poll::Ready(ended) = read {
-            return Poll::Ready(ended);
+            return Poll::Ready(ended.map(Step::Ended));
         }
         if budget == 0 {
             // More may be ready: come back after other tasks had a turn.
             cx.waker().wake_by_ref();
+        }
+        if self.frames_read == frames_before && !std::mem::take(&mut self.yielded) {
+            // Woken by the tasks that use the connection, not by the peer: let the other
+            // tasks that are ready to run do so first, so that their frames go out in the
+            // same write. Without this, a runtime that runs a task right after the task that
+            // woke it (Tokio does) would write each answer on its own.
+            self.yielded = true;
+            return Poll::Ready(Ok(Step::Yield));
         }
         if let Some(keepalive) = &mut self.keepalive {
             let frames_read = self.frames_read;
             match keepalive.poll(cx, frames_read) {
                 keepalive::Action::None => {}
                 keepalive::Action::Ping(ping) => self.state.queue(&ping)?,
-                keepalive::Action::Dead(timeout) => return Poll::Ready(Ok(Ended::Unresponsive(timeout))),
+                keepalive::Action::Dead(timeout) => {
+                    return Poll::Ready(Ok(Step::Ended(Ended::Unresponsive(timeout))));
+                }
             }
         }
         let paused = self.peer.read_paused(self.unwritten());
@@ -393,7 +433,7 @@ where
             cx.waker().wake_by_ref();
         }
         if self.peer.is_done(&self.state) && self.unwritten() == 0 {
-            return Poll::Ready(Ok(Ended::Drained));
+            return Poll::Ready(Ok(Step::Ended(Ended::Drained)));
         }
         Poll::Pending
     }
@@ -403,15 +443,25 @@ impl<T, P: Peer> Connection<T, P> {
     /// The connection is over: nothing more is taken from the outbox (producers learn it is
     /// over from `status`), and every call still on it ends with `status`. Happens once.
     fn close(&mut self, status: &Status) {
-        {
+        let unsent = {
             let mut outbox = self.state.shared.lock();
             if outbox.closed.is_some() {
                 return;
             }
             outbox.closed = Some(status.clone());
             outbox.ready.clear();
-            outbox.notes.clear();
             outbox.buf.clear();
+            std::mem::take(&mut outbox.notes)
+        };
+        // Calls whose frames never left: not processed, so safe to send again.
+        for note in unsent {
+            match note {
+                Note::Sent { reply, .. } => {
+                    let _ = reply.send(Err(status.clone().refused()));
+                }
+                Note::Opened(core) => core.abort(status.clone().refused()),
+                Note::Cancelled(_) | Note::Answered { .. } | Note::Unanswered(_) => {}
+            }
         }
         self.state.shared.stop_accepting();
         self.peer.on_closed(&mut self.state, status);
@@ -438,7 +488,13 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send,
     P: Peer,
 {
-    let ended = std::future::poll_fn(|cx| conn.poll_drive(cx)).await;
+    let ended = loop {
+        match std::future::poll_fn(|cx| conn.poll_drive(cx)).await {
+            Step::Ended(ended) => break ended,
+            // Tokio's yield runs the other ready tasks of this worker first.
+            Step::Yield => tokio::task::yield_now().await,
+        }
+    };
     let status = conn.peer.end_status(&ended);
     conn.close(&status);
     let goaway = match &ended {

@@ -89,7 +89,8 @@ pub(crate) struct Outbox {
     pub(crate) closed: Option<Status>,
     /// Whether anything was added since the driver last took the outbox.
     dirty: bool,
-    /// Whether the driver has been woken for it.
+    /// Whether the driver needs no waking: it has been woken already, or it is running and
+    /// will look again before it waits.
     notified: bool,
 }
 
@@ -240,7 +241,6 @@ impl Shared {
         self.driver.register(waker);
         let mut outbox = self.lock();
         outbox.dirty = false;
-        outbox.notified = false;
         let moved = outbox.buf.len();
         if out.is_empty() {
             std::mem::swap(out, &mut outbox.buf);
@@ -266,6 +266,23 @@ impl Shared {
     /// Bytes of frames waiting in the outbox, as of its last change.
     pub(crate) fn queued_len(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// For the driver, as it starts a poll: producers need not wake it until it is done.
+    pub(crate) fn driver_running(&self) {
+        self.lock().notified = true;
+    }
+
+    /// For the driver, as it is about to wait: from now on producers wake it. Returns
+    /// `false`, leaving them not to, if something came in since it last took the outbox: it
+    /// must look again first.
+    pub(crate) fn driver_waiting(&self) -> bool {
+        let mut outbox = self.lock();
+        if outbox.dirty {
+            return false;
+        }
+        outbox.notified = false;
+        true
     }
 
     /// Wakes the driver.

@@ -16,21 +16,32 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
 
 use super::shared::{Shared, window_update};
 use crate::metadata::Metadata;
 use crate::status::Status;
-use crate::wire::{Frame, varint};
+use crate::wire::{Frame, StreamMessages, varint};
 
 /// How many bytes of encoded messages a stream's sender may have waiting for the driver: past
 /// this, `send` waits until the driver has taken them. About what one socket write carries;
 /// the peer's credit bounds what is in flight beyond it.
 pub(crate) const SEND_BUFFER: usize = 64 * 1024;
 
-/// A received message's body and the credit it used.
-pub(crate) type Received = (Bytes, u64);
+/// How many messages a sender encodes under one hold of its stream's lock.
+const MESSAGES_PER_LOCK: usize = 64;
+
+/// The messages a sender has for [`StreamCore::poll_send`], one at a time.
+pub(crate) trait Messages {
+    /// The encoded length of the next message; `None` when there are no more.
+    fn next_len(&mut self) -> Option<usize>;
+    /// Encodes the next message (the one `next_len` measured) and moves past it.
+    fn encode_next(&mut self, buf: &mut BytesMut);
+}
+
+/// Received messages: runs of whole frames, read out by the consumer.
+pub(crate) type Received = StreamMessages;
 
 /// One stream's state.
 #[derive(Debug)]
@@ -121,49 +132,64 @@ impl StreamCore {
 
     // --- The sender's side. ---
 
-    /// Encodes one message of `body_len` bytes (written by `write_body`) into the stream's
-    /// buffer, if the stream's credit and the buffer's room allow; otherwise, with a `cx`,
-    /// registers its waker and is pending. A message larger than the peer's frame limit fails
-    /// with `RESOURCE_EXHAUSTED`, sending nothing.
+    /// Encodes messages from `messages` into the stream's buffer, one after the other, as
+    /// far as the stream's credit and the buffer's room allow: `Ready(Ok)` once `messages`
+    /// has none left; otherwise, with a `cx`, registers its waker and is pending (what was
+    /// encoded stays encoded). A message larger than the peer's frame limit fails with
+    /// `RESOURCE_EXHAUSTED`, sending nothing of it.
     pub(crate) fn poll_send(
         self: &Arc<Self>,
-        cx: Option<&mut Context<'_>>,
-        body_len: usize,
-        write_body: impl FnOnce(&mut BytesMut),
+        mut cx: Option<&mut Context<'_>>,
+        messages: &mut dyn Messages,
     ) -> Poll<Result<(), Status>> {
-        let cost = Frame::message_payload_len(self.id, body_len);
-        let mut send = lock(&self.send);
-        if let Some(status) = &send.closed {
-            return Poll::Ready(Err(status.clone()));
-        }
-        let credit = self.shared.peer_window.load(Ordering::Acquire).saturating_add(send.balance);
-        // An empty buffer takes one message whatever its size: a message larger than the
-        // buffer still goes, alone.
-        if credit <= 0 || (send.buf.len() >= SEND_BUFFER) {
-            if let Some(cx) = cx {
-                match &send.waiter {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => send.waiter = Some(cx.waker().clone()),
+        loop {
+            let mut send = lock(&self.send);
+            let mut encoded = 0;
+            let outcome = loop {
+                if let Some(status) = &send.closed {
+                    break Some(Poll::Ready(Err(status.clone())));
                 }
+                let Some(body_len) = messages.next_len() else { break Some(Poll::Ready(Ok(()))) };
+                let credit = self.shared.peer_window.load(Ordering::Acquire).saturating_add(send.balance);
+                // An empty buffer takes one message whatever its size: a message larger than
+                // the buffer still goes, alone.
+                if credit <= 0 || send.buf.len() >= SEND_BUFFER {
+                    if let Some(cx) = cx.as_deref_mut() {
+                        match &send.waiter {
+                            Some(waker) if waker.will_wake(cx.waker()) => {}
+                            _ => send.waiter = Some(cx.waker().clone()),
+                        }
+                    }
+                    break Some(Poll::Pending);
+                }
+                let cost = Frame::message_payload_len(self.id, body_len);
+                let max = self.shared.peer_max_frame();
+                if cost > max {
+                    break Some(Poll::Ready(Err(Status::resource_exhausted(format!(
+                        "a stream message of {cost} bytes exceeds the peer's limit of {max} bytes"
+                    )))));
+                }
+                Frame::encode_message_with(self.id, body_len, &mut send.buf, |buf| messages.encode_next(buf));
+                send.balance -= cost as i64;
+                encoded += 1;
+                if encoded == MESSAGES_PER_LOCK {
+                    // Others (the driver) get the lock now and then.
+                    break None;
+                }
+            };
+            let schedule = encoded > 0 && !send.scheduled;
+            if schedule {
+                send.scheduled = true;
             }
-            return Poll::Pending;
+            drop(send);
+            if schedule {
+                let stream = Arc::clone(self);
+                self.shared.with_outbox(|outbox| outbox.schedule(stream));
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
         }
-        let max = self.shared.peer_max_frame();
-        if cost > max {
-            return Poll::Ready(Err(Status::resource_exhausted(format!(
-                "a stream message of {cost} bytes exceeds the peer's limit of {max} bytes"
-            ))));
-        }
-        Frame::encode_message_with(self.id, body_len, &mut send.buf, write_body);
-        send.balance -= cost as i64;
-        let schedule = !send.scheduled;
-        send.scheduled = true;
-        drop(send);
-        if schedule {
-            let stream = Arc::clone(self);
-            self.shared.with_outbox(|outbox| outbox.schedule(stream));
-        }
-        Poll::Ready(Ok(()))
     }
 
     /// Ends this side of the stream with `end`, after the messages already buffered; or, with
@@ -275,7 +301,7 @@ impl StreamCore {
     pub(crate) fn deliver(&self, batch: &mut Vec<Received>) -> Result<(), u64> {
         let mut recv = lock(&self.recv);
         if recv.detached || recv.end.is_some() {
-            return Err(batch.drain(..).map(|(_, cost)| cost).sum());
+            return Err(batch.drain(..).map(|run| run.cost).sum());
         }
         recv.queue.extend(batch.drain(..));
         if let Some(waker) = recv.waiter.take() {
@@ -322,7 +348,7 @@ impl StreamCore {
 
     /// How many received messages wait for the consumer here.
     pub(crate) fn queued(&self) -> usize {
-        lock(&self.recv).queue.len()
+        lock(&self.recv).queue.iter().map(|run| run.count as usize).sum()
     }
 
     /// For the consumer, once it is done: nothing more is delivered; returns the credit of
@@ -331,7 +357,7 @@ impl StreamCore {
         let mut recv = lock(&self.recv);
         recv.detached = true;
         recv.waiter = None;
-        recv.queue.drain(..).map(|(_, cost)| cost).sum()
+        recv.queue.drain(..).map(|run| run.cost).sum()
     }
 
     /// For the consumer: it has taken `bytes` of messages. They are granted back to the peer

@@ -125,14 +125,19 @@ impl FrameCodec {
 }
 
 impl FrameCodec {
-    /// The next frame in `src`, taken off it: a plain `STREAM_MESSAGE` (no flags, no header
-    /// fields, the commonest frame of a busy stream) as a [`StreamMessage`] without building a
-    /// [`Frame`], anything else parsed whole. `Ok(None)`: the frame is not complete yet (room
-    /// for more of it is reserved, a bounded step at a time). Frames of unknown kinds are
-    /// skipped.
+    /// The next frame in `src`, taken off it. Plain `STREAM_MESSAGE`s (no flags, no header
+    /// fields: the frames of a busy stream) come as [`StreamMessages`], without building a
+    /// [`Frame`]: the one at the front, and with it those that follow it for the same stream,
+    /// complete in `src`, up to `run` bytes in all. Anything else is parsed whole. `Ok(None)`:
+    /// the frame is not complete yet (room for more of it is reserved, a bounded step at a
+    /// time). Frames of unknown kinds are skipped.
     ///
-    /// This is the one decoder: [`Decoder::decode`] is it, with messages turned into frames.
-    pub(crate) fn decode_incoming(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, WireError> {
+    /// This is the one decoder: [`Decoder::decode`] is it, one frame at a time.
+    pub(crate) fn decode_incoming(
+        &mut self,
+        src: &mut BytesMut,
+        run: usize,
+    ) -> Result<Option<Incoming>, WireError> {
         if self.awaiting_preface && !self.decode_preface(src)? {
             return Ok(None);
         }
@@ -153,11 +158,35 @@ impl FrameCodec {
                 src.reserve((total - src.len()).min(RESERVE_STEP));
                 return Ok(None);
             }
-            if let Some(message) = plain_message(&src[prefix..total]) {
-                let (call_id, head) = message;
-                src.advance(prefix + head);
-                let body = src.split_to(total - prefix - head).freeze();
-                return Ok(Some(Incoming::Message(StreamMessage { call_id, body, cost: len })));
+            if let Some((call_id, _)) = plain_message(&src[prefix..total]) {
+                // The run: this frame, then the plain messages of the same stream after it.
+                let (mut end, mut count, mut cost) = (total, 1u32, len);
+                while end < src.len() {
+                    let Ok((next_len, next_prefix)) = varint::decode(&src[end..]) else { break };
+                    if next_len > self.max_recv as u64 {
+                        break;
+                    }
+                    // Cannot overflow: `next_len` is at most the 1 GiB cap.
+                    let next_end = end + next_prefix + next_len as usize;
+                    if next_end > src.len() || next_end > run {
+                        break;
+                    }
+                    match plain_message(&src[end + next_prefix..next_end]) {
+                        Some((id, _)) if id == call_id => {}
+                        _ => break,
+                    }
+                    end = next_end;
+                    count += 1;
+                    cost += next_len;
+                }
+                let frames = src.split_to(end).freeze();
+                return Ok(Some(Incoming::Messages(StreamMessages {
+                    call_id,
+                    frames,
+                    count,
+                    cost,
+                    extra: 0,
+                })));
             }
             src.advance(prefix);
             let payload = src.split_to(len as usize).freeze();
@@ -185,8 +214,8 @@ fn plain_message(payload: &[u8]) -> Option<(u64, usize)> {
 /// A frame as [`FrameCodec::decode_incoming`] gives it.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    /// A plain stream message.
-    Message(StreamMessage),
+    /// Plain stream messages.
+    Messages(StreamMessages),
     /// Any other frame.
     Frame(Frame),
 }
@@ -196,11 +225,13 @@ impl Decoder for FrameCodec {
     type Error = WireError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-        Ok(self.decode_incoming(src)?.map(|incoming| match incoming {
+        Ok(self.decode_incoming(src, 0)?.map(|incoming| match incoming {
             Incoming::Frame(frame) => frame,
-            Incoming::Message(StreamMessage { call_id, body, .. }) => {
-                let mut frame = Frame::new(FrameKind::StreamMessage, call_id);
-                frame.body = body;
+            Incoming::Messages(mut messages) => {
+                let mut frame = Frame::new(FrameKind::StreamMessage, messages.call_id);
+                if let Some((body, _)) = messages.next_message() {
+                    frame.body = body;
+                }
                 frame
             }
         }))
@@ -219,7 +250,7 @@ impl FrameCodec {
     /// complete frame, `Ok(None)` at a clean end between frames, or the error saying what was
     /// cut short.
     pub(crate) fn decode_incoming_eof(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, WireError> {
-        if let Some(incoming) = self.decode_incoming(src)? {
+        if let Some(incoming) = self.decode_incoming(src, 0)? {
             return Ok(Some(incoming));
         }
         if src.is_empty() {
@@ -253,21 +284,66 @@ impl Encoder<&Frame> for FrameCodec {
     }
 }
 
-/// A plain `STREAM_MESSAGE` frame as [`FrameCodec::decode_incoming`] takes it: what a stream's receiver
-/// needs of it.
-#[derive(Debug)]
-pub(crate) struct StreamMessage {
+/// Plain `STREAM_MESSAGE` frames of one stream, whole, one after the other, as
+/// [`FrameCodec::decode_incoming`] takes them off a read: what a stream's receiver reads its
+/// messages from. They stay one slice of the read buffer until the receiver takes each
+/// message out ([`next_message`](Self::next_message)).
+#[derive(Debug, Clone)]
+pub(crate) struct StreamMessages {
     pub(crate) call_id: u64,
-    pub(crate) body: Bytes,
-    /// The frame's payload length: the flow-control credit it uses.
+    /// The frames, length prefixes included.
+    frames: Bytes,
+    /// How many frames are left in `frames`.
+    pub(crate) count: u32,
+    /// Their payload lengths together: the flow-control credit they use.
     pub(crate) cost: u64,
+    /// Credit the first message used beyond its frame here (the header fields of a frame
+    /// that came the slow way).
+    extra: u64,
 }
 
-impl From<Frame> for StreamMessage {
+impl StreamMessages {
+    /// The next message's body and the credit its frame used, taken out.
+    pub(crate) fn next_message(&mut self) -> Option<(Bytes, u64)> {
+        let (len, prefix) = varint::decode(&self.frames).ok()?;
+        let (_, id_len) = varint::decode(self.frames.get(prefix + 2..)?).ok()?;
+        // Prefix, kind, flags, call id, and the header length of zero.
+        let head = prefix + 2 + id_len + 1;
+        let end = prefix + usize::try_from(len).ok()?;
+        if end > self.frames.len() || head > end {
+            return None;
+        }
+        self.frames.advance(head);
+        let body = self.frames.split_to(end - head);
+        self.count = self.count.saturating_sub(1);
+        let cost = len + std::mem::take(&mut self.extra);
+        self.cost = self.cost.saturating_sub(cost);
+        Some((body, cost))
+    }
+
+    /// Whether every message has been taken.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+impl From<Frame> for StreamMessages {
     /// A `STREAM_MESSAGE` that came the slow way (with flags or header fields, which a
-    /// receiver ignores).
-    fn from(frame: Frame) -> StreamMessage {
-        StreamMessage { call_id: frame.call_id, cost: frame.payload_len() as u64, body: frame.body }
+    /// receiver ignores), rewritten as a plain one at the same cost.
+    fn from(frame: Frame) -> StreamMessages {
+        let cost = frame.payload_len() as u64;
+        let plain = Frame::message_payload_len(frame.call_id, frame.body.len()) as u64;
+        let mut frames = BytesMut::new();
+        Frame::encode_message_with(frame.call_id, frame.body.len(), &mut frames, |buf| {
+            buf.extend_from_slice(&frame.body)
+        });
+        StreamMessages {
+            call_id: frame.call_id,
+            frames: frames.freeze(),
+            count: 1,
+            cost,
+            extra: cost - plain,
+        }
     }
 }
 
@@ -316,30 +392,55 @@ mod tests {
     }
 
     /// The next frame through the one decoder, as the connection reads it.
-    fn next(codec: &mut FrameCodec, buf: &mut BytesMut) -> Option<Incoming> {
-        codec.decode_incoming(buf).expect("decodes")
+    fn next(codec: &mut FrameCodec, buf: &mut BytesMut, run: usize) -> Option<Incoming> {
+        codec.decode_incoming(buf, run).expect("decodes")
     }
 
     #[test]
-    fn plain_stream_messages_take_the_fast_branch_and_match_the_full_parse() {
+    fn plain_messages_of_one_stream_come_off_together_and_read_back_one_by_one() {
         let first = stream_message(300, b"first");
-        let second = stream_message(5, b"");
+        let second = stream_message(300, b"");
+        let other = stream_message(7, b"other");
         let mut buf = encoded(&first);
         buf.extend_from_slice(&encoded(&second));
+        buf.extend_from_slice(&encoded(&other));
         buf.extend_from_slice(&encoded(&Frame::new(FrameKind::Ping, 0)));
         let mut codec = FrameCodec::new();
-        let Some(Incoming::Message(taken)) = next(&mut codec, &mut buf) else { panic!("a plain message") };
-        assert_eq!(
-            (taken.call_id, &taken.body[..], taken.cost),
-            (300, &b"first"[..], first.payload_len() as u64)
-        );
-        let Some(Incoming::Message(taken)) = next(&mut codec, &mut buf) else { panic!("a plain message") };
-        assert_eq!((taken.call_id, taken.body.len(), taken.cost), (5, 0, second.payload_len() as u64));
-        let Some(Incoming::Frame(ping)) = next(&mut codec, &mut buf) else { panic!("a frame") };
+        let Some(Incoming::Messages(mut run)) = next(&mut codec, &mut buf, 1024) else { panic!("a run") };
+        assert_eq!((run.call_id, run.count), (300, 2), "the next stream's message is not in the run");
+        assert_eq!(run.cost, (first.payload_len() + second.payload_len()) as u64);
+        assert_eq!(run.next_message(), Some((Bytes::from_static(b"first"), first.payload_len() as u64)));
+        assert_eq!(run.next_message(), Some((Bytes::new(), second.payload_len() as u64)));
+        assert!(run.is_empty() && run.next_message().is_none());
+        let Some(Incoming::Messages(mut run)) = next(&mut codec, &mut buf, 0) else { panic!("a run") };
+        assert_eq!((run.call_id, run.count), (7, 1));
+        assert_eq!(run.next_message().map(|(body, _)| body), Some(Bytes::from_static(b"other")));
+        let Some(Incoming::Frame(ping)) = next(&mut codec, &mut buf, 1024) else { panic!("a frame") };
         assert_eq!(ping.kind, FrameKind::Ping);
-        // Through the public decoder, a plain message is an ordinary frame.
+        // Through the public decoder, a plain message is an ordinary frame, one at a time.
         let mut again = encoded(&first);
+        again.extend_from_slice(&encoded(&second));
         assert_eq!(FrameCodec::new().decode(&mut again).expect("decodes"), Some(first));
+        assert_eq!(FrameCodec::new().decode(&mut again).expect("decodes"), Some(second));
+    }
+
+    #[test]
+    fn a_run_stops_at_its_size_and_at_an_incomplete_frame() {
+        let message = stream_message(1, &[0; 100]);
+        let mut buf = BytesMut::new();
+        for _ in 0..10 {
+            buf.extend_from_slice(&encoded(&message));
+        }
+        let frame = buf.len() / 10;
+        buf.truncate(buf.len() - 1);
+        let mut codec = FrameCodec::new();
+        let Some(Incoming::Messages(run)) = next(&mut codec, &mut buf, 3 * frame + 1) else {
+            panic!("a run")
+        };
+        assert_eq!(run.count, 3, "up to the run's size");
+        let Some(Incoming::Messages(run)) = next(&mut codec, &mut buf, usize::MAX) else { panic!("a run") };
+        assert_eq!(run.count, 6, "the incomplete tenth waits");
+        assert!(next(&mut codec, &mut buf, usize::MAX).is_none());
     }
 
     #[test]
@@ -350,17 +451,18 @@ mod tests {
         with_flags.flags = 0x80;
         for frame in [with_header, with_flags] {
             let mut buf = encoded(&frame);
-            let Some(Incoming::Frame(parsed)) = next(&mut FrameCodec::new(), &mut buf) else {
+            let Some(Incoming::Frame(parsed)) = next(&mut FrameCodec::new(), &mut buf, 1024) else {
                 panic!("parsed whole")
             };
             assert_eq!(parsed, frame);
-            let slow = StreamMessage::from(parsed);
+            let mut slow = StreamMessages::from(parsed);
             assert_eq!((slow.call_id, slow.cost), (1, frame.payload_len() as u64));
+            assert_eq!(slow.next_message(), Some((Bytes::from_static(b"x"), frame.payload_len() as u64)));
         }
         // Incomplete: nothing is taken.
         let plain = encoded(&stream_message(1, b"body"));
         let mut partial = BytesMut::from(&plain[..plain.len() - 1]);
-        assert!(next(&mut FrameCodec::new(), &mut partial).is_none());
+        assert!(next(&mut FrameCodec::new(), &mut partial, 1024).is_none());
         assert_eq!(partial.len(), plain.len() - 1);
     }
 
@@ -440,7 +542,11 @@ mod tests {
             let max = [usize::MAX, 1 << 30, 16, 0][round % 4];
             let mut codec = FrameCodec::new().with_max_frame_size(max).with_max_header_size(max);
             let mut buf = BytesMut::from(&bytes[..]);
-            while let Ok(Some(_)) = codec.decode_incoming(&mut buf) {}
+            while let Ok(Some(incoming)) = codec.decode_incoming(&mut buf, round % 200) {
+                if let Incoming::Messages(mut run) = incoming {
+                    while run.next_message().is_some() {}
+                }
+            }
             let _ = codec.decode_eof(&mut buf);
         }
     }

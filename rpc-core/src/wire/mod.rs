@@ -14,7 +14,7 @@ mod frame;
 pub(crate) mod varint;
 
 pub use codec::FrameCodec;
-pub(crate) use codec::{Incoming, StreamMessage};
+pub(crate) use codec::{Incoming, StreamMessages};
 pub use frame::{Frame, FrameKind, Header, flags, tag};
 pub use varint::MAX_VARINT_LEN;
 
