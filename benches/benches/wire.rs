@@ -147,7 +147,7 @@ impl Catalog for NoCatalog {
     }
 }
 
-/// The server's dispatch: the route table of a server with three services (13 methods, the
+/// The server's dispatch: the route table of a server with three services (15 methods, the
 /// health service's included) and the lookup of a method name as it comes off the wire.
 fn dispatch(c: &mut Criterion) {
     use rpc_core::health::{HealthReporter, HealthServer, HealthService};

@@ -360,16 +360,24 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Drives the connection until it ends, or wants to let other tasks run first.
+    /// Drives the connection until it ends.
     ///
     /// While it runs (and while it has yielded), producers do not wake it: before it waits,
     /// it looks at the outbox once more.
-    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         self.state.shared.driver_running();
         for _ in 0..DRIVE_ROUNDS {
             match self.poll_inner(cx) {
-                Poll::Ready(Ok(step)) => return Poll::Ready(step),
-                Poll::Ready(Err(err)) => return Poll::Ready(Step::Ended(Ended::Failed(err))),
+                Poll::Ready(Ok(Step::Ended(ended))) => return Poll::Ready(ended),
+                Poll::Ready(Ok(Step::Yield)) => {
+                    // Waking itself puts the task at the back of its worker's run queue,
+                    // where another worker may take it (a task waiting elsewhere, in a
+                    // worker's deferred list or its next-task slot, would be stuck behind a
+                    // handler that blocks that worker).
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Ended::Failed(err)),
                 Poll::Pending => {
                     if self.state.shared.driver_waiting() {
                         return Poll::Pending;
@@ -488,13 +496,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send,
     P: Peer,
 {
-    let ended = loop {
-        match std::future::poll_fn(|cx| conn.poll_drive(cx)).await {
-            Step::Ended(ended) => break ended,
-            // Tokio's yield runs the other ready tasks of this worker first.
-            Step::Yield => tokio::task::yield_now().await,
-        }
-    };
+    let ended = std::future::poll_fn(|cx| conn.poll_drive(cx)).await;
     let status = conn.peer.end_status(&ended);
     conn.close(&status);
     let goaway = match &ended {

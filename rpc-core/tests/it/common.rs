@@ -67,6 +67,8 @@ pub trait Test {
     async fn deadline(&self, ctx: &mut Context, request: Empty) -> Result<DeadlineInfo, Status>;
     /// Answers a payload of the size asked for. Counts as a start.
     async fn big(&self, ctx: &mut Context, request: Size) -> Result<Echo, Status>;
+    /// Computes without ever yielding until the probe's `release` is set. Counts as a start.
+    async fn spin(&self, ctx: &mut Context, request: Empty) -> Result<Empty, Status>;
 }
 
 /// Counters the tests observe the handlers through.
@@ -77,6 +79,8 @@ pub struct Probe {
     /// Handlers dropped before finishing: cancelled, timed out, or aborted.
     pub abandoned: AtomicUsize,
     pub peers: Mutex<HashSet<rpc_core::transport::PeerAddr>>,
+    /// Lets `spin` return.
+    pub release: std::sync::atomic::AtomicBool,
 }
 
 impl Probe {
@@ -142,6 +146,15 @@ impl Test for TestService {
     async fn big(&self, _ctx: &mut Context, request: Size) -> Result<Echo, Status> {
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         Ok(Echo { payload: Bytes::from(vec![7u8; request.bytes as usize]) })
+    }
+
+    async fn spin(&self, _ctx: &mut Context, request: Empty) -> Result<Empty, Status> {
+        self.probe.started.fetch_add(1, Ordering::SeqCst);
+        // Synchronous work, as a handler that parses or hashes for long does: no await.
+        while !self.probe.release.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        Ok(request)
     }
 }
 

@@ -28,4 +28,5 @@ mod raw;
 mod reconnect;
 mod shutdown;
 mod streams;
+mod transports;
 mod unary;

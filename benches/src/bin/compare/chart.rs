@@ -15,8 +15,11 @@ use crate::report::{Results, Spread, thousands};
 use crate::stacks::Stack;
 use crate::workload::{IN_FLIGHT, Workload};
 
-/// The chart's file name, beside the report.
+/// The chart's file name, beside the report, in the default configuration.
 pub(crate) const FILE_NAME: &str = "load-curve.svg";
+/// The chart's file name without its extension: another configuration's chart is
+/// `load-curve-<configuration>.svg`.
+pub(crate) const FILE_STEM: &str = "load-curve";
 
 const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 520;

@@ -1,7 +1,7 @@
 //! Streaming calls of every kind over a real socket: order, concurrency, flow control,
 //! fairness with unary calls, cancellation, errors and deadlines.
 
-mod service;
+pub mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -21,7 +21,7 @@ mod pb {
 
 use pb::echo_client::EchoClient;
 use pb::echo_server::{Echo, EchoServer};
-use pb::{EchoMessage, StreamRequest};
+use pb::{Digest, EchoMessage, StreamRequest, Work};
 
 /// The echo implementation.
 struct TonicEcho;
@@ -32,10 +32,27 @@ impl Echo for TonicEcho {
         Ok(Response::new(request.into_inner()))
     }
 
+    async fn echo_spawned(&self, request: Request<EchoMessage>) -> Result<Response<EchoMessage>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+
+    async fn work(&self, request: Request<Work>) -> Result<Response<Digest>, Status> {
+        let Work { payload, iterations } = request.into_inner();
+        // The caller chooses it: bounded, as on rpc-core's side.
+        if iterations > benches::MAX_WORK_ITERATIONS {
+            return Err(Status::invalid_argument("too many iterations"));
+        }
+        Ok(Response::new(Digest { value: benches::work_digest(&payload, iterations) }))
+    }
+
     type StreamStream = Pin<Box<dyn Stream<Item = Result<EchoMessage, Status>> + Send>>;
 
     async fn stream(&self, request: Request<StreamRequest>) -> Result<Response<Self::StreamStream>, Status> {
         let StreamRequest { count, size } = request.into_inner();
+        // The caller chooses it: bounded, as on rpc-core's side.
+        if size > benches::MAX_STREAM_MESSAGE_SIZE {
+            return Err(Status::invalid_argument("size over the limit"));
+        }
         let payload = Bytes::from(vec![0xab; size as usize]);
         // A stream that makes each message when polled: no channel, no extra task.
         let messages =
@@ -68,6 +85,10 @@ impl Client {
 
     pub(super) async fn echo(&mut self, payload: Bytes) -> Result<Bytes, BoxError> {
         Ok(self.0.echo(EchoMessage { payload }).await?.into_inner().payload)
+    }
+
+    pub(super) async fn work(&mut self, payload: Bytes, iterations: u64) -> Result<u64, BoxError> {
+        Ok(self.0.work(Work { payload, iterations }).await?.into_inner().value)
     }
 
     pub(super) async fn stream(&mut self, count: u64, size: u64) -> Result<(u64, u64), BoxError> {

@@ -51,6 +51,12 @@ impl Stack {
     pub(crate) fn streams(self) -> bool {
         !matches!(self, Stack::Tarpc)
     }
+
+    /// Whether the stack serves W5's `work` (raw has no handlers to speak of: it answers on
+    /// the connection's task, one frame after the other).
+    pub(crate) fn works(self) -> bool {
+        !matches!(self, Stack::Raw)
+    }
 }
 
 impl fmt::Display for Stack {
@@ -75,6 +81,52 @@ pub(crate) async fn serve(stack: Stack, listener: TcpListener) -> Result<(), Box
 pub(crate) trait Echo: Clone + Send + 'static {
     /// One unary echo of `payload`: what came back.
     fn echo(&mut self, payload: Bytes) -> impl std::future::Future<Output = Result<Bytes, BoxError>> + Send;
+}
+
+/// One stack's client, for W5's loop: like [`Echo`], for `work`.
+pub(crate) trait Work: Clone + Send + 'static {
+    /// One `work` call: the digest that came back.
+    fn work(
+        &mut self,
+        payload: Bytes,
+        iterations: u64,
+    ) -> impl std::future::Future<Output = Result<u64, BoxError>> + Send;
+}
+
+impl Work for rpc::Client {
+    fn work(
+        &mut self,
+        payload: Bytes,
+        iterations: u64,
+    ) -> impl std::future::Future<Output = Result<u64, BoxError>> + Send {
+        rpc::Client::work(self, payload, iterations)
+    }
+}
+
+impl Work for grpc::Client {
+    fn work(
+        &mut self,
+        payload: Bytes,
+        iterations: u64,
+    ) -> impl std::future::Future<Output = Result<u64, BoxError>> + Send {
+        grpc::Client::work(self, payload, iterations)
+    }
+}
+
+impl Work for tarpc_tcp::Client {
+    fn work(
+        &mut self,
+        payload: Bytes,
+        iterations: u64,
+    ) -> impl std::future::Future<Output = Result<u64, BoxError>> + Send {
+        tarpc_tcp::Client::work(self, payload, iterations)
+    }
+}
+
+impl Echo for rpc::Spawned {
+    fn echo(&mut self, payload: Bytes) -> impl std::future::Future<Output = Result<Bytes, BoxError>> + Send {
+        rpc::Spawned::echo(self, payload)
+    }
 }
 
 impl Echo for rpc::Client {
@@ -124,6 +176,14 @@ impl Client {
             Stack::Tarpc => Client::Tarpc(tarpc_tcp::Client::connect(addr).await?),
             Stack::Raw => Client::Raw(raw::Client::connect(addr).await?),
         })
+    }
+
+    /// rpc-core's client calling `echo_spawned` instead of `echo`; `None` for another stack.
+    pub(crate) fn spawned(self) -> Option<rpc::Spawned> {
+        match self {
+            Client::Rpc(client) => Some(client.spawned()),
+            _ => None,
+        }
     }
 
     /// Opens one server stream of `count` messages of `size` bytes and reads it to the end;

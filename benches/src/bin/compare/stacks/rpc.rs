@@ -1,8 +1,9 @@
-//! This framework's side: the benches crate's `Echo` service, default settings.
+//! This framework's side: the benches crate's `Echo` service, default settings. Its `echo` is
+//! marked `#[rpc(inline)]`; `echo_spawned` and `work` are ordinary handlers.
 
 use std::net::SocketAddr;
 
-use benches::{EchoClient, EchoMessage, EchoServer, EchoService, StreamRequest};
+use benches::{EchoClient, EchoMessage, EchoServer, EchoService, StreamRequest, Work};
 use bytes::Bytes;
 use rpc_core::{Channel, Server};
 use tokio::net::TcpListener;
@@ -16,7 +17,8 @@ pub(super) async fn serve(listener: TcpListener) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The generated client over one `Channel` (one connection).
+/// The generated client over one `Channel` (one connection). Its echo calls `echo`, which
+/// the server answers on the connection's task (`#[rpc(inline)]`).
 #[derive(Clone)]
 pub(crate) struct Client(EchoClient);
 
@@ -30,6 +32,15 @@ impl Client {
         Ok(self.0.echo(EchoMessage { payload }).await?.payload)
     }
 
+    /// This client, calling `echo_spawned` instead of `echo`.
+    pub(super) fn spawned(self) -> Spawned {
+        Spawned(self)
+    }
+
+    pub(super) async fn work(&self, payload: Bytes, iterations: u64) -> Result<u64, BoxError> {
+        Ok(self.0.work(Work { payload, iterations }).await?.value)
+    }
+
     pub(super) async fn stream(&self, count: u64, size: u64) -> Result<(u64, u64), BoxError> {
         let mut stream = self.0.stream(StreamRequest { count, size }).await?;
         let (mut messages, mut bytes) = (0, 0);
@@ -38,5 +49,16 @@ impl Client {
             bytes += message.payload.len() as u64;
         }
         Ok((messages, bytes))
+    }
+}
+
+/// A [`Client`] whose echo calls `echo_spawned`: the same echo, its handler in a task of its
+/// own, as every handler not marked `inline` is.
+#[derive(Clone)]
+pub(crate) struct Spawned(Client);
+
+impl Spawned {
+    pub(super) async fn echo(&self, payload: Bytes) -> Result<Bytes, BoxError> {
+        Ok(self.0.0.echo_spawned(EchoMessage { payload }).await?.payload)
     }
 }

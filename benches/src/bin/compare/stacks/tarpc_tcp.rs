@@ -1,5 +1,6 @@
 //! tarpc's side: a `#[tarpc::service]` over its serde transport on TCP with bincode, default
-//! client and server configuration, `TCP_NODELAY` set on both sockets. tarpc has no streams.
+//! client and server configuration, `TCP_NODELAY` set on both sockets; each request is served
+//! in a task of its own. tarpc has no streams.
 
 use std::net::SocketAddr;
 
@@ -20,16 +21,25 @@ pub(crate) struct EchoMessage {
     payload: Bytes,
 }
 
+/// Work for the server's CPU, the same shape as the protobuf one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Work {
+    payload: Bytes,
+    iterations: u64,
+}
+
 /// The service, as tarpc declares it.
 #[allow(missing_docs, unreachable_pub)]
 mod service {
-    use super::EchoMessage;
+    use super::{EchoMessage, Work};
 
-    /// Echoes messages.
+    /// Echoes messages, and works.
     #[tarpc::service]
     pub(crate) trait Echo {
         /// Returns the request unchanged.
         async fn echo(request: EchoMessage) -> EchoMessage;
+        /// Hashes the payload `iterations` times; the digest, or why not.
+        async fn work(request: Work) -> Result<u64, String>;
     }
 }
 
@@ -42,6 +52,14 @@ struct TarpcEcho;
 impl Echo for TarpcEcho {
     async fn echo(self, _: context::Context, request: EchoMessage) -> EchoMessage {
         request
+    }
+
+    async fn work(self, _: context::Context, request: Work) -> Result<u64, String> {
+        // The caller chooses it: bounded, as on rpc-core's side.
+        if request.iterations > benches::MAX_WORK_ITERATIONS {
+            return Err("too many iterations".to_owned());
+        }
+        Ok(benches::work_digest(&request.payload, request.iterations))
     }
 }
 
@@ -76,5 +94,9 @@ impl Client {
 
     pub(super) async fn echo(&self, payload: Bytes) -> Result<Bytes, BoxError> {
         Ok(self.0.echo(context::current(), EchoMessage { payload }).await?.payload)
+    }
+
+    pub(super) async fn work(&self, payload: Bytes, iterations: u64) -> Result<u64, BoxError> {
+        Ok(self.0.work(context::current(), Work { payload, iterations }).await??)
     }
 }
