@@ -12,8 +12,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # tested against a real one), from Debian's `etcd-server` if it is missing. Each tool is
 # checked by running it, not by looking for a file.
 step "tools (the Rust toolchain; etcd, installed if missing)"
-for tool in "cargo --version" "rustc --version" "cargo fmt --version" "cargo clippy --version"; do
-    $tool >/dev/null 2>&1 || { echo "cannot run '$tool': install a Rust toolchain with rustfmt and clippy (rustup)" >&2; exit 1; }
+for tool in "cargo --version" "rustc --version" "cargo fmt --version" "cargo clippy --version" "python3 --version"; do
+    $tool >/dev/null 2>&1 || { echo "cannot run '$tool': the tests need a Rust toolchain with rustfmt and clippy (rustup) and python3" >&2; exit 1; }
 done
 etcd_bin="${ETCD_BIN:-etcd}"
 if ! "$etcd_bin" --version >/dev/null 2>&1; then
@@ -99,6 +99,9 @@ run_discovery_on_etcd() {
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
+
+step "layers (rpc-core's modules import only downwards: scripts/check_layers.py)"
+python3 scripts/check_layers.py
 
 step "lints (cargo clippy -D warnings, all features)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
