@@ -1,16 +1,29 @@
 #!/usr/bin/env python3
 """Checks that rpc-core's modules import only downwards.
 
-The layer order is the order of the module declarations in rpc-core/src/lib.rs (lowest
-first; docs/ARCHITECTURE.md explains it). A module may name (`crate::x`) only modules
-declared before it. Prints each upward import and exits 1 if there is any."""
+The layers are the groups of module declarations in rpc-core/src/lib.rs, each under a
+`// Layer N` comment, lowest first (docs/ARCHITECTURE.md explains them). A module may name
+(`crate::x`) only modules of the layers before its own. Prints each import that goes up or
+sideways, and exits 1 if there is any."""
 import os
 import re
 import sys
 
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rpc-core", "src")
 lib = open(os.path.join(root, "lib.rs"), encoding="utf-8").read()
-order = re.findall(r"^(?:pub(?:\([a-z]+\))? )?mod ([a-z_]+);", lib, flags=re.M)
+layer_of = {}
+layer = None
+for line in lib.splitlines():
+    heading = re.match(r"// Layer (\d+)", line)
+    if heading:
+        layer = int(heading.group(1))
+        continue
+    declared = re.match(r"(?:pub(?:\([a-z]+\))? )?mod ([a-z_]+);", line)
+    if declared:
+        if layer is None:
+            sys.exit(f"lib.rs declares `{declared.group(1)}` outside a `// Layer N` group")
+        layer_of[declared.group(1)] = layer
+order = list(layer_of)
 
 
 def files(module):
@@ -36,12 +49,13 @@ def imports(path):
 
 
 upward = []
-for rank, module in enumerate(order):
+for module in order:
     for path in files(module):
-        for target in imports(path) & set(order):
-            if order.index(target) > rank:
-                upward.append(f"{os.path.relpath(path, root)}: {module} imports {target}, a layer above it")
+        for target in sorted(imports(path) & set(order) - {module}):
+            if layer_of[target] >= layer_of[module]:
+                where = "above it" if layer_of[target] > layer_of[module] else "of its own layer"
+                upward.append(f"{os.path.relpath(path, root)}: {module} imports {target}, a module {where}")
 for line in upward:
     print(line)
-print(f"{len(order)} modules in layer order; {len(upward)} upward imports")
+print(f"{len(order)} modules in {len(set(layer_of.values()))} layers; {len(upward)} imports that do not go down")
 sys.exit(1 if upward else 0)

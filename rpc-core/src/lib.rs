@@ -46,26 +46,44 @@
 // The services this crate declares with its own macro name it as `::rpc_core`.
 extern crate self as rpc_core;
 
-// The layers, lowest first (docs/ARCHITECTURE.md): each module imports only from the
-// modules above it in this list.
+// The layers, lowest first (docs/ARCHITECTURE.md). A module imports only from the layers
+// before its own; scripts/check_layers.py checks it, reading the layers from these groups.
+
+// Layer 0: the vocabulary.
 mod backoff;
-pub mod balance;
-pub mod client;
 pub mod codec;
-pub mod codegen;
-mod conn;
-pub mod discovery;
 mod extensions;
-pub mod health;
-pub mod interceptor;
-pub mod interceptors;
 pub mod metadata;
 pub mod method;
-pub mod server;
+
+// Layer 1: status codes and the wire format, which carry metadata.
 pub mod status;
-pub mod stream;
-pub mod transport;
 pub mod wire;
+
+// Layer 2: byte streams, and registries.
+pub mod discovery;
+pub mod transport;
+
+// Layer 3: the connection core.
+mod conn;
+
+// Layer 4: interceptor traits and call contexts; the ends of a stream.
+pub mod interceptor;
+pub mod stream;
+
+// Layer 5: the client; the server side of the generated code's seam.
+pub mod client;
+pub mod codegen;
+
+// Layer 6: the health service, which every server mounts.
+pub mod health;
+
+// Layer 7: the server.
+pub mod server;
+
+// Layer 8: ordinary users of the layers below: balanced channels, the built-in interceptors.
+pub mod balance;
+pub mod interceptors;
 
 /// Includes the code generated from `.proto` files for one package: its messages, and the
 /// trait, client and server of each of its services.
