@@ -177,6 +177,7 @@ impl EndpointInner {
             connection_window: config.connection_window,
             handshake_timeout: limit,
             keepalive: config.keepalive_interval.map(|interval| (interval, config.keepalive_timeout)),
+            timeouts: config.timeouts,
         };
         let peer = ClientPeer::new(Arc::clone(&conn), Arc::downgrade(&self), Arc::clone(&self.target), limit);
         let driver = Connection::new(io, &conn_config, shared, peer);

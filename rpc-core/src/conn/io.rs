@@ -60,6 +60,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
         !self.codec.is_awaiting_preface()
     }
 
+    /// Whether part of a frame (or of the peer's preface) has been read and waits for the
+    /// rest.
+    pub(crate) fn has_partial_frame(&self) -> bool {
+        !self.read_buf.is_empty()
+    }
+
     /// Bytes handed to the socket since the start.
     pub(crate) fn written_total(&self) -> u64 {
         self.written

@@ -20,6 +20,7 @@ mod keepalive;
 mod shared;
 mod status;
 mod stream;
+mod watchdog;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,11 +34,13 @@ use tokio::time::Sleep;
 
 pub(crate) use flow::Streams;
 pub(crate) use shared::{Answer, Note, Outbox, Reply, Shared, window_update};
-pub(crate) use status::{goaway_for, ok_end, status_frame, status_of};
+pub(crate) use status::{alarm_status, goaway_for, goaway_for_alarm, ok_end, status_frame, status_of};
 pub(crate) use stream::{Messages, Received, Recv, StreamCore};
+pub(crate) use watchdog::{Alarm, Timeouts};
 
 use self::io::FrameIo;
 use self::keepalive::Keepalive;
+use self::watchdog::{Progress, Watchdog};
 use crate::status::Status;
 use crate::wire::{Frame, FrameCodec, FrameKind, Incoming, WireError};
 
@@ -70,6 +73,8 @@ pub(crate) struct ConnConfig {
     /// Ping after this much silence, and give up on the connection if nothing comes back in
     /// the second duration.
     pub(crate) keepalive: Option<(Duration, Duration)>,
+    /// Idle and stall timeouts.
+    pub(crate) timeouts: Timeouts,
 }
 
 /// The driver's state that the [`Peer`] works with: the shared outbox, and the streams.
@@ -108,6 +113,13 @@ pub(crate) trait Peer: Send + 'static {
 
     /// The peer sent `GOAWAY`.
     fn on_goaway(&mut self, state: &mut State, status: Status);
+
+    /// How many calls are in flight: while there are none, the connection is idle.
+    fn in_flight(&self, state: &State) -> usize;
+
+    /// The connection has been idle for its idle timeout: wind it down (the driver ends it
+    /// once [`is_done`](Self::is_done)), or, returning `true`, end it now.
+    fn on_idle(&mut self, state: &mut State) -> Result<bool, WireError>;
 
     /// A `PONG` that is not the keepalive's.
     fn on_pong(&mut self, _body: &Bytes) {}
@@ -155,6 +167,8 @@ pub(crate) enum Ended {
     Failed(WireError),
     /// Keepalive: the peer stopped answering.
     Unresponsive(Duration),
+    /// The watchdog: idle, or the peer stalled (docs/PROTOCOL.md §12).
+    TimedOut(Alarm),
 }
 
 /// One connection: a byte stream and the driver's state, run by [`run`].
@@ -163,6 +177,9 @@ pub(crate) struct Connection<T, P: Peer> {
     state: State,
     peer: P,
     keepalive: Option<Keepalive>,
+    watchdog: Option<Watchdog>,
+    /// Frames of calls read and calls started, for the watchdog's idle check.
+    call_activity: u64,
     /// Until the peer's preface arrives: when to give up on it.
     handshake: Option<Pin<Box<Sleep>>>,
     established: bool,
@@ -207,6 +224,8 @@ where
             state: State { shared, streams },
             peer,
             keepalive: config.keepalive.map(|(interval, timeout)| Keepalive::new(interval, timeout)),
+            watchdog: Watchdog::new(config.timeouts),
+            call_activity: 0,
             handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
             established: false,
             frames_read: 0,
@@ -222,6 +241,7 @@ where
     fn take_outbox(&mut self, cx: &mut Context<'_>) {
         let base = self.io.queued_total();
         self.state.shared.take(cx.waker(), &mut self.io.write_buf, &mut self.notes, &mut self.ready);
+        self.call_activity += self.notes.len() as u64;
         for note in self.notes.drain(..) {
             self.peer.on_note(&mut self.state, note, base);
         }
@@ -278,7 +298,10 @@ where
             | FrameKind::Response
             | FrameKind::StreamOpen
             | FrameKind::StreamEnd
-            | FrameKind::Cancel => self.peer.on_call_frame(&mut self.state, frame),
+            | FrameKind::Cancel => {
+                self.call_activity += 1;
+                self.peer.on_call_frame(&mut self.state, frame)
+            }
         }
     }
 
@@ -324,6 +347,30 @@ where
             *budget -= 1;
         }
         Poll::Pending
+    }
+
+    /// Polls the watchdog: how the connection ends, if it must.
+    fn watch(&mut self, cx: &mut Context<'_>, paused: bool) -> Result<Option<Ended>, WireError> {
+        let Some(watchdog) = &mut self.watchdog else { return Ok(None) };
+        let alarm = watchdog.poll(cx, || Progress {
+            calls: self.peer.in_flight(&self.state),
+            call_activity: self.call_activity,
+            frames_read: self.frames_read,
+            partial_frame: !paused && self.io.has_partial_frame(),
+            written: self.io.written_total(),
+            unwritten: self.io.write_buf.len() + self.state.shared.queued_len(),
+        });
+        match alarm {
+            None => Ok(None),
+            Some(Alarm::Idle(limit)) => {
+                if self.peer.on_idle(&mut self.state)? {
+                    return Ok(Some(Ended::TimedOut(Alarm::Idle(limit))));
+                }
+                watchdog.idle_grace(IDLE_GRACE.min(limit));
+                Ok(None)
+            }
+            Some(alarm) => Ok(Some(Ended::TimedOut(alarm))),
+        }
     }
 
     /// Bytes queued and not yet written.
@@ -433,6 +480,9 @@ where
             }
         }
         let paused = self.peer.read_paused(self.unwritten());
+        if let Some(ended) = self.watch(cx, paused)? {
+            return Poll::Ready(Ok(Step::Ended(ended)));
+        }
         if let Poll::Ready(Err(err)) = self.write(cx) {
             return Poll::Ready(Err(err));
         }
@@ -488,6 +538,10 @@ impl<T, P: Peer> Drop for Connection<T, P> {
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a peer told that its connection is idle (by a `GOAWAY`) has to close it before
+/// it is closed.
+const IDLE_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs `conn` until it ends; then tells the peer why (a `GOAWAY`, where the error calls for
 /// one), flushes and closes the byte stream, and ends every call still on it with the
 /// status the [`Peer`] gives for how it ended. Returns how it ended.
@@ -501,12 +555,14 @@ where
     conn.close(&status);
     let goaway = match &ended {
         Ended::Failed(err) => goaway_for(err),
+        Ended::TimedOut(alarm) => goaway_for_alarm(*alarm),
         _ => None,
     };
     if let Some(goaway) = goaway {
         goaway.encode_unchecked(&mut conn.io.write_buf);
     }
-    if !matches!(ended, Ended::Failed(WireError::Io(_))) {
+    // A peer that does not read would hold the flush for its whole timeout.
+    if !matches!(ended, Ended::Failed(WireError::Io(_)) | Ended::TimedOut(Alarm::WriteStall(_))) {
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, conn.io.close()).await;
     }
     ended

@@ -13,7 +13,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::ServerConfig;
 use super::routes::Routes;
 use crate::codegen::{Payload, ServerCall};
-use crate::conn::{ConnConfig, Connection, Ended, Note, Peer, Shared, State, StreamCore, run, status_frame};
+use crate::conn::{
+    ConnConfig, Connection, Ended, Note, Peer, Shared, State, StreamCore, Timeouts, alarm_status, run,
+    status_frame,
+};
 use crate::interceptor::Context;
 use crate::method::MethodKind;
 use crate::status::Status;
@@ -45,13 +48,19 @@ pub(crate) async fn serve_connection<T: Io>(
         stream_window: config.stream_window,
         connection_window: config.connection_window,
         handshake_timeout: config.preface_timeout,
-        keepalive: None,
+        keepalive: config.keepalive_interval.map(|interval| (interval, config.keepalive_timeout)),
+        timeouts: Timeouts {
+            idle: config.idle_timeout,
+            read_stall: config.read_stall_timeout,
+            write_stall: config.write_stall_timeout,
+        },
     };
     let shared = Shared::new(config.stream_window, config.connection_window);
     let server = ServerPeer {
         peer: peer.clone(),
         routes,
         max_concurrent_calls: config.max_concurrent_calls,
+        request_timeout: config.request_timeout,
         calls: CallMap::default(),
         owed: VecDeque::new(),
         shutdown: Some(Box::pin(shutdown.cancelled_owned())),
@@ -63,6 +72,9 @@ pub(crate) async fn serve_connection<T: Io>(
         Ended::Failed(err) if is_disconnect(&err) => tracing::debug!(%peer, %err, "the client went away"),
         Ended::Failed(err) => tracing::warn!(%peer, %err, "closing connection"),
         Ended::Unresponsive(timeout) => tracing::info!(%peer, ?timeout, "closing an unresponsive connection"),
+        Ended::TimedOut(alarm) => {
+            tracing::info!(%peer, reason = %alarm_status(alarm).message(), "closing connection")
+        }
     }
 }
 
@@ -88,6 +100,7 @@ struct ServerPeer {
     peer: PeerAddr,
     routes: Arc<Routes>,
     max_concurrent_calls: usize,
+    request_timeout: std::time::Duration,
     calls: CallMap<CallEntry>,
     /// Where each answered call's answer ends in the output, until it has been written:
     /// those calls still count against the concurrency limit.
@@ -151,17 +164,21 @@ impl ServerPeer {
             conn: Arc::clone(&state.shared),
             payload,
             interceptors: route.interceptors.clone(),
+            request_timeout: self.request_timeout,
         };
         let spawned = route.service.call(route.index, call);
         self.calls.insert(id, CallEntry { abort: spawned.0, streaming });
         Ok(())
     }
 
-    /// Tells the client to stop sending calls, and asks it to prove it heard.
-    fn start_drain(&mut self, state: &State) -> Result<(), WireError> {
+    /// Tells the client to stop sending calls (saying why), and asks it to prove it heard.
+    fn start_drain(&mut self, state: &State, why: Status) -> Result<(), WireError> {
+        if self.draining {
+            return Ok(());
+        }
         self.draining = true;
         state.shared.stop_accepting();
-        state.queue(&status_frame(FrameKind::GoAway, 0, Status::unavailable("server is shutting down")))?;
+        state.queue(&status_frame(FrameKind::GoAway, 0, why))?;
         let mut ping = Frame::new(FrameKind::Ping, 0);
         ping.body = Bytes::from_static(&DRAIN_PING);
         state.queue(&ping)
@@ -230,6 +247,19 @@ impl Peer for ServerPeer {
         // The client is leaving; it closes the connection when its calls are done.
     }
 
+    fn in_flight(&self, _state: &State) -> usize {
+        self.calls.len() + self.owed.len()
+    }
+
+    fn on_idle(&mut self, state: &mut State) -> Result<bool, WireError> {
+        if self.draining {
+            // Told to leave, and still here.
+            return Ok(true);
+        }
+        self.start_drain(state, Status::unavailable("the connection is idle"))?;
+        Ok(false)
+    }
+
     fn on_pong(&mut self, body: &Bytes) {
         if self.draining && body.as_ref() == DRAIN_PING {
             self.drain_acked = true;
@@ -247,7 +277,7 @@ impl Peer for ServerPeer {
             && signal.as_mut().poll(cx).is_ready()
         {
             self.shutdown = None;
-            self.start_drain(state)?;
+            self.start_drain(state, Status::unavailable("server is shutting down"))?;
         }
         Ok(())
     }
@@ -260,8 +290,11 @@ impl Peer for ServerPeer {
         self.draining && self.drain_acked && self.calls.is_empty()
     }
 
-    fn end_status(&self, _ended: &Ended) -> Status {
-        Status::unavailable("the connection closed")
+    fn end_status(&self, ended: &Ended) -> Status {
+        match ended {
+            Ended::TimedOut(alarm) => alarm_status(*alarm),
+            _ => Status::unavailable("the connection closed"),
+        }
     }
 
     fn on_closed(&mut self, _state: &mut State, _status: &Status) {

@@ -66,6 +66,26 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The default time a new connection gets to send its preface.
 pub const DEFAULT_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default time a connection may go without calls before it is closed (gracefully: a
+/// `GOAWAY`, then the close).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The default time a peer may take to finish a frame it has begun to send.
+pub const DEFAULT_READ_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a peer may go without reading anything of what the server must send it.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default silence after which the server pings a client.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The default time a client has to answer a keepalive ping.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The default time a server-streaming call may wait for its request (the one message and
+/// the client's `STREAM_END`) before its handler runs.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A pause after an accept error such as running out of file descriptors, so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -78,7 +98,14 @@ pub(crate) struct ServerConfig {
     pub(crate) max_concurrent_calls: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) preface_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) read_stall_timeout: Option<Duration>,
+    pub(crate) write_stall_timeout: Option<Duration>,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     pub(crate) tcp_nodelay: bool,
+    pub(crate) tcp_keepalive: Option<Duration>,
     pub(crate) stream_window: u64,
     pub(crate) connection_window: u64,
 }
@@ -91,7 +118,14 @@ impl Default for ServerConfig {
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             preface_timeout: DEFAULT_PREFACE_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            read_stall_timeout: Some(DEFAULT_READ_STALL_TIMEOUT),
+            write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tcp_nodelay: true,
+            tcp_keepalive: Some(crate::transport::DEFAULT_TCP_KEEPALIVE),
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
         }
@@ -269,6 +303,57 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a connection may go with no call in flight and none started (default 5 min,
+    /// [`DEFAULT_IDLE_TIMEOUT`]; `None`: no limit). Then the server sends a `GOAWAY`; the
+    /// client, which opens its next call on a new connection, gets 10 s to close it before
+    /// the server does. Keepalive pings do not count as calls.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to finish a frame it has begun to send (default 30 s,
+    /// [`DEFAULT_READ_STALL_TIMEOUT`]; `None`: no limit). A client that stops in the middle
+    /// of a frame, or trickles it in, is disconnected with a `GOAWAY` that says why.
+    pub fn read_stall_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.config.read_stall_timeout = timeout;
+        self
+    }
+
+    /// How long a client may go without reading anything of what the server has for it
+    /// (default 30 s, [`DEFAULT_WRITE_STALL_TIMEOUT`]; `None`: no limit). Then it is
+    /// disconnected.
+    pub fn write_stall_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.config.write_stall_timeout = timeout;
+        self
+    }
+
+    /// Pings a client after this much silence (default 60 s,
+    /// [`DEFAULT_KEEPALIVE_INTERVAL`]; `None`: never), and disconnects it if the ping goes
+    /// unanswered for the [keepalive timeout](Self::keepalive_timeout): a client that
+    /// vanished (a host gone, a network cut) does not keep its calls and memory forever. A
+    /// busy connection is never pinged.
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> ServerBuilder {
+        self.config.keepalive_interval = interval;
+        self
+    }
+
+    /// How long a keepalive ping may go unanswered (default 20 s,
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`]).
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.keepalive_timeout = timeout;
+        self
+    }
+
+    /// How long a server-streaming call may wait for its request (its one message and the
+    /// client's `STREAM_END`) before the handler runs (default 30 s,
+    /// [`DEFAULT_REQUEST_TIMEOUT`], or the call's deadline if sooner). Past it, the call
+    /// ends with `DeadlineExceeded`.
+    pub fn request_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.request_timeout = timeout;
+        self
+    }
+
     /// The flow-control window granted to a client for each stream it sends on: how many
     /// bytes of its messages may be in flight or waiting to be read by the handler
     /// (default 1 MiB, [`DEFAULT_STREAM_WINDOW`]; at least 64 KiB). It is also the budget of
@@ -288,6 +373,13 @@ impl ServerBuilder {
     /// Sets `TCP_NODELAY` on accepted sockets (default on: no 40 ms delayed-ACK stalls).
     pub fn tcp_nodelay(mut self, enabled: bool) -> ServerBuilder {
         self.config.tcp_nodelay = enabled;
+        self
+    }
+
+    /// Sets `SO_KEEPALIVE` on accepted sockets, with the idle time before the kernel's first
+    /// probe (default 60 s); `None` turns it off.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> ServerBuilder {
+        self.config.tcp_keepalive = idle;
         self
     }
 
@@ -362,7 +454,7 @@ impl ServerBuilder {
         let local = local.map_or_else(|_| "(no address)".to_owned(), |address| address.to_string());
         let routes = Arc::new(routes);
         let config = Arc::new(self.config);
-        let options = SocketOptions { nodelay: config.tcp_nodelay, ..SocketOptions::default() };
+        let options = SocketOptions { nodelay: config.tcp_nodelay, keepalive: config.tcp_keepalive };
         let shutdown = CancellationToken::new();
         let mut connections = JoinSet::new();
         tracing::info!(%local, services = ?routes.service_names(), "serving");

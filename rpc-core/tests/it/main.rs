@@ -22,6 +22,7 @@ mod discovery;
 mod etcd;
 mod golden;
 mod health;
+mod hostile;
 mod interceptors;
 mod limits;
 mod raw;
