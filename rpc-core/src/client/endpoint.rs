@@ -167,7 +167,7 @@ impl EndpointInner {
                 return self.failed(error, failures);
             }
         };
-        let shared = Shared::new(config.stream_window, config.connection_window);
+        let shared = Shared::new(config.stream_window, config.connection_window, None);
         let conn = ClientConn::new(Arc::clone(&shared));
         let conn_config = ConnConfig {
             max_frame_size: config.max_frame_size,

@@ -120,6 +120,7 @@ impl Streams {
         if entry.pending.is_empty() {
             self.dirty.push(call_id);
         }
+        shared.input.add(messages.held_bytes());
         entry.pending.push(messages);
         entry.pending_cost += cost;
         if entry.pending_cost >= INBOUND_BATCH_BYTES {
@@ -209,8 +210,9 @@ impl Streams {
     }
 
     /// Ends every stream with `status` (the connection is over).
-    pub(crate) fn close_all(&mut self, status: &Status) {
+    pub(crate) fn close_all(&mut self, status: &Status, shared: &Shared) {
         for (_, entry) in self.entries.drain() {
+            shared.release_input(entry.pending.iter().map(StreamMessages::held_bytes).sum());
             entry.core.abort(status.clone());
         }
         for core in self.ready.drain(..).chain(self.blocked.drain(..)) {

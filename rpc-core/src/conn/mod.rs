@@ -14,6 +14,7 @@
 //! messages into their stream's buffer) and the driver writes them. See docs/ARCHITECTURE.md
 //! for the life of a call through it.
 
+mod budget;
 mod flow;
 mod io;
 mod keepalive;
@@ -32,6 +33,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
+pub(crate) use budget::InputBudget;
 pub(crate) use flow::Streams;
 pub(crate) use shared::{Answer, Note, Outbox, Reply, Shared, window_update};
 pub(crate) use status::{alarm_status, goaway_for, goaway_for_alarm, ok_end, status_frame, status_of};
@@ -180,6 +182,8 @@ pub(crate) struct Connection<T, P: Peer> {
     watchdog: Option<Watchdog>,
     /// Frames of calls read and calls started, for the watchdog's idle check.
     call_activity: u64,
+    /// The read buffer's room for a large frame, as counted in the connection's input.
+    large_read: usize,
     /// Until the peer's preface arrives: when to give up on it.
     handshake: Option<Pin<Box<Sleep>>>,
     established: bool,
@@ -226,6 +230,7 @@ where
             keepalive: config.keepalive.map(|(interval, timeout)| Keepalive::new(interval, timeout)),
             watchdog: Watchdog::new(config.timeouts),
             call_activity: 0,
+            large_read: 0,
             handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
             established: false,
             frames_read: 0,
@@ -309,7 +314,14 @@ where
     /// reads what we owe it.
     fn read(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<Result<Ended, WireError>> {
         while *budget > 0 && !self.peer.read_paused(self.unwritten()) {
-            match self.io.poll_next(cx) {
+            // Holding too much of what was read: not another byte until the tasks it is for
+            // have taken some (they wake the driver).
+            if self.state.shared.input.is_over(cx.waker()) {
+                break;
+            }
+            let polled = self.io.poll_next(cx);
+            self.count_large_read();
+            match polled {
                 Poll::Ready(Ok(Some(incoming))) => {
                     self.frames_read += 1;
                     if !self.established && self.io.peer_preface_received() {
@@ -371,6 +383,17 @@ where
             }
             Some(alarm) => Ok(Some(Ended::TimedOut(alarm))),
         }
+    }
+
+    /// Counts the read buffer's room for a large frame in the connection's input.
+    fn count_large_read(&mut self) {
+        let large = self.io.large_read_buffer();
+        if large > self.large_read {
+            self.state.shared.input.add(large - self.large_read);
+        } else if large < self.large_read {
+            self.state.shared.release_input(self.large_read - large);
+        }
+        self.large_read = large;
     }
 
     /// Bytes queued and not yet written.
@@ -523,7 +546,8 @@ impl<T, P: Peer> Connection<T, P> {
         }
         self.state.shared.stop_accepting();
         self.peer.on_closed(&mut self.state, status);
-        self.state.streams.close_all(status);
+        self.state.streams.close_all(status, &self.state.shared);
+        self.state.shared.release_input(std::mem::take(&mut self.large_read));
     }
 }
 

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::sync::oneshot;
 
+use super::budget::{ConnInput, InputBudget};
 use super::stream::StreamCore;
 use crate::metadata::Metadata;
 use crate::status::Status;
@@ -176,10 +177,20 @@ pub(crate) struct Shared {
     peer_max_frame: AtomicUsize,
     /// The outbox's length as of its last change, readable without the lock.
     queued: AtomicUsize,
+    /// Received bytes held for the tasks that use the connection (docs/PROTOCOL.md §8.5).
+    pub(crate) input: ConnInput,
 }
 
 impl Shared {
-    pub(crate) fn new(stream_window: u64, connection_window: u64) -> Arc<Shared> {
+    /// The state of a connection granting `stream_window` and `connection_window`, within
+    /// the server-wide input budget `server`, if any. The connection holds at most twice its
+    /// window of received bytes for its consumers (real bytes, bookkeeping included).
+    pub(crate) fn new(
+        stream_window: u64,
+        connection_window: u64,
+        server: Option<Arc<InputBudget>>,
+    ) -> Arc<Shared> {
+        let input_limit = usize::try_from(connection_window.saturating_mul(2)).unwrap_or(usize::MAX);
         Arc::new(Shared {
             outbox: Mutex::new(Outbox::new()),
             driver: AtomicWaker::new(),
@@ -192,7 +203,16 @@ impl Shared {
             accepting: AtomicBool::new(true),
             peer_max_frame: AtomicUsize::new(DEFAULT_MAX_FRAME_SIZE),
             queued: AtomicUsize::new(0),
+            input: ConnInput::new(input_limit, server),
         })
+    }
+
+    /// `bytes` of received input are no longer held; wakes the driver if it stopped reading
+    /// for holding too much.
+    pub(crate) fn release_input(&self, bytes: usize) {
+        if self.input.sub(bytes) {
+            self.driver.wake();
+        }
     }
 
     /// The peer's frame limit.

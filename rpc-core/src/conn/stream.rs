@@ -79,6 +79,8 @@ struct SendHalf {
 #[derive(Debug)]
 struct RecvHalf {
     queue: VecDeque<Received>,
+    /// The memory the queue holds, counted in the connection's input.
+    held: usize,
     end: Option<Result<Metadata, Status>>,
     waiter: Option<Waker>,
     /// The consumer is gone: what arrives is consumed at once.
@@ -122,7 +124,13 @@ impl StreamCore {
                 closed: None,
                 end: None,
             }),
-            recv: Mutex::new(RecvHalf { queue: VecDeque::new(), end: None, waiter: None, detached: false }),
+            recv: Mutex::new(RecvHalf {
+                queue: VecDeque::new(),
+                held: 0,
+                end: None,
+                waiter: None,
+                detached: false,
+            }),
             granted: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             outcome: OnceLock::new(),
@@ -299,10 +307,14 @@ impl StreamCore {
     /// For the driver: hands `batch` to the consumer, leaving it empty. If the consumer is
     /// gone, returns the credit the messages used, for the driver to release.
     pub(crate) fn deliver(&self, batch: &mut Vec<Received>) -> Result<(), u64> {
+        let held: usize = batch.iter().map(Received::held_bytes).sum();
         let mut recv = lock(&self.recv);
         if recv.detached || recv.end.is_some() {
+            drop(recv);
+            self.shared.release_input(held);
             return Err(batch.drain(..).map(|run| run.cost).sum());
         }
+        recv.held += held;
         recv.queue.extend(batch.drain(..));
         if let Some(waker) = recv.waiter.take() {
             waker.wake();
@@ -332,6 +344,10 @@ impl StreamCore {
             } else {
                 local.extend(recv.queue.drain(..));
             }
+            // Taken: the consumer reads them now.
+            let held = std::mem::take(&mut recv.held);
+            drop(recv);
+            self.shared.release_input(held);
             return Poll::Ready(Recv::Messages);
         }
         if let Some(end) = recv.end.take() {
@@ -357,7 +373,11 @@ impl StreamCore {
         let mut recv = lock(&self.recv);
         recv.detached = true;
         recv.waiter = None;
-        recv.queue.drain(..).map(|run| run.cost).sum()
+        let held = std::mem::take(&mut recv.held);
+        let credit = recv.queue.drain(..).map(|run| run.cost).sum();
+        drop(recv);
+        self.shared.release_input(held);
+        credit
     }
 
     /// For the consumer: it has taken `bytes` of messages. They are granted back to the peer
@@ -413,6 +433,14 @@ impl StreamCore {
             }
             notified.await;
         }
+    }
+}
+
+impl Drop for StreamCore {
+    /// Messages nobody took are no longer held.
+    fn drop(&mut self) {
+        let recv = self.recv.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.shared.release_input(std::mem::take(&mut recv.held));
     }
 }
 

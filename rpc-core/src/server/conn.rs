@@ -14,8 +14,8 @@ use super::ServerConfig;
 use super::routes::Routes;
 use crate::codegen::{Payload, ServerCall};
 use crate::conn::{
-    ConnConfig, Connection, Ended, Note, Peer, Shared, State, StreamCore, Timeouts, alarm_status, run,
-    status_frame,
+    ConnConfig, Connection, Ended, InputBudget, Note, Peer, Shared, State, StreamCore, Timeouts,
+    alarm_status, run, status_frame,
 };
 use crate::interceptor::Context;
 use crate::method::MethodKind;
@@ -39,6 +39,7 @@ pub(crate) async fn serve_connection<T: Io>(
     peer: PeerAddr,
     routes: Arc<Routes>,
     config: Arc<ServerConfig>,
+    input: Arc<InputBudget>,
     shutdown: CancellationToken,
 ) {
     let conn_config = ConnConfig {
@@ -55,7 +56,7 @@ pub(crate) async fn serve_connection<T: Io>(
             write_stall: config.write_stall_timeout,
         },
     };
-    let shared = Shared::new(config.stream_window, config.connection_window);
+    let shared = Shared::new(config.stream_window, config.connection_window, Some(input));
     let server = ServerPeer {
         peer: peer.clone(),
         routes,

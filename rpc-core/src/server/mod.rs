@@ -28,6 +28,7 @@
 //! ```
 
 mod conn;
+mod limits;
 mod registration;
 mod routes;
 
@@ -43,15 +44,18 @@ pub use crate::codegen::Service;
 pub use crate::interceptor::Context;
 pub use registration::Registration;
 
+use crate::conn::InputBudget;
 use crate::discovery::{AnyRegistry, Registry};
 use crate::health::{HealthReporter, HealthServer, HealthService};
 use crate::interceptor::{ServerChain, ServerInterceptor};
+use crate::status::Status;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::transport::{self, Address, AnyListener, Listener, SocketOptions};
 use crate::wire::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
     MIN_STREAM_WINDOW,
 };
+use limits::PeerCounts;
 use routes::Routes;
 
 /// The default cap on calls in flight on one connection, running or with an answer not yet
@@ -86,6 +90,16 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// the client's `STREAM_END`) before its handler runs.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default cap on connections a server holds at once; past it, it accepts no more until
+/// one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The default budget for received bytes a server holds for its calls, over all its
+/// connections together: stream messages its handlers have not read yet, and large frames
+/// being received. Past it, the connections holding the most stop being read until the
+/// handlers catch up.
+pub const DEFAULT_INPUT_BUDGET: usize = 512 * 1024 * 1024;
+
 /// A pause after an accept error such as running out of file descriptors, so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -106,6 +120,9 @@ pub(crate) struct ServerConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) tcp_nodelay: bool,
     pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_peer: Option<usize>,
+    pub(crate) input_budget: usize,
     pub(crate) stream_window: u64,
     pub(crate) connection_window: u64,
 }
@@ -126,6 +143,9 @@ impl Default for ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tcp_nodelay: true,
             tcp_keepalive: Some(crate::transport::DEFAULT_TCP_KEEPALIVE),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
+            input_budget: DEFAULT_INPUT_BUDGET,
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
         }
@@ -376,6 +396,34 @@ impl ServerBuilder {
         self
     }
 
+    /// The most connections the server holds at once (default 10,000,
+    /// [`DEFAULT_MAX_CONNECTIONS`]). At the limit it stops accepting (new connections wait in
+    /// the listener's backlog, then are refused by the operating system) until one closes,
+    /// and says so in the log.
+    pub fn max_connections(mut self, connections: usize) -> ServerBuilder {
+        self.config.max_connections = connections.max(1);
+        self
+    }
+
+    /// The most connections the server holds at once from one IP address (default: no
+    /// limit). A connection past it is answered with a `GOAWAY` (`ResourceExhausted`, saying
+    /// why) and closed; the first refusal for an address is logged. Unix-socket and
+    /// in-memory connections are not counted.
+    pub fn max_connections_per_peer(mut self, connections: Option<usize>) -> ServerBuilder {
+        self.config.max_connections_per_peer = connections.map(|n| n.max(1));
+        self
+    }
+
+    /// The budget, in bytes, for received data the server holds for its calls across all its
+    /// connections (default 512 MiB, [`DEFAULT_INPUT_BUDGET`]): stream messages the handlers
+    /// have not read yet, and large frames being received. Past it, connections holding more
+    /// than 1 MiB of it are not read until their handlers catch up (those holding less go
+    /// on). Each connection also holds at most twice its [connection window](Self::connection_window).
+    pub fn input_budget(mut self, bytes: usize) -> ServerBuilder {
+        self.config.input_budget = bytes;
+        self
+    }
+
     /// Sets `SO_KEEPALIVE` on accepted sockets, with the idle time before the kernel's first
     /// probe (default 60 s); `None` turns it off.
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> ServerBuilder {
@@ -456,6 +504,9 @@ impl ServerBuilder {
         let config = Arc::new(self.config);
         let options = SocketOptions { nodelay: config.tcp_nodelay, keepalive: config.tcp_keepalive };
         let shutdown = CancellationToken::new();
+        let input = Arc::new(InputBudget::new(config.input_budget));
+        let per_peer = config.max_connections_per_peer.map(PeerCounts::new);
+        let mut at_limit = false;
         let mut connections = JoinSet::new();
         tracing::info!(%local, services = ?routes.service_names(), "serving");
 
@@ -463,15 +514,37 @@ impl ServerBuilder {
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                accepted = transport::accept(&mut listener) => match accepted {
+                accepted = transport::accept(&mut listener), if connections.len() < config.max_connections => match accepted {
                     Ok((io, peer)) => {
                         if let Err(err) = listener.configure(&io, &options) {
                             tracing::warn!(%peer, %err, "cannot configure accepted socket");
                         }
+                        let admitted = match per_peer.as_ref().map(|counts| counts.admit(&peer)) {
+                            None | Some(Ok(None)) => None,
+                            Some(Ok(Some(admitted))) => Some(admitted),
+                            Some(Err(open)) => {
+                                tracing::debug!(%peer, open, "refusing a connection over the limit per address");
+                                let why = Status::resource_exhausted(format!(
+                                    "too many connections from this address ({open} open, the limit)"
+                                ));
+                                connections.spawn(limits::refuse(io, why));
+                                continue;
+                            }
+                        };
                         let conn = conn::serve_connection(
-                            io, peer, Arc::clone(&routes), Arc::clone(&config), shutdown.clone(),
+                            io, peer, Arc::clone(&routes), Arc::clone(&config), Arc::clone(&input), shutdown.clone(),
                         );
-                        connections.spawn(conn);
+                        connections.spawn(async move {
+                            let _admitted = admitted;
+                            conn.await;
+                        });
+                        if connections.len() >= config.max_connections && !at_limit {
+                            at_limit = true;
+                            tracing::warn!(
+                                limit = config.max_connections,
+                                "connection limit reached: accepting no more until one closes"
+                            );
+                        }
                     }
                     Err(err) => {
                         // Per-connection failures (a reset before accept, no descriptors
@@ -481,6 +554,10 @@ impl ServerBuilder {
                     }
                 },
                 Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if at_limit && connections.len() < config.max_connections {
+                        at_limit = false;
+                        tracing::info!(open = connections.len(), "below the connection limit: accepting again");
+                    }
                     if let Err(err) = joined
                         && err.is_panic()
                     {

@@ -203,3 +203,36 @@ async fn an_idle_client_connection_closes_and_the_next_call_opens_another() {
     client.echo(Echo::default()).await.expect("second call");
     events.expect(ConnEvent::Accepted).await;
 }
+
+#[tokio::test]
+async fn at_the_connection_limit_the_server_accepts_no_more_until_one_closes() {
+    let (server, mut events) = common::serve_tracked(|b| b.max_connections(2)).await;
+    let first = RawClient::connect(server.addr).await;
+    events.expect(ConnEvent::Accepted).await;
+    let _second = RawClient::connect(server.addr).await;
+    events.expect(ConnEvent::Accepted).await;
+    // The third waits in the listener's backlog: connected, not accepted.
+    let mut third = RawClient::connect(server.addr).await;
+    drop(first);
+    events.expect(ConnEvent::Closed).await;
+    events.expect(ConnEvent::Accepted).await;
+    // Served once there is room.
+    third.next_of(FrameKind::Settings).await;
+}
+
+#[tokio::test]
+async fn a_connection_over_the_limit_per_address_is_told_why() {
+    let (server, mut events) = common::serve_tracked(|b| b.max_connections_per_peer(Some(1))).await;
+    let _first = RawClient::connect(server.addr).await;
+    events.expect(ConnEvent::Accepted).await;
+    let mut second = RawClient::connect(server.addr).await;
+    let frames = second.until_closed().await;
+    let goaway = frames.iter().find(|f| f.kind == FrameKind::GoAway).expect("a GOAWAY");
+    let (code, message) = status(goaway);
+    assert_eq!(code, Code::ResourceExhausted);
+    assert!(message.contains("too many connections"), "{message}");
+    // The client's view: the call fails with the reason.
+    let client = TestClient::new(Channel::builder(server.addr).connect_lazy());
+    let err = client.echo(Echo::default()).await.expect_err("refused");
+    assert!(err.message().contains("too many connections"), "{}", err.message());
+}
