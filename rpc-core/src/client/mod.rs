@@ -90,18 +90,19 @@ macro_rules! channel_option_methods {
             self
         }
 
-        /// The largest response frame accepted (default 4 MiB; at most 1 GiB); announced to the
+        /// The largest response frame accepted (default 4 MiB; at least 16 KiB, at most 1 GiB); announced to the
         /// server, which answers `ResourceExhausted` rather than send a larger one.
         pub fn max_frame_size(mut self, bytes: usize) -> Self {
-            self.config.max_frame_size = bytes.min($crate::wire::MAX_FRAME_SIZE_CAP);
+            self.config.max_frame_size =
+                bytes.clamp($crate::wire::MIN_MAX_FRAME_SIZE, $crate::wire::MAX_FRAME_SIZE_CAP);
             self
         }
 
-        /// The largest response header accepted (default 16 KiB): it bounds the response
+        /// The largest response header accepted (default 16 KiB; at least 1 KiB): it bounds the response
         /// metadata. Announced to the server, which answers `ResourceExhausted` rather than send
         /// a larger one.
         pub fn max_header_size(mut self, bytes: usize) -> Self {
-            self.config.max_header_size = bytes;
+            self.config.max_header_size = bytes.max($crate::wire::MIN_MAX_HEADER_SIZE);
             self
         }
 

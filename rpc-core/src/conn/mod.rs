@@ -254,32 +254,25 @@ where
     }
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), WireError> {
+        if frame.call_id != 0
+            && matches!(
+                frame.kind,
+                FrameKind::Settings | FrameKind::Ping | FrameKind::Pong | FrameKind::GoAway
+            )
+        {
+            return Err(WireError::Protocol(
+                "a connection-level frame (SETTINGS, PING, PONG, GOAWAY) on a call id",
+            ));
+        }
         match frame.kind {
             FrameKind::StreamMessage => self.state.streams.on_message(frame.into(), &self.state.shared),
-            FrameKind::Settings => {
-                let header = &frame.header;
-                let mut limits = self.state.shared.lock().limits;
-                if let Some(max) = header.max_frame_size {
-                    limits.max_frame =
-                        usize::try_from(max).unwrap_or(usize::MAX).min(crate::wire::MAX_FRAME_SIZE_CAP);
+            FrameKind::Settings => self.on_settings(&frame.header),
+            FrameKind::WindowUpdate => match frame.header.window_increment {
+                Some(increment) if increment > 0 => {
+                    self.state.streams.on_window_update(frame.call_id, increment, &self.state.shared)
                 }
-                if let Some(max) = header.max_header_size {
-                    limits.max_header = usize::try_from(max).unwrap_or(usize::MAX);
-                }
-                self.state.shared.set_limits(limits);
-                if let Some(window) = header.initial_window {
-                    self.state.streams.set_peer_window(window, &self.state.shared);
-                }
-                if let Some(max) = header.max_concurrent_calls {
-                    self.peer.on_max_concurrent_calls(max);
-                }
-                Ok(())
-            }
-            FrameKind::WindowUpdate => {
-                let increment = frame.header.window_increment.unwrap_or(0);
-                self.state.streams.on_window_update(frame.call_id, increment);
-                Ok(())
-            }
+                _ => Err(WireError::Protocol("WINDOW_UPDATE without a positive WINDOW_INCREMENT")),
+            },
             FrameKind::Ping => {
                 let mut pong = Frame::new(FrameKind::Pong, frame.call_id);
                 pong.body = frame.body;
@@ -308,6 +301,36 @@ where
                 self.peer.on_call_frame(&mut self.state, frame)
             }
         }
+    }
+
+    /// Applies the peer's `SETTINGS`, after checking them against the protocol's minimums
+    /// (docs/PROTOCOL.md §6.1).
+    fn on_settings(&mut self, header: &crate::wire::Header) -> Result<(), WireError> {
+        use crate::wire::{MAX_FRAME_SIZE_CAP, MIN_MAX_FRAME_SIZE, MIN_MAX_HEADER_SIZE, MIN_STREAM_WINDOW};
+        if header.max_frame_size.is_some_and(|max| max < MIN_MAX_FRAME_SIZE as u64) {
+            return Err(WireError::Protocol("MAX_FRAME_SIZE below the minimum of 16,384"));
+        }
+        if header.max_header_size.is_some_and(|max| max < MIN_MAX_HEADER_SIZE as u64) {
+            return Err(WireError::Protocol("MAX_HEADER_SIZE below the minimum of 1,024"));
+        }
+        if let Some(window) = header.initial_window {
+            if window < MIN_STREAM_WINDOW {
+                return Err(WireError::Protocol("INITIAL_WINDOW below the minimum of 65,536"));
+            }
+            self.state.streams.set_peer_window(window, &self.state.shared)?;
+        }
+        let mut limits = self.state.shared.lock().limits;
+        if let Some(max) = header.max_frame_size {
+            limits.max_frame = usize::try_from(max).unwrap_or(usize::MAX).min(MAX_FRAME_SIZE_CAP);
+        }
+        if let Some(max) = header.max_header_size {
+            limits.max_header = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        self.state.shared.set_limits(limits);
+        if let Some(max) = header.max_concurrent_calls {
+            self.peer.on_max_concurrent_calls(max);
+        }
+        Ok(())
     }
 
     /// Reads and handles frames while the budget lasts, the socket has some, and the peer

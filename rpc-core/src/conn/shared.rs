@@ -90,6 +90,9 @@ pub(crate) struct Outbox {
     pub(crate) closed: Option<Status>,
     /// Whether anything was added since the driver last took the outbox.
     dirty: bool,
+    /// The id of the next call a client opens here: ids go out in increasing order because
+    /// they are taken under the lock the frames are queued under.
+    next_call_id: u64,
     /// Whether the driver needs no waking: it has been woken already, or it is running and
     /// will look again before it waits.
     notified: bool,
@@ -105,7 +108,16 @@ impl Outbox {
             closed: None,
             dirty: false,
             notified: false,
+            next_call_id: 1,
         }
+    }
+
+    /// A client's id for the call it is about to queue here: greater than every id queued
+    /// before it (docs/PROTOCOL.md §7).
+    pub(crate) fn next_call_id(&mut self) -> u64 {
+        let id = self.next_call_id;
+        self.next_call_id += 1;
+        id
     }
 
     /// Queues a frame; fails, queuing nothing, if it is over the peer's limits.

@@ -246,13 +246,17 @@ impl StreamCore {
 
     // --- The driver's side of sending. ---
 
-    /// The peer granted `increment` more bytes of credit for this stream.
-    pub(crate) fn add_credit(&self, increment: u64) {
+    /// The peer granted `increment` more bytes of credit for this stream, whose window is
+    /// `window`. `None` if the credit would pass 2^63 - 1 bytes.
+    pub(crate) fn add_credit(&self, increment: i64, window: i64) -> Option<()> {
         let mut send = lock(&self.send);
-        send.balance = send.balance.saturating_add(i64::try_from(increment).unwrap_or(i64::MAX));
+        let balance = send.balance.checked_add(increment)?;
+        window.checked_add(balance)?;
+        send.balance = balance;
         if let Some(waker) = send.waiter.take() {
             waker.wake();
         }
+        Some(())
     }
 
     /// Wakes a sender waiting for credit (the peer's window for every stream grew).

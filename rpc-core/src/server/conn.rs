@@ -67,6 +67,8 @@ pub(crate) async fn serve_connection<T: Io>(
         shutdown: Some(Box::pin(shutdown.cancelled_owned())),
         draining: false,
         drain_acked: false,
+        last_call_id: 0,
+        client_leaving: false,
     };
     match run(Connection::new(io, &conn_config, shared, server)).await {
         Ended::Drained | Ended::Closed => tracing::debug!(%peer, "connection closed"),
@@ -109,6 +111,10 @@ struct ServerPeer {
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     draining: bool,
     drain_acked: bool,
+    /// The highest call id seen: each new call's must be higher.
+    last_call_id: u64,
+    /// The client sent `GOAWAY`: it opens no more calls here.
+    client_leaving: bool,
 }
 
 impl ServerPeer {
@@ -119,11 +125,16 @@ impl ServerPeer {
         if id == 0 {
             return Err(WireError::Protocol("call opened with call id 0"));
         }
+        if id <= self.last_call_id {
+            return Err(WireError::Protocol("call id not greater than every earlier one on the connection"));
+        }
+        self.last_call_id = id;
         let Some(method) = frame.header.method else {
             return Err(WireError::Protocol("call opened without a method"));
         };
-        if self.calls.contains_key(&id) || state.streams.contains(id) {
-            return Err(WireError::Protocol("call id reused while its call is in flight"));
+        if self.client_leaving {
+            let status = Status::unavailable("the client said it was going away (GOAWAY)").refused();
+            return answer(state, id, streaming, status);
         }
         if self.draining {
             return answer(state, id, streaming, Status::unavailable("server is shutting down").refused());
@@ -143,6 +154,15 @@ impl ServerPeer {
                 if streaming { ("unary", "a stream") } else { ("a streaming method", "unary") };
             let status = Status::unimplemented(format!("{} is {is}, called as {opened}", route.path));
             return answer(state, id, streaming, status);
+        }
+        if frame.header.timeout.is_some_and(|timeout| timeout.is_zero()) {
+            // No time left: the handler does not run.
+            return answer(
+                state,
+                id,
+                streaming,
+                Status::deadline_exceeded("the call arrived with no time left (TIMEOUT 0)"),
+            );
         }
         // A timeout beyond the protocol's cap is no deadline at all.
         let deadline = frame
@@ -244,8 +264,12 @@ impl Peer for ServerPeer {
         state.streams.remove(id, &state.shared);
     }
 
-    fn on_goaway(&mut self, _state: &mut State, _status: Status) {
-        // The client is leaving; it closes the connection when its calls are done.
+    fn on_goaway(&mut self, state: &mut State, status: Status) {
+        // The client opens no more calls here: the connection closes once those in flight are
+        // answered (docs/PROTOCOL.md §12).
+        tracing::debug!(peer = %self.peer, %status, "the client sent GOAWAY");
+        self.client_leaving = true;
+        state.shared.stop_accepting();
     }
 
     fn in_flight(&self, _state: &State) -> usize {
@@ -288,7 +312,7 @@ impl Peer for ServerPeer {
     }
 
     fn is_done(&self, _state: &State) -> bool {
-        self.draining && self.drain_acked && self.calls.is_empty()
+        ((self.draining && self.drain_acked) || self.client_leaving) && self.calls.is_empty()
     }
 
     fn end_status(&self, ended: &Ended) -> Status {

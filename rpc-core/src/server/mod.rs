@@ -53,7 +53,7 @@ use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::transport::{self, Address, AnyListener, Listener, SocketOptions};
 use crate::wire::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
-    MIN_STREAM_WINDOW,
+    MIN_MAX_FRAME_SIZE, MIN_MAX_HEADER_SIZE, MIN_STREAM_WINDOW,
 };
 use limits::PeerCounts;
 use routes::Routes;
@@ -288,17 +288,17 @@ impl ServerBuilder {
     }
 
     /// The largest frame accepted from a client (default 4 MiB, [`DEFAULT_MAX_FRAME_SIZE`];
-    /// at most 1 GiB). It is announced to clients, which refuse to send larger requests.
+    /// at least 16 KiB, at most 1 GiB). It is announced to clients, which refuse to send larger requests.
     pub fn max_frame_size(mut self, bytes: usize) -> ServerBuilder {
-        self.config.max_frame_size = bytes.min(MAX_FRAME_SIZE_CAP);
+        self.config.max_frame_size = bytes.clamp(MIN_MAX_FRAME_SIZE, MAX_FRAME_SIZE_CAP);
         self
     }
 
     /// The largest frame header accepted from a client (default 16 KiB,
-    /// [`DEFAULT_MAX_HEADER_SIZE`]): it bounds the method name and metadata of a call. It is
+    /// [`DEFAULT_MAX_HEADER_SIZE`]; at least 1 KiB): it bounds the method name and metadata of a call. It is
     /// announced to clients, which fail calls with larger metadata locally.
     pub fn max_header_size(mut self, bytes: usize) -> ServerBuilder {
-        self.config.max_header_size = bytes;
+        self.config.max_header_size = bytes.max(MIN_MAX_HEADER_SIZE);
         self
     }
 
