@@ -46,10 +46,20 @@ mod counting {
 
     pub(crate) static LIVE: AtomicUsize = AtomicUsize::new(0);
 
+    /// The largest single allocation since it was last reset.
+    pub(crate) static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+    fn note(size: usize) {
+        LIVE.fetch_add(size, Ordering::Relaxed);
+        if size > LARGEST.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(size, Ordering::Relaxed);
+        }
+    }
+
     // SAFETY: every call is passed to the system allocator unchanged; only a counter is added.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            note(layout.size());
             // SAFETY: forwarded with the caller's layout.
             unsafe { System.alloc(layout) }
         }
@@ -61,13 +71,13 @@ mod counting {
         }
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            note(layout.size());
             // SAFETY: forwarded with the caller's layout.
             unsafe { System.alloc_zeroed(layout) }
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            note(new_size);
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
             // SAFETY: forwarded with the caller's pointer, layout and size.
             unsafe { System.realloc(ptr, layout, new_size) }
@@ -78,7 +88,7 @@ mod counting {
     static ALLOC: Counting = Counting;
 }
 
-use counting::LIVE;
+use counting::{LARGEST, LIVE};
 
 /// Connections the server holds open now.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
@@ -167,7 +177,13 @@ fn serve() -> Result<(), BoxError> {
         std::thread::spawn(|| {
             let mut line = String::new();
             while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-                println!("mem {} {} {}", LIVE.load(Ordering::SeqCst), rss(), OPEN.load(Ordering::SeqCst));
+                println!(
+                    "mem {} {} {} {}",
+                    LIVE.load(Ordering::SeqCst),
+                    rss(),
+                    OPEN.load(Ordering::SeqCst),
+                    LARGEST.swap(0, Ordering::SeqCst)
+                );
                 line.clear();
             }
             std::process::exit(0);
@@ -195,6 +211,8 @@ struct Mem {
     live: usize,
     rss: usize,
     open: usize,
+    /// The largest single allocation since the previous sample.
+    largest: usize,
 }
 
 struct ServerProcess {
@@ -235,7 +253,7 @@ impl ServerProcess {
         }
         let fields: Vec<usize> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
         match fields[..] {
-            [live, rss, open] => Ok(Mem { live, rss, open }),
+            [live, rss, open, largest] => Ok(Mem { live, rss, open, largest }),
             _ => Err(format!("the server answered {line:?}").into()),
         }
     }
@@ -611,6 +629,7 @@ impl Run {
                 live: peak.live.max(now.live),
                 rss: peak.rss.max(now.rss),
                 open: peak.open.max(now.open),
+                largest: peak.largest.max(now.largest),
             };
             drop(conns);
         }
@@ -778,6 +797,7 @@ impl Run {
 
     fn huge_size(&mut self) -> Result<(), BoxError> {
         let addr = self.server.addr;
+        self.server.mem()?;
         let refused = self.runtime.block_on(async {
             let client = EchoClient::new(Channel::connect(addr).await?);
             let stream = client.stream(StreamRequest { count: 1, size: 1 << 40 }).await;
@@ -785,11 +805,12 @@ impl Run {
                 Ok(mut messages) => messages.message().await.err(),
                 Err(status) => Some(status),
             };
-            Ok::<_, BoxError>(status.map(|s| s.code()))
+            Ok::<_, BoxError>(status.map_or("no error".to_owned(), |s| s.code().to_string()))
         })?;
+        let largest = self.server.mem()?.largest;
         self.row(
             "a 47-byte request asking the Stream handler for 2^40 bytes".into(),
-            format!("answered {refused:?}, nothing allocated"),
+            format!("answered {refused}; largest allocation meanwhile {}", kib(largest as f64)),
             "-".into(),
         );
         Ok(())
