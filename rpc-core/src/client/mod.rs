@@ -83,6 +83,30 @@ macro_rules! channel_option_methods {
             self
         }
 
+        /// Speaks TLS to the server (feature `tls`), over TCP, a Unix socket, or the
+        /// [`connector`](Self::connector) set: checks the server's certificate against the
+        /// configured CAs and name, and with an
+        /// [`identity`](crate::transport::tls::ClientTlsConfig::identity) presents a client
+        /// certificate for mutual TLS. The handshake counts against the
+        /// [connect timeout](Self::connect_timeout). Fails if the configuration does (no
+        /// trusted CA, a key that does not match its certificate).
+        #[cfg(feature = "tls")]
+        pub fn tls_config(
+            self,
+            config: $crate::transport::tls::ClientTlsConfig,
+        ) -> Result<Self, $crate::transport::tls::TlsError> {
+            Ok(self.tls(config.build()?))
+        }
+
+        /// Speaks TLS with a connector made beforehand (from a `rustls` configuration of your
+        /// own, say); see [`tls_config`](Self::tls_config). Its own inner connector is
+        /// replaced by the channel's.
+        #[cfg(feature = "tls")]
+        pub fn tls(mut self, connector: $crate::transport::tls::TlsConnector) -> Self {
+            self.config.tls = Some(connector);
+            self
+        }
+
         /// The largest response frame accepted (default 4 MiB; at most 1 GiB); announced to the
         /// server, which answers `ResourceExhausted` rather than send a larger one.
         pub fn max_frame_size(mut self, bytes: usize) -> Self {
@@ -203,6 +227,9 @@ pub(crate) struct ChannelConfig {
     /// How connections are made: by default, TCP and Unix sockets.
     pub(crate) connector: Arc<dyn Connector>,
     pub(crate) connector_is_default: bool,
+    /// TLS over the connector's streams, when set.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::transport::tls::TlsConnector>,
 }
 
 impl fmt::Debug for ChannelConfig {
@@ -217,7 +244,17 @@ impl fmt::Debug for ChannelConfig {
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("stream_window", &self.stream_window)
             .field("connection_window", &self.connection_window)
+            .field("tls", &self.tls_enabled())
             .finish_non_exhaustive()
+    }
+}
+
+impl ChannelConfig {
+    fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -237,6 +274,8 @@ impl Default for ChannelConfig {
             connection_window: DEFAULT_CONNECTION_WINDOW,
             connector: Arc::new(DefaultConnector::new()),
             connector_is_default: true,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -418,10 +457,14 @@ impl ChannelBuilder {
 
 impl ChannelConfig {
     /// The config with the default connector's options applied (unless a connector of the
-    /// user's replaced it).
+    /// user's replaced it), and TLS over it if asked for.
     pub(crate) fn with_connector_options(mut self) -> ChannelConfig {
         if self.connector_is_default {
             self.connector = Arc::new(DefaultConnector::new().tcp_nodelay(self.tcp_nodelay));
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            self.connector = Arc::new(tls.clone().over_arc(self.connector));
         }
         self
     }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Context as TaskContext;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::task::AbortHandle;
@@ -17,7 +18,7 @@ use crate::conn::{ConnConfig, Connection, Ended, Note, Peer, Shared, State, Stre
 use crate::interceptor::Context;
 use crate::method::MethodKind;
 use crate::status::Status;
-use crate::transport::{Io, PeerAddr};
+use crate::transport::{Io, PeerAddr, TlsInfo};
 use crate::wire::{CallMap, Frame, FrameKind, MAX_TIMEOUT, WireError};
 
 /// Past this many unwritten bytes the connection stops reading requests until the client
@@ -34,6 +35,8 @@ pub(crate) const DRAIN_PING: [u8; 8] = *b"draining";
 pub(crate) async fn serve_connection<T: Io>(
     io: T,
     peer: PeerAddr,
+    tls: Option<Arc<TlsInfo>>,
+    preface_timeout: Duration,
     routes: Arc<Routes>,
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
@@ -44,12 +47,13 @@ pub(crate) async fn serve_connection<T: Io>(
         max_concurrent_calls: Some(config.max_concurrent_calls),
         stream_window: config.stream_window,
         connection_window: config.connection_window,
-        handshake_timeout: config.preface_timeout,
+        handshake_timeout: preface_timeout,
         keepalive: None,
     };
     let shared = Shared::new(config.stream_window, config.connection_window);
     let server = ServerPeer {
         peer: peer.clone(),
+        tls,
         routes,
         max_concurrent_calls: config.max_concurrent_calls,
         calls: CallMap::default(),
@@ -64,6 +68,37 @@ pub(crate) async fn serve_connection<T: Io>(
         Ended::Failed(err) => tracing::warn!(%peer, %err, "closing connection"),
         Ended::Unresponsive(timeout) => tracing::info!(%peer, ?timeout, "closing an unresponsive connection"),
     }
+}
+
+/// Runs the TLS handshake on an accepted connection, then serves it. The handshake and the
+/// client's preface together get the preface timeout; shutdown abandons a handshake.
+#[cfg(feature = "tls")]
+pub(crate) async fn serve_tls_connection<T: Io>(
+    acceptor: crate::transport::tls::TlsAcceptor,
+    io: T,
+    peer: PeerAddr,
+    routes: Arc<Routes>,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let started = tokio::time::Instant::now();
+    let handshake = tokio::time::timeout(config.preface_timeout, acceptor.accept(io));
+    let (stream, info) = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(err)) => {
+                tracing::info!(%peer, %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, timeout = ?config.preface_timeout, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = shutdown.cancelled() => return,
+    };
+    let left = config.preface_timeout.saturating_sub(started.elapsed());
+    serve_connection(stream, peer, Some(Arc::new(info)), left, routes, config, shutdown).await;
 }
 
 /// Whether `err` is the client leaving abruptly (a reset, or a closed socket), which servers
@@ -86,6 +121,8 @@ struct CallEntry {
 /// The server's side of the connection protocol, run by the connection's driver.
 struct ServerPeer {
     peer: PeerAddr,
+    /// What the TLS handshake established, on a TLS connection: shared by every call's context.
+    tls: Option<Arc<TlsInfo>>,
     routes: Arc<Routes>,
     max_concurrent_calls: usize,
     calls: CallMap<CallEntry>,
@@ -136,8 +173,14 @@ impl ServerPeer {
             .timeout
             .filter(|&timeout| timeout <= MAX_TIMEOUT)
             .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
-        let context =
-            Context::new(route.path, route.kind, self.peer.clone(), frame.header.metadata, deadline);
+        let context = Context::new(
+            route.path,
+            route.kind,
+            self.peer.clone(),
+            self.tls.clone(),
+            frame.header.metadata,
+            deadline,
+        );
         let payload = if streaming {
             let core = StreamCore::new(id, Arc::clone(&state.shared));
             state.streams.open(Arc::clone(&core));

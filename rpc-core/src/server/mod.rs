@@ -140,6 +140,8 @@ impl Server {
             health: HealthReporter::new(),
             serve_health: true,
             registration: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -154,6 +156,9 @@ pub struct ServerBuilder {
     /// Whether the built-in health service is mounted.
     serve_health: bool,
     registration: Option<(AnyRegistry, Registration)>,
+    /// TLS on every accepted connection, when set.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::transport::tls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -164,6 +169,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("interceptors", &self.chain.len())
             .field("health", &self.serve_health)
             .field("registration", &self.registration.as_ref().map(|(_, r)| r))
+            .field("tls", &self.tls_enabled())
             .finish()
     }
 }
@@ -285,6 +291,38 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (feature `tls`): every accepted connection starts with a TLS handshake, and
+    /// with [`client_ca_root`](crate::transport::tls::ServerTlsConfig::client_ca_root),
+    /// mutual TLS: clients without a valid certificate are turned away in the handshake.
+    /// Handlers see what the handshake established in [`Context::tls`]. Fails if the
+    /// configuration does (a key that does not match its certificate, say).
+    ///
+    /// Handshakes run in each connection's task, so a slow one holds up no other client;
+    /// the handshake and the preface together get the
+    /// [preface timeout](Self::preface_timeout).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(
+        self,
+        config: crate::transport::tls::ServerTlsConfig,
+    ) -> Result<ServerBuilder, crate::transport::tls::TlsError> {
+        Ok(self.tls(config.build()?))
+    }
+
+    /// Serves TLS with an acceptor made beforehand (from a `rustls` configuration of your
+    /// own, say); see [`tls_config`](Self::tls_config).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, acceptor: crate::transport::tls::TlsAcceptor) -> ServerBuilder {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// Sets `TCP_NODELAY` on accepted sockets (default on: no 40 ms delayed-ACK stalls).
     pub fn tcp_nodelay(mut self, enabled: bool) -> ServerBuilder {
         self.config.tcp_nodelay = enabled;
@@ -329,6 +367,7 @@ impl ServerBuilder {
         mut listener: L,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        let tls = self.tls_enabled();
         let mut routes = self.routes;
         let health_name = HealthServer::<HealthService>::SERVICE_NAME;
         let mut mounted: Vec<&str> = routes.service_names().to_vec();
@@ -365,7 +404,7 @@ impl ServerBuilder {
         let options = SocketOptions { nodelay: config.tcp_nodelay, ..SocketOptions::default() };
         let shutdown = CancellationToken::new();
         let mut connections = JoinSet::new();
-        tracing::info!(%local, services = ?routes.service_names(), "serving");
+        tracing::info!(%local, tls, services = ?routes.service_names(), "serving");
 
         let mut signal = std::pin::pin!(signal);
         loop {
@@ -376,10 +415,18 @@ impl ServerBuilder {
                         if let Err(err) = listener.configure(&io, &options) {
                             tracing::warn!(%peer, %err, "cannot configure accepted socket");
                         }
-                        let conn = conn::serve_connection(
-                            io, peer, Arc::clone(&routes), Arc::clone(&config), shutdown.clone(),
-                        );
-                        connections.spawn(conn);
+                        let (routes, config, shutdown) = (Arc::clone(&routes), Arc::clone(&config), shutdown.clone());
+                        #[cfg(feature = "tls")]
+                        if let Some(acceptor) = &self.tls {
+                            connections.spawn(conn::serve_tls_connection(
+                                acceptor.clone(), io, peer, routes, config, shutdown,
+                            ));
+                            continue;
+                        }
+                        let preface_timeout = config.preface_timeout;
+                        connections.spawn(conn::serve_connection(
+                            io, peer, None, preface_timeout, routes, config, shutdown,
+                        ));
                     }
                     Err(err) => {
                         // Per-connection failures (a reset before accept, no descriptors

@@ -4,7 +4,8 @@
 //! this module is the thin layer that makes them. A client reaches a server through a
 //! [`Connector`] (by default [`DefaultConnector`], which dials an [`Address`]); a server
 //! accepts from a [`Listener`] (`tokio`'s `TcpListener` and `UnixListener`, or a
-//! [`MemoryListener`](memory::MemoryListener)).
+//! [`MemoryListener`](memory::MemoryListener)). With the `tls` feature, [`tls`] runs TLS and
+//! mutual TLS over any of them.
 //!
 //! ```
 //! use rpc_core::transport::Address;
@@ -15,6 +16,8 @@
 //! ```
 
 pub mod memory;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -122,6 +125,40 @@ impl fmt::Display for PeerAddr {
             PeerAddr::Unix(None) => f.write_str("unix:(unnamed)"),
             PeerAddr::Memory(n) => write!(f, "memory:{n}"),
         }
+    }
+}
+
+/// What a TLS handshake established about the peer: a server's handlers see it in
+/// [`Context::tls`](crate::Context::tls) when the server serves TLS (feature `tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub(crate) peer_certificates: Vec<bytes::Bytes>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) alpn_protocol: Option<bytes::Bytes>,
+    pub(crate) protocol_version: Option<&'static str>,
+}
+
+impl TlsInfo {
+    /// The certificate chain the peer presented, DER-encoded, its own certificate first;
+    /// verified against the trusted CAs. Empty if it presented none (a server that does not
+    /// ask for client certificates, or lets clients without one in).
+    pub fn peer_certificates(&self) -> &[bytes::Bytes] {
+        &self.peer_certificates
+    }
+
+    /// The server name the client asked for (SNI), if it sent one.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    /// The application protocol agreed by ALPN (`rpc/1`), if the client offered it.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.alpn_protocol.as_deref()
+    }
+
+    /// The TLS version agreed, as `TLSv1_3` or `TLSv1_2`.
+    pub fn protocol_version(&self) -> Option<&'static str> {
+        self.protocol_version
     }
 }
 

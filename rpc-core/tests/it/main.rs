@@ -28,5 +28,7 @@ mod raw;
 mod reconnect;
 mod shutdown;
 mod streams;
+#[cfg(feature = "tls")]
+mod tls;
 mod transports;
 mod unary;
