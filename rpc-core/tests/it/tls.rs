@@ -10,6 +10,7 @@ use rcgen::{
 };
 use rpc_core::interceptor::{Next, ServerInterceptor};
 use rpc_core::transport::TlsInfo;
+use rpc_core::transport::tls::rustls;
 use rpc_core::transport::tls::{
     ALPN_PROTOCOL, Certificate, ClientTlsConfig, Identity, ServerTlsConfig, TlsError,
 };
@@ -382,4 +383,43 @@ fn configurations_that_cannot_work_are_refused_when_built() {
     let err = ServerTlsConfig::new(mismatched).build().expect_err("a key of another certificate");
     assert!(err.to_string().to_lowercase().contains("key"), "{err}");
     assert!(matches!(Certificate::from_pem_file("/nonexistent/ca.pem"), Err(TlsError::File { .. })));
+}
+
+#[tokio::test]
+async fn a_client_offering_only_another_application_protocol_fails_the_handshake() {
+    let ca = Ca::new("test CA");
+    let seen = SeenTls::default();
+    let server = serve_tls(ServerTlsConfig::new(ca.server().identity()), &seen).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca.issuer.der().to_vec())).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = rpc_core::transport::tls::TlsConnector::from_rustls(Arc::new(config));
+    let channel = Channel::builder(server.addr).tls(connector).connect().await;
+    let status = channel.expect_err("an h2-only client is refused");
+    assert!(status.message().contains("NoApplicationProtocol"), "{status}");
+
+    // Offering rpc/1 among others is fine; offering none is too.
+    for alpn in [vec![b"h2".to_vec(), ALPN_PROTOCOL.to_vec()], vec![]] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(ca.issuer.der().to_vec())).expect("root");
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = alpn;
+        let connector = rpc_core::transport::tls::TlsConnector::from_rustls(Arc::new(config));
+        let client =
+            TestClient::new(Channel::builder(server.addr).tls(connector).connect().await.expect("connect"));
+        echo(&client, "x").await.expect("echo");
+    }
+    server.shutdown().await;
 }
