@@ -385,12 +385,8 @@ fn configurations_that_cannot_work_are_refused_when_built() {
     assert!(matches!(Certificate::from_pem_file("/nonexistent/ca.pem"), Err(TlsError::File { .. })));
 }
 
-#[tokio::test]
-async fn a_client_offering_only_another_application_protocol_fails_the_handshake() {
-    let ca = Ca::new("test CA");
-    let seen = SeenTls::default();
-    let server = serve_tls(ServerTlsConfig::new(ca.server().identity()), &seen).await;
-
+/// A connector from a rustls configuration of the test's own, trusting `ca`, offering `alpn`.
+fn rustls_connector(ca: &Ca, alpn: Vec<Vec<u8>>) -> rpc_core::transport::tls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(ca.issuer.der().to_vec())).expect("root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -399,27 +395,77 @@ async fn a_client_offering_only_another_application_protocol_fails_the_handshake
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = rpc_core::transport::tls::TlsConnector::from_rustls(Arc::new(config));
-    let channel = Channel::builder(server.addr).tls(connector).connect().await;
-    let status = channel.expect_err("an h2-only client is refused");
+    config.alpn_protocols = alpn;
+    rpc_core::transport::tls::TlsConnector::from_rustls(Arc::new(config))
+}
+
+#[tokio::test]
+async fn a_client_offering_only_another_application_protocol_fails_the_handshake() {
+    let ca = Ca::new("test CA");
+    let seen = SeenTls::default();
+    let server = serve_tls(ServerTlsConfig::new(ca.server().identity()), &seen).await;
+
+    let h2_only = rustls_connector(&ca, vec![b"h2".to_vec()]);
+    let status = Channel::builder(server.addr).tls(h2_only).connect().await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
     assert!(status.message().contains("NoApplicationProtocol"), "{status}");
 
-    // Offering rpc/1 among others is fine; offering none is too.
+    // Offering rpc/1 among others is fine; offering no ALPN at all is too.
     for alpn in [vec![b"h2".to_vec(), ALPN_PROTOCOL.to_vec()], vec![]] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls::pki_types::CertificateDer::from(ca.issuer.der().to_vec())).expect("root");
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn;
-        let connector = rpc_core::transport::tls::TlsConnector::from_rustls(Arc::new(config));
-        let client =
-            TestClient::new(Channel::builder(server.addr).tls(connector).connect().await.expect("connect"));
-        echo(&client, "x").await.expect("echo");
+        let connector = rustls_connector(&ca, alpn);
+        let channel = Channel::builder(server.addr).tls(connector).connect().await.expect("connect");
+        echo(&TestClient::new(channel), "x").await.expect("echo");
     }
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn balanced_channels_speak_tls_to_every_instance() {
+    use rpc_core::discovery::MemoryRegistry;
+    use rpc_core::server::Registration;
+
+    let ca = Ca::new("test CA");
+    let registry = MemoryRegistry::new();
+    let (a, b) = (SeenTls::default(), SeenTls::default());
+    let mut servers = Vec::new();
+    for seen in [&a, &b] {
+        let config = ServerTlsConfig::new(ca.server().identity()).client_ca_root(ca.certificate());
+        let (seen, registry) = (seen.clone(), registry.clone());
+        servers.push(
+            serve_with(move |builder| {
+                builder
+                    .tls_config(config)
+                    .expect("config")
+                    .interceptor(seen)
+                    .register(registry, Registration::new())
+            })
+            .await,
+        );
+    }
+    let client_identity = ca.client("balanced.clients.internal");
+    // Instances are registered by IP address; the certificates are checked against the name
+    // they share.
+    let tls = client_config(&ca).domain_name("localhost").identity(client_identity.identity());
+    let channel = Channel::balanced(registry, TestClient::SERVICE_NAME)
+        .tls_config(tls)
+        .expect("config")
+        .connect()
+        .await
+        .expect("connect");
+    let client = TestClient::new(channel);
+    for _ in 0..20 {
+        echo(&client, "x").await.expect("echo");
+    }
+    for seen in [&a, &b] {
+        let calls = seen.0.lock().expect("lock").clone();
+        assert!(!calls.is_empty(), "every instance got calls");
+        for tls in calls {
+            let tls = tls.expect("over TLS");
+            assert_eq!(tls.peer_certificates()[0], client_identity.der);
+            assert_eq!(tls.server_name(), Some("localhost"));
+        }
+    }
+    for server in servers {
+        server.shutdown().await;
+    }
 }
