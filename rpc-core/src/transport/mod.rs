@@ -133,6 +133,8 @@ impl fmt::Display for PeerAddr {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsInfo {
     pub(crate) peer_certificates: Vec<bytes::Bytes>,
+    pub(crate) peer_dns_names: Vec<String>,
+    pub(crate) peer_uri_names: Vec<String>,
     pub(crate) server_name: Option<String>,
     pub(crate) alpn_protocol: Option<bytes::Bytes>,
     pub(crate) protocol_version: Option<&'static str>,
@@ -144,6 +146,19 @@ impl TlsInfo {
     /// ask for client certificates, or lets clients without one in).
     pub fn peer_certificates(&self) -> &[bytes::Bytes] {
         &self.peer_certificates
+    }
+
+    /// The DNS names of the peer's own certificate (its subject alternative names; wildcard
+    /// names as written, `*.example.com`): who a client is, under mutual TLS. Empty without
+    /// a certificate.
+    pub fn peer_dns_names(&self) -> &[String] {
+        &self.peer_dns_names
+    }
+
+    /// The URIs of the peer's own certificate (its subject alternative names), such as a
+    /// SPIFFE ID `spiffe://example.org/ns/prod/sa/billing`. Empty without a certificate.
+    pub fn peer_uri_names(&self) -> &[String] {
+        &self.peer_uri_names
     }
 
     /// The server name the client asked for (SNI), if it sent one.

@@ -265,13 +265,15 @@ impl TlsAcceptor {
     pub async fn accept<T: Io>(&self, io: T) -> io::Result<(tokio_rustls::server::TlsStream<T>, TlsInfo)> {
         let stream = tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config)).accept(io).await?;
         let (_, session) = stream.get_ref();
+        let chain = session.peer_certificates().unwrap_or_default();
+        // The leaf has been verified already, so it parses; its names are who the client is.
+        let leaf = chain.first().and_then(|der| webpki::EndEntityCert::try_from(der).ok());
+        let names =
+            |pick: fn(&webpki::EndEntityCert<'_>) -> Vec<String>| leaf.as_ref().map(pick).unwrap_or_default();
         let info = TlsInfo {
-            peer_certificates: session
-                .peer_certificates()
-                .unwrap_or_default()
-                .iter()
-                .map(|der| Bytes::copy_from_slice(der))
-                .collect(),
+            peer_certificates: chain.iter().map(|der| Bytes::copy_from_slice(der)).collect(),
+            peer_dns_names: names(|cert| cert.valid_dns_names().map(str::to_owned).collect()),
+            peer_uri_names: names(|cert| cert.valid_uri_names().map(str::to_owned).collect()),
             server_name: session.server_name().map(str::to_owned),
             alpn_protocol: session.alpn_protocol().map(Bytes::copy_from_slice),
             protocol_version: session.protocol_version().and_then(|v| v.as_str()),

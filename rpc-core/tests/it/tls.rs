@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    SanType,
 };
 use rpc_core::interceptor::{Next, ServerInterceptor};
 use rpc_core::transport::TlsInfo;
@@ -67,6 +68,16 @@ impl Ca {
 
     fn client(&self, name: &str) -> Leaf {
         self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A client certificate whose only name is a URI (a SPIFFE ID, say).
+    fn client_with_uri(&self, uri: &str) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("URI"))];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
     }
 }
 
@@ -159,6 +170,8 @@ async fn mutual_tls_hands_the_client_certificate_to_the_handler() {
     let tls = seen.last().expect("TLS info");
     assert_eq!(tls.peer_certificates().len(), 1);
     assert_eq!(tls.peer_certificates()[0], alice.der, "the handler sees the client's own certificate");
+    assert_eq!(tls.peer_dns_names(), ["alice.clients.internal"], "and the names in it");
+    assert!(tls.peer_uri_names().is_empty());
     // Dialed by IP address: no SNI (IP addresses are never sent as SNI).
     assert_eq!(tls.server_name(), None);
     server.shutdown().await;
@@ -468,4 +481,55 @@ async fn balanced_channels_speak_tls_to_every_instance() {
     for server in servers {
         server.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn client_cert_auth_admits_calls_by_the_names_in_the_client_certificate() {
+    use rpc_core::interceptors::ClientCertAuth;
+
+    let ca = Ca::new("test CA");
+    let seen = SeenTls::default();
+    let config = ServerTlsConfig::new(ca.server().identity())
+        .client_ca_root(ca.certificate())
+        .client_auth_optional(true);
+    let auth = ClientCertAuth::new()
+        .allow("/test.v1.Test/Echo", ["alice.clients.internal", "spiffe://test.internal/billing"])
+        .allow("/test.v1.Test/*", ["admin.clients.internal"])
+        .public("/test.v1.Test/Deadline");
+    let interceptor = seen.clone();
+    let server =
+        serve_with(move |b| b.tls_config(config).expect("config").interceptor(interceptor).interceptor(auth))
+            .await;
+    let target = server.addr.to_string();
+    let as_client = |leaf: Option<Leaf>| {
+        let config = match leaf {
+            Some(leaf) => client_config(&ca).identity(leaf.identity()),
+            None => client_config(&ca),
+        };
+        connect(target.clone(), config)
+    };
+
+    let alice = as_client(Some(ca.client("alice.clients.internal"))).await.expect("alice");
+    echo(&alice, "x").await.expect("alice may echo");
+    let sleep = alice.sleep(crate::common::Sleep { id: 1, millis: 0 }).await.expect_err("but not sleep");
+    assert_eq!(sleep.code(), Code::PermissionDenied, "{sleep}");
+
+    let billing = ca.client_with_uri("spiffe://test.internal/billing");
+    let billing = as_client(Some(billing)).await.expect("billing");
+    echo(&billing, "x").await.expect("a SPIFFE ID is a name too");
+    let uris = seen.last().expect("TLS info").peer_uri_names().to_vec();
+    assert_eq!(uris, ["spiffe://test.internal/billing"]);
+
+    let admin = as_client(Some(ca.client("admin.clients.internal"))).await.expect("admin");
+    admin.sleep(crate::common::Sleep { id: 1, millis: 0 }).await.expect("admin may call anything");
+
+    let bob = as_client(Some(ca.client("bob.clients.internal"))).await.expect("bob");
+    let denied = echo(&bob, "x").await.expect_err("bob is in no rule");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied}");
+
+    let anonymous = as_client(None).await.expect("anonymous");
+    let refused = echo(&anonymous, "x").await.expect_err("no certificate");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
+    anonymous.deadline(crate::common::Empty {}).await.expect("a public method needs no certificate");
+    server.shutdown().await;
 }
