@@ -70,37 +70,6 @@ pub(crate) async fn serve_connection<T: Io>(
     }
 }
 
-/// Runs the TLS handshake on an accepted connection, then serves it. The handshake and the
-/// client's preface together get the preface timeout; shutdown abandons a handshake.
-#[cfg(feature = "tls")]
-pub(crate) async fn serve_tls_connection<T: Io>(
-    acceptor: crate::transport::tls::TlsAcceptor,
-    io: T,
-    peer: PeerAddr,
-    routes: Arc<Routes>,
-    config: Arc<ServerConfig>,
-    shutdown: CancellationToken,
-) {
-    let started = tokio::time::Instant::now();
-    let handshake = tokio::time::timeout(config.preface_timeout, acceptor.accept(io));
-    let (stream, info) = tokio::select! {
-        handshake = handshake => match handshake {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(err)) => {
-                tracing::info!(%peer, %err, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(%peer, timeout = ?config.preface_timeout, "TLS handshake timed out");
-                return;
-            }
-        },
-        () = shutdown.cancelled() => return,
-    };
-    let left = config.preface_timeout.saturating_sub(started.elapsed());
-    serve_connection(stream, peer, Some(Arc::new(info)), left, routes, config, shutdown).await;
-}
-
 /// Whether `err` is the client leaving abruptly (a reset, or a closed socket), which servers
 /// see all the time, rather than a broken rule worth a warning.
 fn is_disconnect(err: &WireError) -> bool {

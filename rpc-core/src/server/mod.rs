@@ -30,6 +30,8 @@
 mod conn;
 mod registration;
 mod routes;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::future::Future;
 use std::io;
@@ -418,7 +420,7 @@ impl ServerBuilder {
                         let (routes, config, shutdown) = (Arc::clone(&routes), Arc::clone(&config), shutdown.clone());
                         #[cfg(feature = "tls")]
                         if let Some(acceptor) = &self.tls {
-                            connections.spawn(conn::serve_tls_connection(
+                            connections.spawn(tls::serve_tls_connection(
                                 acceptor.clone(), io, peer, routes, config, shutdown,
                             ));
                             continue;

@@ -302,6 +302,7 @@ async fn a_plaintext_client_of_a_tls_server_fails_and_the_server_goes_on() {
     let plain = Channel::builder(server.addr).connect_timeout(Duration::from_secs(5)).connect().await;
     let status = plain.expect_err("a plaintext client cannot connect");
     assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("this server requires TLS"), "told why, in its own protocol: {status}");
 
     let client = connect(server.addr.to_string(), client_config(&ca)).await.expect("a TLS client still can");
     echo(&client, "x").await.expect("echo");
