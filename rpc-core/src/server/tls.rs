@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServerConfig;
 use super::conn::serve_connection;
 use super::routes::Routes;
-use crate::conn::status_frame;
+use crate::conn::{InputBudget, status_frame};
 use crate::status::Status;
 use crate::transport::tls::TlsAcceptor;
 use crate::transport::{Io, PeerAddr};
@@ -30,6 +30,7 @@ pub(crate) async fn serve_tls_connection<T: Io>(
     peer: PeerAddr,
     routes: Arc<Routes>,
     config: Arc<ServerConfig>,
+    input: Arc<InputBudget>,
     shutdown: CancellationToken,
 ) {
     let started = tokio::time::Instant::now();
@@ -49,7 +50,7 @@ pub(crate) async fn serve_tls_connection<T: Io>(
         () = shutdown.cancelled() => return,
     };
     let left = config.preface_timeout.saturating_sub(started.elapsed());
-    serve_connection(stream, peer, Some(Arc::new(info)), left, routes, config, shutdown).await;
+    serve_connection(stream, peer, Some(Arc::new(info)), left, routes, config, input, shutdown).await;
 }
 
 /// The handshake, after a look at the first byte: a client that starts with the protocol's

@@ -22,10 +22,12 @@ mod discovery;
 mod etcd;
 mod golden;
 mod health;
+mod hostile;
 mod interceptors;
 mod limits;
 mod raw;
 mod reconnect;
+mod rules;
 mod shutdown;
 mod streams;
 #[cfg(feature = "tls")]
