@@ -33,13 +33,21 @@ pub(crate) const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// read the `GOAWAY`, so no request of its can still be on the way.
 pub(crate) const DRAIN_PING: [u8; 8] = *b"draining";
 
+/// What is known of an accepted connection when the connection core takes it over.
+pub(crate) struct Accepted {
+    pub(crate) peer: PeerAddr,
+    /// What the TLS handshake established, on a TLS connection.
+    pub(crate) tls: Option<Arc<TlsInfo>>,
+    /// How long the client still has to send its preface (the preface timeout, less what a
+    /// TLS handshake took of it).
+    pub(crate) preface_timeout: Duration,
+}
+
 /// Serves one accepted connection until the peer leaves, it breaks a rule, or shutdown
 /// drains it.
 pub(crate) async fn serve_connection<T: Io>(
     io: T,
-    peer: PeerAddr,
-    tls: Option<Arc<TlsInfo>>,
-    preface_timeout: Duration,
+    Accepted { peer, tls, preface_timeout }: Accepted,
     routes: Arc<Routes>,
     config: Arc<ServerConfig>,
     input: Arc<InputBudget>,

@@ -584,9 +584,8 @@ impl ServerBuilder {
                                 tls::serve_tls_connection(acceptor, io, peer, routes, config, input, shutdown).await;
                                 return;
                             }
-                            let preface_timeout = config.preface_timeout;
-                            conn::serve_connection(io, peer, None, preface_timeout, routes, config, input, shutdown)
-                                .await;
+                            let accepted = conn::Accepted { peer, tls: None, preface_timeout: config.preface_timeout };
+                            conn::serve_connection(io, accepted, routes, config, input, shutdown).await;
                         });
                         if connections.len() >= limit && !at_limit {
                             at_limit = true;

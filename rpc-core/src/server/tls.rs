@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::ServerConfig;
-use super::conn::serve_connection;
+use super::conn::{Accepted, serve_connection};
 use super::routes::Routes;
 use crate::conn::{InputBudget, status_frame};
 use crate::status::Status;
@@ -50,7 +50,8 @@ pub(crate) async fn serve_tls_connection<T: Io>(
         () = shutdown.cancelled() => return,
     };
     let left = config.preface_timeout.saturating_sub(started.elapsed());
-    serve_connection(stream, peer, Some(Arc::new(info)), left, routes, config, input, shutdown).await;
+    let accepted = Accepted { peer, tls: Some(Arc::new(info)), preface_timeout: left };
+    serve_connection(stream, accepted, routes, config, input, shutdown).await;
 }
 
 /// The handshake, after a look at the first byte: a client that starts with the protocol's

@@ -53,9 +53,20 @@ impl Ca {
     }
 
     fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+        self.issue_with(names, usage, |_| {})
+    }
+
+    /// A certificate with parameters of the test's choosing (a validity period, say).
+    fn issue_with(
+        &self,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("params");
         params.extended_key_usages = vec![usage];
+        adjust(&mut params);
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
@@ -533,4 +544,57 @@ async fn client_cert_auth_admits_calls_by_the_names_in_the_client_certificate() 
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
     anonymous.deadline(crate::common::Empty {}).await.expect("a public method needs no certificate");
     server.shutdown().await;
+}
+
+mod failures;
+mod rotation;
+
+/// The events logged while it is the thread's default subscriber (tests that use it run on a
+/// current-thread runtime, so the server's tasks log on the test's thread): each event's
+/// fields, its message among them.
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+
+struct FieldVisitor<'a>(&'a mut std::collections::BTreeMap<String, String>);
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let mut fields = std::collections::BTreeMap::new();
+        event.record(&mut FieldVisitor(&mut fields));
+        self.0.lock().expect("log").push(fields);
+    }
+}
+
+impl Logged {
+    /// Captures the events logged on this thread until the guard is dropped.
+    fn capture() -> (Logged, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let logged = Logged::default();
+        let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+        (logged, guard)
+    }
+
+    /// Whether an event with `message` was logged whose `err` field contains `cause`.
+    fn has(&self, message: &str, cause: &str) -> bool {
+        self.0.lock().expect("log").iter().any(|fields| {
+            fields.get("message").is_some_and(|m| m == message)
+                && fields.get("err").is_some_and(|err| err.contains(cause))
+        })
+    }
+
+    /// Waits until [`has`](Self::has) holds.
+    async fn wait_for(&self, message: &str, cause: &str) {
+        let what = format!("a log line {message:?} naming {cause:?}");
+        crate::common::eventually(&what, || self.has(message, cause)).await;
+    }
 }

@@ -36,8 +36,9 @@
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -50,6 +51,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 pub use rustls;
 
 use super::{Address, BoxIo, Connector, Io, TlsInfo};
+
+mod reload;
+
+use reload::Current;
+pub use reload::{ReloadOutcome, TlsWatcher};
 
 /// The ALPN protocol both sides offer: the protocol's name and major version.
 pub const ALPN_PROTOCOL: &[u8] = b"rpc/1";
@@ -236,34 +242,89 @@ impl ServerTlsConfig {
         let mut config =
             builder.with_single_cert(self.identity.chain.clone(), self.identity.key.clone_key())?;
         config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
-        Ok(TlsAcceptor { config: Arc::new(config) })
+        Ok(TlsAcceptor { config: Current::new(Arc::new(config)) })
     }
 }
 
 /// Runs the server's side of TLS handshakes. Made by [`ServerTlsConfig::build`], or from a
 /// `rustls` configuration of your own with `TlsAcceptor::from(Arc<rustls::ServerConfig>)`.
+///
+/// Clones share one configuration: keep a clone, give another to
+/// [`ServerBuilder::tls`](crate::server::ServerBuilder::tls), and the kept one rotates the
+/// server's certificates ([`reload`](Self::reload), [`watch_files`](Self::watch_files)).
 #[derive(Clone)]
 pub struct TlsAcceptor {
-    config: Arc<rustls::ServerConfig>,
+    config: Current<rustls::ServerConfig>,
 }
 
 impl fmt::Debug for TlsAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsAcceptor").field("alpn", &self.config.alpn_protocols).finish_non_exhaustive()
+        f.debug_struct("TlsAcceptor").field("alpn", &self.config.get().alpn_protocols).finish_non_exhaustive()
     }
 }
 
 impl From<Arc<rustls::ServerConfig>> for TlsAcceptor {
     fn from(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
-        TlsAcceptor { config }
+        TlsAcceptor { config: Current::new(config) }
     }
 }
 
 impl TlsAcceptor {
+    /// Rotates the server's certificate, key and client CAs without a restart: handshakes
+    /// that start afterwards use `config`, connections already open keep the session they
+    /// have. If `config` does not build (a key that does not match its certificate, an
+    /// unusable CA certificate), nothing changes and the error is returned (and logged).
+    ///
+    /// A CA taken out of the client CAs turns away new connections from the clients it
+    /// signed; their open connections stay until they close (drain or restart the server to
+    /// end them at once).
+    pub fn reload(&self, config: &ServerTlsConfig) -> Result<(), TlsError> {
+        let outcome = self.apply(config);
+        log_reload("server", &outcome);
+        outcome
+    }
+
+    fn apply(&self, config: &ServerTlsConfig) -> Result<(), TlsError> {
+        self.config.set(config.build()?.config.get());
+        Ok(())
+    }
+
+    /// Reloads the configuration that `load` makes whenever one of `files` changes (checked
+    /// every `interval`); see [`TlsWatcher`] for how changes are found and failures reported.
+    /// `load` reads the files:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use rpc_core::transport::tls::{Certificate, Identity, ServerTlsConfig, TlsError};
+    /// # fn run() -> Result<(), TlsError> {
+    /// let load = || -> Result<ServerTlsConfig, TlsError> {
+    ///     let identity = Identity::from_pem_files("server.pem", "server.key")?;
+    ///     Ok(ServerTlsConfig::new(identity).client_ca_root(Certificate::from_pem_file("ca.pem")?))
+    /// };
+    /// let acceptor = load()?.build()?;
+    /// let watcher = acceptor.watch_files(["server.pem", "server.key", "ca.pem"], Duration::from_secs(10), load);
+    /// // Server::builder().tls(acceptor)... ; keep `watcher` for as long as it should watch.
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_files<P, F>(
+        &self,
+        files: impl IntoIterator<Item = P>,
+        interval: Duration,
+        load: F,
+    ) -> TlsWatcher
+    where
+        P: Into<PathBuf>,
+        F: Fn() -> Result<ServerTlsConfig, TlsError> + Send + 'static,
+    {
+        let acceptor = self.clone();
+        let files = files.into_iter().map(Into::into).collect();
+        TlsWatcher::spawn(files, interval, "server", move || acceptor.apply(&load()?))
+    }
+
     /// The server's side of the handshake over `io`: the encrypted stream, and what the
     /// handshake established about the client.
     pub async fn accept<T: Io>(&self, io: T) -> io::Result<(tokio_rustls::server::TlsStream<T>, TlsInfo)> {
-        let stream = tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config)).accept(io).await?;
+        let stream = tokio_rustls::TlsAcceptor::from(self.config.get()).accept(io).await?;
         let (_, session) = stream.get_ref();
         let chain = session.peer_certificates().unwrap_or_default();
         // The leaf has been verified already, so it parses; its names are who the client is.
@@ -350,7 +411,7 @@ impl ClientTlsConfig {
 /// [`from_rustls`](Self::from_rustls).
 #[derive(Clone)]
 pub struct TlsConnector {
-    config: Arc<rustls::ClientConfig>,
+    config: Current<rustls::ClientConfig>,
     domain_name: Option<ServerName<'static>>,
     inner: Arc<dyn Connector>,
 }
@@ -365,7 +426,47 @@ impl TlsConnector {
     /// A connector with a `rustls` configuration of your own (its ALPN protocols as they
     /// are: add [`ALPN_PROTOCOL`] to offer it).
     pub fn from_rustls(config: Arc<rustls::ClientConfig>) -> TlsConnector {
-        TlsConnector { config, domain_name: None, inner: Arc::new(super::DefaultConnector::new()) }
+        TlsConnector {
+            config: Current::new(config),
+            domain_name: None,
+            inner: Arc::new(super::DefaultConnector::new()),
+        }
+    }
+
+    /// Rotates the client's identity and trusted CAs without a restart: handshakes that
+    /// start afterwards (new channels made with this connector or a clone of it, and
+    /// reconnections of existing ones) use `config`; connections already open keep theirs.
+    /// The domain name stays the connector's. If `config` does not build, nothing changes
+    /// and the error is returned (and logged).
+    ///
+    /// Clones share one configuration: give a clone to
+    /// [`ChannelBuilder::tls`](crate::client::ChannelBuilder::tls) and keep this one.
+    pub fn reload(&self, config: &ClientTlsConfig) -> Result<(), TlsError> {
+        let outcome = self.apply(config);
+        log_reload("client", &outcome);
+        outcome
+    }
+
+    fn apply(&self, config: &ClientTlsConfig) -> Result<(), TlsError> {
+        self.config.set(config.build()?.config.get());
+        Ok(())
+    }
+
+    /// Reloads the configuration that `load` makes whenever one of `files` changes (checked
+    /// every `interval`); see [`TlsWatcher`] and [`TlsAcceptor::watch_files`].
+    pub fn watch_files<P, F>(
+        &self,
+        files: impl IntoIterator<Item = P>,
+        interval: Duration,
+        load: F,
+    ) -> TlsWatcher
+    where
+        P: Into<PathBuf>,
+        F: Fn() -> Result<ClientTlsConfig, TlsError> + Send + 'static,
+    {
+        let connector = self.clone();
+        let files = files.into_iter().map(Into::into).collect();
+        TlsWatcher::spawn(files, interval, "client", move || connector.apply(&load()?))
     }
 
     /// Checks the server's certificate against `name` (and sends it as SNI) instead of the
@@ -419,10 +520,18 @@ impl Connector for TlsConnector {
         Box::pin(async move {
             let name = self.name_for(address)?;
             let io = self.inner.connect(address).await?;
-            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
+            let connector = tokio_rustls::TlsConnector::from(self.config.get());
             let stream = connector.connect(name, io).await.map_err(explain_client_handshake_error)?;
             Ok(Box::new(stream) as BoxIo)
         })
+    }
+}
+
+/// Logs a reload's outcome: the cause when it failed.
+fn log_reload(what: &str, outcome: &Result<(), TlsError>) {
+    match outcome {
+        Ok(()) => tracing::info!(what, "TLS material reloaded: new handshakes use it"),
+        Err(err) => tracing::warn!(what, %err, "TLS reload failed: keeping the previous certificates"),
     }
 }
 
