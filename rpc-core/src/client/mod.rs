@@ -293,6 +293,14 @@ impl fmt::Debug for ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// The config without TLS, its connector's options applied.
+    pub(crate) fn without_tls(&self) -> ChannelConfig {
+        #[cfg(feature = "tls")]
+        return ChannelConfig { tls: None, ..self.clone() }.with_connector_options();
+        #[cfg(not(feature = "tls"))]
+        self.clone().with_connector_options()
+    }
+
     fn tls_enabled(&self) -> bool {
         #[cfg(feature = "tls")]
         return self.tls.is_some();

@@ -536,7 +536,7 @@ impl ServerBuilder {
                 let local = local
                     .as_ref()
                     .map_err(|err| io::Error::new(err.kind(), format!("cannot register: {err}")))?;
-                registration.register(registry, local, registered).await?
+                registration.register(registry, local, registered, tls).await?
             }
             None => Vec::new(),
         };

@@ -546,6 +546,7 @@ async fn client_cert_auth_admits_calls_by_the_names_in_the_client_certificate() 
     server.shutdown().await;
 }
 
+mod everywhere;
 mod failures;
 mod rotation;
 
