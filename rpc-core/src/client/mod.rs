@@ -105,9 +105,12 @@ macro_rules! channel_option_methods {
             Ok(self.tls(config.build()?))
         }
 
-        /// Speaks TLS with a connector made beforehand (from a `rustls` configuration of your
-        /// own, say); see [`tls_config`](Self::tls_config). Its own inner connector is
-        /// replaced by the channel's.
+        /// Speaks TLS with a connector made beforehand (with
+        /// [`ClientTlsConfig::build`](crate::transport::tls::ClientTlsConfig::build), or from a
+        /// `rustls` configuration of your own); see [`tls_config`](Self::tls_config). Its own
+        /// inner connector is replaced by the channel's. Keep a clone of the connector to
+        /// rotate the client's identity and CAs without a restart
+        /// ([`TlsConnector::reload`](crate::transport::tls::TlsConnector::reload)).
         #[cfg(feature = "tls")]
         pub fn tls(mut self, connector: $crate::transport::tls::TlsConnector) -> Self {
             self.config.tls = Some(connector);

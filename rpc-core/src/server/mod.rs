@@ -415,8 +415,12 @@ impl ServerBuilder {
         Ok(self.tls(config.build()?))
     }
 
-    /// Serves TLS with an acceptor made beforehand (from a `rustls` configuration of your
-    /// own, say); see [`tls_config`](Self::tls_config).
+    /// Serves TLS with an acceptor made beforehand (with
+    /// [`ServerTlsConfig::build`](crate::transport::tls::ServerTlsConfig::build), or from a
+    /// `rustls` configuration of your own); see [`tls_config`](Self::tls_config). Keep a
+    /// clone of the acceptor to rotate the server's certificates without a restart
+    /// ([`TlsAcceptor::reload`](crate::transport::tls::TlsAcceptor::reload),
+    /// [`watch_files`](crate::transport::tls::TlsAcceptor::watch_files)).
     #[cfg(feature = "tls")]
     pub fn tls(mut self, acceptor: crate::transport::tls::TlsAcceptor) -> ServerBuilder {
         self.tls = Some(acceptor);

@@ -28,6 +28,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Certificates rotate without a restart: keep a clone of the [`TlsAcceptor`] or
+//! [`TlsConnector`] given to the server or channel, and [`reload`](TlsAcceptor::reload) it or
+//! let it [`watch_files`](TlsAcceptor::watch_files); new handshakes use the new material,
+//! connections already open keep theirs.
+//!
 //! Both sides offer the ALPN protocol [`ALPN_PROTOCOL`] (`rpc/1`), so a client of another
 //! protocol (an HTTP/2 one, say) fails in the handshake rather than after it. Anything the
 //! configurations here do not cover can be set on a `rustls` configuration of your own, with
@@ -521,7 +526,11 @@ impl Connector for TlsConnector {
             let name = self.name_for(address)?;
             let io = self.inner.connect(address).await?;
             let connector = tokio_rustls::TlsConnector::from(self.config.get());
-            let stream = connector.connect(name, io).await.map_err(explain_client_handshake_error)?;
+            let stream = connector.connect(name, io).await.map_err(|err| {
+                let err = explain_client_handshake_error(err);
+                tracing::warn!(%address, %err, "TLS handshake failed");
+                err
+            })?;
             Ok(Box::new(stream) as BoxIo)
         })
     }

@@ -15,8 +15,10 @@ fn not_yet_valid(params: &mut CertificateParams) {
     params.not_after = date_time_ymd(2201, 1, 1);
 }
 
-#[tokio::test]
+// A current-thread runtime, so that the client logs on the test's thread.
+#[tokio::test(flavor = "current_thread")]
 async fn a_server_certificate_out_of_its_validity_period_is_refused_naming_why() {
+    let (logged, _guard) = Logged::capture();
     let ca = Ca::new("test CA");
     for (adjust, cause) in [
         (expired as fn(&mut CertificateParams), "certificate expired"),
@@ -28,6 +30,7 @@ async fn a_server_certificate_out_of_its_validity_period_is_refused_naming_why()
         let status = first_failure(format!("localhost:{}", server.addr.port()), client_config(&ca)).await;
         assert_eq!(status.code(), Code::Unavailable, "{status}");
         assert!(status.message().contains(cause), "the status names the cause ({cause}): {status}");
+        assert!(logged.has("TLS handshake failed", cause), "so does the client's log line");
         server.shutdown().await;
     }
 }
