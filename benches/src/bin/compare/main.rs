@@ -760,7 +760,8 @@ fn run_round(
 
     // W4.
     let (warmup, count) = sizes.stream;
-    for peer in peers.iter_mut().filter(|_| parts.w4) {
+    // The TLS stacks run W1, W2, W3 and the connection costs only.
+    for peer in peers.iter_mut().filter(|peer| parts.w4 && !peer.stack.is_tls()) {
         if !peer.stack.streams() {
             progress("W4 streaming", peer.stack, "n/a (no streams)");
             continue;
@@ -775,7 +776,7 @@ fn run_round(
 
     // W5, and for rpc-core also on an extra server with one worker.
     let Some(order) = &plan.work else { return Ok(()) };
-    for peer in peers.iter() {
+    for peer in peers.iter().filter(|peer| !peer.stack.is_tls()) {
         if !peer.stack.works() {
             progress("W5 cpu-heavy", peer.stack, "n/a (no handlers)");
             continue;
