@@ -136,6 +136,7 @@ pub struct TlsInfo {
     pub(crate) peer_certificates: Vec<bytes::Bytes>,
     pub(crate) peer_dns_names: Vec<String>,
     pub(crate) peer_uri_names: Vec<String>,
+    pub(crate) peer_subject: Option<String>,
     pub(crate) server_name: Option<String>,
     pub(crate) alpn_protocol: Option<bytes::Bytes>,
     pub(crate) protocol_version: Option<&'static str>,
@@ -160,6 +161,14 @@ impl TlsInfo {
     /// SPIFFE ID `spiffe://example.org/ns/prod/sa/billing`. Empty without a certificate.
     pub fn peer_uri_names(&self) -> &[String] {
         &self.peer_uri_names
+    }
+
+    /// The subject of the peer's own certificate, as text in the RFC 4514 style
+    /// (`CN=alice,OU=payments,O=Acme`; the common attributes only: CN, O, OU, C, ST, L,
+    /// STREET, SERIALNUMBER, DC). `None` without a certificate, or for an empty subject (a
+    /// SPIFFE certificate's identity is in its URI names).
+    pub fn peer_subject(&self) -> Option<&str> {
+        self.peer_subject.as_deref()
     }
 
     /// The server name the client asked for (SNI), if it sent one.

@@ -1,4 +1,5 @@
-//! TLS and mutual TLS (feature `tls`): rustls with the ring provider, no OpenSSL.
+//! TLS and mutual TLS (feature `tls`): rustls with the ring provider, no OpenSSL. TLS 1.3
+//! only, unless [`ServerTlsConfig::tls12`] / [`ClientTlsConfig::tls12`] allow 1.2 too.
 //!
 //! A server gets a certificate and its key as an [`Identity`]; with
 //! [`ServerTlsConfig::client_ca_root`] it also requires each client to present a certificate
@@ -58,6 +59,7 @@ pub use rustls;
 use super::{Address, BoxIo, Connector, Io, TlsInfo};
 
 mod reload;
+mod subject;
 
 use reload::Current;
 pub use reload::{ReloadOutcome, TlsWatcher};
@@ -196,6 +198,12 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The TLS versions a configuration allows: 1.3, and 1.2 if asked for.
+fn versions(tls12: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    if tls12 { rustls::ALL_VERSIONS } else { &TLS13_ONLY }
+}
+
 /// A server's TLS settings: its identity, and whether (and by which CAs) clients must prove
 /// theirs. Build it into a server with
 /// [`ServerBuilder::tls_config`](crate::server::ServerBuilder::tls_config).
@@ -204,13 +212,14 @@ pub struct ServerTlsConfig {
     identity: Identity,
     client_cas: Vec<Certificate>,
     client_auth_optional: bool,
+    tls12: bool,
 }
 
 impl ServerTlsConfig {
     /// TLS with `identity` as the server's certificate and key; clients are not asked for
     /// certificates.
     pub fn new(identity: Identity) -> ServerTlsConfig {
-        ServerTlsConfig { identity, client_cas: Vec::new(), client_auth_optional: false }
+        ServerTlsConfig { identity, client_cas: Vec::new(), client_auth_optional: false, tls12: false }
     }
 
     /// Mutual TLS: clients must present a certificate that chains to `ca` (call again to
@@ -229,12 +238,18 @@ impl ServerTlsConfig {
         self
     }
 
+    /// Also accepts TLS 1.2 clients (off by default: TLS 1.3 only).
+    pub fn tls12(mut self, allow: bool) -> ServerTlsConfig {
+        self.tls12 = allow;
+        self
+    }
+
     /// The acceptor: fails if the key does not match the certificate, or a CA certificate
     /// is unusable.
     pub fn build(&self) -> Result<TlsAcceptor, TlsError> {
         let provider = provider();
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()?;
+            .with_protocol_versions(versions(self.tls12))?;
         let builder = if self.client_cas.is_empty() {
             builder.with_no_client_auth()
         } else {
@@ -340,6 +355,7 @@ impl TlsAcceptor {
             peer_certificates: chain.iter().map(|der| Bytes::copy_from_slice(der)).collect(),
             peer_dns_names: names(|cert| cert.valid_dns_names().map(str::to_owned).collect()),
             peer_uri_names: names(|cert| cert.valid_uri_names().map(str::to_owned).collect()),
+            peer_subject: leaf.as_ref().and_then(|cert| subject::subject_text(cert.subject())),
             server_name: session.server_name().map(str::to_owned),
             alpn_protocol: session.alpn_protocol().map(Bytes::copy_from_slice),
             protocol_version: session.protocol_version().and_then(|v| v.as_str()),
@@ -356,6 +372,7 @@ pub struct ClientTlsConfig {
     cas: Vec<Certificate>,
     domain_name: Option<String>,
     identity: Option<Identity>,
+    tls12: bool,
 }
 
 impl ClientTlsConfig {
@@ -385,6 +402,13 @@ impl ClientTlsConfig {
         self
     }
 
+    /// Also speaks TLS 1.2 to servers that have nothing newer (off by default: TLS 1.3
+    /// only).
+    pub fn tls12(mut self, allow: bool) -> ClientTlsConfig {
+        self.tls12 = allow;
+        self
+    }
+
     /// The connector, over TCP and Unix sockets: fails if no CA is trusted, the domain name
     /// is not a name, or the identity's key does not match its certificate.
     pub fn build(&self) -> Result<TlsConnector, TlsError> {
@@ -393,7 +417,7 @@ impl ClientTlsConfig {
         }
         let roots = Certificate::roots(&self.cas)?;
         let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
+            .with_protocol_versions(versions(self.tls12))?
             .with_root_certificates(roots);
         let mut config = match &self.identity {
             Some(identity) => {

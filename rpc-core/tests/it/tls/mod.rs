@@ -599,3 +599,65 @@ impl Logged {
         crate::common::eventually(&what, || self.has(message, cause)).await;
     }
 }
+
+#[tokio::test]
+async fn the_handler_sees_the_subject_of_the_client_certificate() {
+    let ca = Ca::new("test CA");
+    let seen = SeenTls::default();
+    let config = ServerTlsConfig::new(ca.server().identity()).client_ca_root(ca.certificate());
+    let server = serve_tls(config, &seen).await;
+    let alice = ca.issue_with(&["alice.clients.internal"], ExtendedKeyUsagePurpose::ClientAuth, |params| {
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CountryName, "FR");
+        params.distinguished_name.push(DnType::OrganizationName, "Acme, Inc");
+        params.distinguished_name.push(DnType::CommonName, "alice");
+    });
+    let client = connect(server.addr.to_string(), client_config(&ca).identity(alice.identity()))
+        .await
+        .expect("connect");
+    echo(&client, "x").await.expect("echo");
+    let tls = seen.last().expect("TLS info");
+    assert_eq!(tls.peer_subject(), Some("CN=alice,O=Acme\\, Inc,C=FR"));
+    server.shutdown().await;
+}
+
+/// A connector from a rustls configuration of the test's own that speaks TLS 1.2 only.
+fn tls12_only_connector(ca: &Ca) -> rpc_core::transport::tls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca.issuer.der().to_vec())).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
+    rpc_core::transport::tls::TlsConnector::from_rustls(Arc::new(config))
+}
+
+#[tokio::test]
+async fn tls_1_3_is_the_default_and_1_2_is_opt_in() {
+    let ca = Ca::new("test CA");
+    let seen = SeenTls::default();
+    let strict = serve_tls(ServerTlsConfig::new(ca.server().identity()), &seen).await;
+    let status = Channel::builder(strict.addr).tls(tls12_only_connector(&ca)).connect().await;
+    let status = match status {
+        Ok(channel) => echo(&TestClient::new(channel), "x").await.expect_err("TLS 1.2 refused"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("ProtocolVersion"), "the alert names the cause: {status}");
+    // A client that allows 1.2 still gets 1.3 from a server that has it.
+    let client = connect(strict.addr.to_string(), client_config(&ca).tls12(true)).await.expect("connect");
+    echo(&client, "x").await.expect("echo");
+    assert_eq!(seen.last().expect("TLS info").protocol_version(), Some("TLSv1_3"));
+    strict.shutdown().await;
+
+    let seen = SeenTls::default();
+    let lenient = serve_tls(ServerTlsConfig::new(ca.server().identity()).tls12(true), &seen).await;
+    let channel =
+        Channel::builder(lenient.addr).tls(tls12_only_connector(&ca)).connect().await.expect("connect");
+    echo(&TestClient::new(channel), "x").await.expect("echo over TLS 1.2");
+    assert_eq!(seen.last().expect("TLS info").protocol_version(), Some("TLSv1_2"));
+    lenient.shutdown().await;
+}
