@@ -89,7 +89,7 @@ pub enum TlsError {
         source: io::Error,
     },
     /// A client configuration trusts no certificate authority, so it could verify no server.
-    #[error("no trusted CA: add one with ClientTlsConfig::ca_certificate")]
+    #[error("no trusted CA: add one with ClientTlsConfig::ca_certificate (or trust the system's store)")]
     NoTrustedRoots,
     /// The name to check the server's certificate against is not a DNS name or an IP address.
     #[error("invalid server name {0:?}")]
@@ -370,13 +370,16 @@ impl TlsAcceptor {
 #[derive(Debug, Clone, Default)]
 pub struct ClientTlsConfig {
     cas: Vec<Certificate>,
+    #[cfg(feature = "tls-native-roots")]
+    system_roots: bool,
     domain_name: Option<String>,
     identity: Option<Identity>,
     tls12: bool,
 }
 
 impl ClientTlsConfig {
-    /// No trusted CA yet: add at least one with [`ca_certificate`](Self::ca_certificate).
+    /// No trusted CA yet: add at least one with [`ca_certificate`](Self::ca_certificate) (or
+    /// trust the system's, with `with_system_roots`).
     pub fn new() -> ClientTlsConfig {
         ClientTlsConfig::default()
     }
@@ -384,6 +387,19 @@ impl ClientTlsConfig {
     /// Trusts server certificates that chain to `ca` (call again to trust several).
     pub fn ca_certificate(mut self, ca: Certificate) -> ClientTlsConfig {
         self.cas.push(ca);
+        self
+    }
+
+    /// Also trusts the CAs of the operating system's store (feature `tls-native-roots`): the
+    /// files of the distribution's CA bundle on Linux (or those `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` name), the keychain on macOS, the certificate store on Windows. They are
+    /// read when the configuration is built (or reloaded); certificates in the store that do
+    /// not parse are skipped. For servers with certificates from a public CA; services of
+    /// one organisation usually trust its own CA alone, with
+    /// [`ca_certificate`](Self::ca_certificate).
+    #[cfg(feature = "tls-native-roots")]
+    pub fn with_system_roots(mut self) -> ClientTlsConfig {
+        self.system_roots = true;
         self
     }
 
@@ -402,6 +418,19 @@ impl ClientTlsConfig {
         self
     }
 
+    /// `roots`, with the system's CAs if asked for.
+    #[cfg(feature = "tls-native-roots")]
+    fn add_system_roots(&self, mut roots: RootCertStore) -> RootCertStore {
+        if self.system_roots {
+            let found = rustls_native_certs::load_native_certs();
+            for err in &found.errors {
+                tracing::debug!(%err, "skipping part of the system's CA store");
+            }
+            roots.add_parsable_certificates(found.certs);
+        }
+        roots
+    }
+
     /// Also speaks TLS 1.2 to servers that have nothing newer (off by default: TLS 1.3
     /// only).
     pub fn tls12(mut self, allow: bool) -> ClientTlsConfig {
@@ -412,10 +441,12 @@ impl ClientTlsConfig {
     /// The connector, over TCP and Unix sockets: fails if no CA is trusted, the domain name
     /// is not a name, or the identity's key does not match its certificate.
     pub fn build(&self) -> Result<TlsConnector, TlsError> {
-        if self.cas.is_empty() {
+        let roots = Certificate::roots(&self.cas)?;
+        #[cfg(feature = "tls-native-roots")]
+        let roots = self.add_system_roots(roots);
+        if roots.is_empty() {
             return Err(TlsError::NoTrustedRoots);
         }
-        let roots = Certificate::roots(&self.cas)?;
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(self.tls12))?
             .with_root_certificates(roots);

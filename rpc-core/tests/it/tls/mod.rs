@@ -661,3 +661,26 @@ async fn tls_1_3_is_the_default_and_1_2_is_opt_in() {
     assert_eq!(seen.last().expect("TLS info").protocol_version(), Some("TLSv1_2"));
     lenient.shutdown().await;
 }
+
+#[cfg(feature = "tls-native-roots")]
+#[tokio::test]
+async fn the_system_roots_add_to_the_given_cas_and_do_not_trust_a_private_ca() {
+    let ca = Ca::new("test CA");
+    let seen = SeenTls::default();
+    let server = serve_tls(ServerTlsConfig::new(ca.server().identity()), &seen).await;
+    let target = format!("localhost:{}", server.addr.port());
+
+    // The system's store (whatever this machine has) does not know the test's private CA.
+    match ClientTlsConfig::new().with_system_roots().build() {
+        Ok(_) => {
+            let status = first_failure(target.clone(), ClientTlsConfig::new().with_system_roots()).await;
+            assert_eq!(status.code(), Code::Unavailable, "{status}");
+            assert!(status.message().contains("UnknownIssuer"), "{status}");
+        }
+        Err(err) => assert!(matches!(err, TlsError::NoTrustedRoots), "a machine without a CA store: {err}"),
+    }
+    // With the CA given as well, both are trusted.
+    let client = connect(target, client_config(&ca).with_system_roots()).await.expect("connect");
+    echo(&client, "x").await.expect("echo");
+    server.shutdown().await;
+}
