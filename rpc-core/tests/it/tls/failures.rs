@@ -119,3 +119,16 @@ async fn rbac_by_spiffe_id_alone_needs_no_token() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_tls_client_of_a_plaintext_server_is_named_in_both_logs() {
+    let (logged, _guard) = Logged::capture();
+    let ca = Ca::new("test CA");
+    let server = crate::common::serve().await;
+    let status = first_failure(server.addr.to_string(), client_config(&ca)).await;
+    assert!(status.message().contains("is the server serving plaintext"), "{status}");
+    // The plaintext server's preface check recognises a TLS ClientHello.
+    logged.wait_for("closing connection", "the peer speaks TLS").await;
+    assert!(logged.has("TLS handshake failed", "serving plaintext"), "the client's log line says it too");
+    server.shutdown().await;
+}
