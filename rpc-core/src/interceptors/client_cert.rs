@@ -41,8 +41,10 @@ impl ClientCertAuth {
 
     /// Lets clients whose certificate has any of `names` (a DNS name or a URI of its subject
     /// alternative names) call the methods `pattern` names: `/pkg.Service/Method`,
-    /// `/pkg.Service/*` or `*`. Once any rule is added, a method no rule admits the client
-    /// to is denied. Rules add up; the order does not matter.
+    /// `/pkg.Service/*` or `*`. A name ending in `/*` admits every name under it: with
+    /// SPIFFE IDs, `spiffe://acme.internal/ns/shop/*` is every workload of the `shop`
+    /// namespace (and not those of `shopping`). Once any rule is added, a method no rule
+    /// admits the client to is denied. Rules add up; the order does not matter.
     pub fn allow<N: Into<String>>(
         mut self,
         pattern: &str,
@@ -62,11 +64,17 @@ impl ClientCertAuth {
     /// Whether a client with `names` may call `method`.
     fn admits<'a>(&self, method: &str, names: impl Iterator<Item = &'a String> + Clone) -> bool {
         self.rules.is_empty()
-            || self
-                .rules
-                .iter()
-                .filter(|(pattern, _)| pattern.matches(method))
-                .any(|(_, allowed)| names.clone().any(|name| allowed.contains(name)))
+            || self.rules.iter().filter(|(pattern, _)| pattern.matches(method)).any(|(_, allowed)| {
+                names.clone().any(|name| allowed.iter().any(|rule| name_matches(rule, name)))
+            })
+    }
+}
+
+/// Whether `name` is the one `rule` names, or under it for a rule ending in `/*`.
+fn name_matches(rule: &str, name: &str) -> bool {
+    match rule.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('/') => name.len() > prefix.len() && name.starts_with(prefix),
+        _ => rule == name,
     }
 }
 
@@ -96,8 +104,27 @@ impl ServerInterceptor for ClientCertAuth {
         let names = tls.peer_dns_names().iter().chain(tls.peer_uri_names());
         if !self.admits(method, names) {
             tracing::debug!(method, names = ?tls.peer_dns_names(), uris = ?tls.peer_uri_names(), "call denied to the client certificate");
-            return Err(Status::permission_denied(format!("the client certificate may not call {method}")));
+            let who = tls.peer_uri_names().first().or(tls.peer_dns_names().first());
+            let who = who.map_or_else(String::new, |name| format!(" ({name})"));
+            return Err(Status::permission_denied(format!(
+                "the client certificate{who} may not call {method}"
+            )));
         }
         next.run(ctx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_ending_in_a_slash_star_admits_the_names_under_it_only() {
+        let rule = "spiffe://acme.internal/ns/shop/*";
+        assert!(name_matches(rule, "spiffe://acme.internal/ns/shop/sa/orders"));
+        assert!(!name_matches(rule, "spiffe://acme.internal/ns/shopping/sa/x"));
+        assert!(!name_matches(rule, "spiffe://acme.internal/ns/shop/"));
+        assert!(name_matches("orders.internal", "orders.internal"));
+        assert!(!name_matches("*.internal", "orders.internal"), "only a trailing /* is a pattern");
     }
 }

@@ -90,7 +90,8 @@ async fn rbac_by_spiffe_id_alone_needs_no_token() {
     let config = ServerTlsConfig::new(ca.server().identity()).client_ca_root(ca.certificate());
     let auth = ClientCertAuth::new()
         .allow("/test.v1.Test/Echo", ["spiffe://prod.acme.internal/ns/shop/sa/orders"])
-        .allow("/test.v1.Test/*", ["spiffe://prod.acme.internal/ns/ops/sa/admin"]);
+        .allow("/test.v1.Test/*", ["spiffe://prod.acme.internal/ns/ops/sa/admin"])
+        .allow("/test.v1.Test/Deadline", ["spiffe://prod.acme.internal/ns/shop/*"]);
     let server = serve_with(move |b| b.tls_config(config).expect("config").interceptor(auth)).await;
     let target = server.addr.to_string();
     let as_workload = |id: &str| {
@@ -108,6 +109,18 @@ async fn rbac_by_spiffe_id_alone_needs_no_token() {
     let admin = as_workload("spiffe://prod.acme.internal/ns/ops/sa/admin").await.expect("admin");
     admin.sleep(sleep.clone()).await.expect("admin may call every method");
     echo(&admin, "x").await.expect("echo too");
+
+    // Every workload of the shop namespace may call Deadline; one of another namespace whose
+    // name starts the same may not.
+    let cart = as_workload("spiffe://prod.acme.internal/ns/shop/sa/cart").await.expect("cart");
+    cart.deadline(crate::common::Empty {}).await.expect("a workload of the namespace");
+    let shopping = as_workload("spiffe://prod.acme.internal/ns/shopping/sa/x").await.expect("shopping");
+    let denied = shopping.deadline(crate::common::Empty {}).await.expect_err("another namespace");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied}");
+    assert!(
+        denied.message().contains("(spiffe://prod.acme.internal/ns/shopping/sa/x)"),
+        "the caller is told which identity was denied: {denied}"
+    );
 
     // Another workload of the same trust domain, and a look-alike ID.
     for id in
