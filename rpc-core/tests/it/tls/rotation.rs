@@ -230,3 +230,39 @@ async fn a_watched_client_ca_bundle_follows_the_servers_new_ca() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_watched_certificate_whose_key_has_not_been_replaced_yet_is_refused_until_it_is() {
+    let ca = Ca::new("test CA");
+    let dir = scratch_dir("pair");
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let first = ca.server();
+    replace_file(&cert, &first.cert_pem);
+    replace_file(&key, &first.key_pem);
+    let load = {
+        let (cert, key) = (cert.clone(), key.clone());
+        move || Ok(ServerTlsConfig::new(Identity::from_pem_files(&cert, &key)?))
+    };
+    let acceptor = load().expect("config").build().expect("acceptor");
+    let mut watcher = acceptor.watch_files([&cert, &key], Duration::from_millis(10), load);
+    let served = acceptor.clone();
+    let server = serve_with(move |b| b.tls(served)).await;
+    let target = server.addr.to_string();
+
+    // The renewal writes the certificate first: until the key follows, the pair does not
+    // match, and the server keeps the old pair.
+    let second = ca.server();
+    replace_file(&cert, &second.cert_pem);
+    let err = watcher.next_reload().await.expect_err("a certificate without its key");
+    assert!(err.to_string().to_lowercase().contains("key"), "{err}");
+    let client = connect(target.clone(), client_config(&ca)).await.expect("the old pair still serves");
+    echo(&client, "x").await.expect("echo");
+    replace_file(&key, &second.key_pem);
+    watcher.next_reload().await.expect("the matching key arrived");
+    let client = connect(target, client_config(&ca)).await.expect("the new pair serves");
+    echo(&client, "x").await.expect("echo");
+
+    drop(watcher);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
