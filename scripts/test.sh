@@ -154,6 +154,7 @@ cargo run --locked --quiet --example route_guide
 cargo run --locked --quiet --example proto_greeter
 cargo run --locked --quiet --example interceptors
 cargo run --locked --quiet --example discovery
+cargo run --locked --quiet --example tls
 run_discovery_on_etcd
 
 step "benchmark harness (a --quick run of the comparison with tonic, tarpc and raw TCP)"

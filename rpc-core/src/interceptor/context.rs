@@ -1,12 +1,13 @@
 //! [`Context`]: what a handler knows about the call it is serving.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 use crate::method::MethodKind;
-use crate::transport::PeerAddr;
+use crate::transport::{PeerAddr, TlsInfo};
 
 /// The call a handler is serving: who called, which method, the caller's metadata and
 /// deadline, and the metadata to send back.
@@ -32,6 +33,7 @@ pub struct Context {
     method: &'static str,
     kind: MethodKind,
     peer: PeerAddr,
+    tls: Option<Arc<TlsInfo>>,
     metadata: Metadata,
     deadline: Option<tokio::time::Instant>,
     response_metadata: Metadata,
@@ -43,6 +45,7 @@ impl Context {
         method: &'static str,
         kind: MethodKind,
         peer: PeerAddr,
+        tls: Option<Arc<TlsInfo>>,
         metadata: Metadata,
         deadline: Option<tokio::time::Instant>,
     ) -> Context {
@@ -50,6 +53,7 @@ impl Context {
             method,
             kind,
             peer,
+            tls,
             metadata,
             deadline,
             response_metadata: Metadata::new(),
@@ -61,7 +65,14 @@ impl Context {
     /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
     /// it back (it panicked, or its deadline passed).
     pub(crate) fn lend(&mut self) -> Context {
-        let shell = Context::new(self.method, self.kind, self.peer.clone(), Metadata::new(), self.deadline);
+        let shell = Context::new(
+            self.method,
+            self.kind,
+            self.peer.clone(),
+            self.tls.clone(),
+            Metadata::new(),
+            self.deadline,
+        );
         std::mem::replace(self, shell)
     }
 
@@ -89,6 +100,21 @@ impl Context {
     /// Who called: a TCP address, a Unix socket, or an in-memory pipe.
     pub fn peer(&self) -> &PeerAddr {
         &self.peer
+    }
+
+    /// What the TLS handshake established about the caller (its certificate chain, under
+    /// mutual TLS), when the server serves TLS; `None` on a plaintext connection.
+    ///
+    /// ```
+    /// # use rpc_core::{Context, Status};
+    /// fn caller_certificate(ctx: &Context) -> Result<&[u8], Status> {
+    ///     let tls = ctx.tls().ok_or_else(|| Status::unauthenticated("TLS required"))?;
+    ///     tls.peer_certificates().first().map(|der| &der[..])
+    ///         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))
+    /// }
+    /// ```
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_deref()
     }
 
     /// The caller's socket address, when it called over TCP.

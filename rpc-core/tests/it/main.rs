@@ -30,5 +30,7 @@ mod reconnect;
 mod rules;
 mod shutdown;
 mod streams;
+#[cfg(feature = "tls")]
+mod tls;
 mod transports;
 mod unary;
