@@ -86,7 +86,7 @@ fn generate_trait(service: &Service) -> TokenStream {
             #method_docs
             fn #name(
                 &self,
-                ctx: &mut #runtime::Context,
+                ctx: &mut #runtime::ServerContext,
                 #args,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<#ok, #runtime::Status>,

@@ -62,12 +62,12 @@ struct Spelled {
     responses: Option<(Type, TokenStream2)>,
 }
 
-/// Asserts that the user's `Context` and `Status` are the runtime's, with the error at the
+/// Asserts that the user's `ServerContext` and `Status` are the runtime's, with the error at the
 /// user's type if not. It also keeps the user's imports of those names in use.
 fn type_checks(runtime: &TokenStream2, spelled: &[Spelled]) -> TokenStream2 {
     let checks = spelled.iter().map(|Spelled { context, returns, ok, requests, responses }| {
         let context_check = quote::quote_spanned! {context.span()=>
-            let _: fn(#context) -> &mut #runtime::Context = |ctx| ctx;
+            let _: fn(#context) -> &mut #runtime::ServerContext = |ctx| ctx;
         };
         let returns_check = quote::quote_spanned! {returns.span()=>
             let _: fn(#returns) -> ::core::result::Result<#ok, #runtime::Status> = |result| result;
@@ -289,10 +289,10 @@ fn read_attrs(attrs: &[Attribute], errors: &mut Errors, what: &str) -> Attrs {
 }
 
 const SHAPE: &str = "expected one of:
-    async fn name(&self, ctx: &mut Context, request: Req) -> Result<Resp, Status>
-    async fn name(&self, ctx: &mut Context, request: Req, responses: StreamSender<Resp>) -> Result<(), Status>
-    async fn name(&self, ctx: &mut Context, requests: Streaming<Req>) -> Result<Resp, Status>
-    async fn name(&self, ctx: &mut Context, requests: Streaming<Req>, responses: StreamSender<Resp>) -> Result<(), Status>";
+    async fn name(&self, ctx: &mut ServerContext, request: Req) -> Result<Resp, Status>
+    async fn name(&self, ctx: &mut ServerContext, request: Req, responses: StreamSender<Resp>) -> Result<(), Status>
+    async fn name(&self, ctx: &mut ServerContext, requests: Streaming<Req>) -> Result<Resp, Status>
+    async fn name(&self, ctx: &mut ServerContext, requests: Streaming<Req>, responses: StreamSender<Resp>) -> Result<(), Status>";
 
 /// Reads one method; `None` (with its errors recorded) when it does not have the shape.
 fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_codegen::Method, Spelled)> {
@@ -401,7 +401,7 @@ struct Inputs {
     responses: Option<(Type, TokenStream2)>,
 }
 
-/// Checks `(&self, ctx: &mut Context, request: Req | requests: Streaming<Req>
+/// Checks `(&self, ctx: &mut ServerContext, request: Req | requests: Streaming<Req>
 /// [, responses: StreamSender<Resp>])`.
 fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> Option<Inputs> {
     let count = sig.inputs.len();
@@ -423,7 +423,7 @@ fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> Option<Inputs> {
             Some((*ctx.ty).clone())
         }
         Some(other) => {
-            errors.push(other, "the second argument must be the call context, `ctx: &mut Context`");
+            errors.push(other, "the second argument must be the call context, `ctx: &mut ServerContext`");
             None
         }
         None => None,
@@ -562,7 +562,7 @@ mod tests {
     fn a_valid_trait_expands() {
         let item = quote! {
             pub trait Greeter {
-                async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+                async fn say_hello(&self, ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status>;
             }
         };
         let out = expand(quote!(package = "helloworld"), item).expect("expands").to_string();

@@ -67,11 +67,11 @@ impl<T> Response<T> {
 ///
 /// ```no_run
 /// # use std::time::Duration;
-/// # use rpc_core::{Context, Status, client::Channel};
+/// # use rpc_core::{ServerContext, Status, client::Channel};
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct HelloRequest {}
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct HelloReply {}
 /// # #[rpc_core::service] pub trait Greeter {
-/// #     async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+/// #     async fn say_hello(&self, ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status>;
 /// # }
 /// # async fn run(channel: Channel) -> Result<(), Status> {
 /// let client = GreeterClient::new(channel);
@@ -178,8 +178,8 @@ async fn intercepted(
 ) -> Result<Answer, Status> {
     let target = Arc::clone(&channel.shared.target);
     let mut ctx = ClientContext::new(method, MethodKind::Unary, target, metadata, deadline);
-    let end = UnaryEndpoint { channel, body };
-    ClientNext::new(&chain, &end).run(&mut ctx).await?;
+    let mut end = UnaryEndpoint { channel, body };
+    ClientNext::new(&chain, &mut end).run(&mut ctx).await?;
     ctx.response.take().ok_or_else(|| Status::internal("an interceptor answered OK without sending the call"))
 }
 
@@ -190,7 +190,7 @@ struct UnaryEndpoint<'a> {
 }
 
 impl ClientEndpoint for UnaryEndpoint<'_> {
-    fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
+    fn call<'b>(&'b mut self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
         Box::pin(async move {
             let method = ctx.method();
             let deadline = ctx.deadline_instant();

@@ -39,13 +39,13 @@ pub enum BidiStreaming {}
 /// then `.await` it to get the stream's ends.
 ///
 /// ```no_run
-/// # use rpc_core::{Context, Status, StreamSender, Streaming, client::Channel};
+/// # use rpc_core::{ServerContext, Status, StreamSender, Streaming, client::Channel};
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Point { #[prost(int32, tag = "1")] pub x: i32 }
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Summary { #[prost(int32, tag = "1")] pub count: i32 }
 /// # #[rpc_core::service] pub trait Route {
-/// #     async fn list(&self, ctx: &mut Context, req: Point, out: StreamSender<Point>) -> Result<(), Status>;
-/// #     async fn record(&self, ctx: &mut Context, req: Streaming<Point>) -> Result<Summary, Status>;
-/// #     async fn chat(&self, ctx: &mut Context, req: Streaming<Point>, out: StreamSender<Point>) -> Result<(), Status>;
+/// #     async fn list(&self, ctx: &mut ServerContext, req: Point, out: StreamSender<Point>) -> Result<(), Status>;
+/// #     async fn record(&self, ctx: &mut ServerContext, req: Streaming<Point>) -> Result<Summary, Status>;
+/// #     async fn chat(&self, ctx: &mut ServerContext, req: Streaming<Point>, out: StreamSender<Point>) -> Result<(), Status>;
 /// # }
 /// # async fn run(client: RouteClient) -> Result<(), Status> {
 /// // Server streaming: read until the end; an error status arrives after the messages.
@@ -124,7 +124,7 @@ where
             deadline,
         );
         let (deliver, delivered) = oneshot::channel();
-        let endpoint = StreamEndpoint::<Req, Resp, C, T> {
+        let mut endpoint = StreamEndpoint::<Req, Resp, C, T> {
             channel: channel.clone(),
             request: Mutex::new(self.request),
             deliver: Mutex::new(Some(deliver)),
@@ -132,7 +132,7 @@ where
             _marker: PhantomData,
         };
         let run = async move {
-            let outcome = ClientNext::new(&chain, &endpoint).run(&mut ctx).await;
+            let outcome = ClientNext::new(&chain, &mut endpoint).run(&mut ctx).await;
             // If the chain never opened the stream (an interceptor said no), the caller
             // learns why.
             if let Some(deliver) = take(&endpoint.deliver) {
@@ -326,7 +326,7 @@ where
     Resp: Send + 'static,
     T: Send,
 {
-    fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
+    fn call<'b>(&'b mut self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
         Box::pin(async move {
             let Some(deliver) = take(&self.deliver) else {
                 return Err(Status::failed_precondition("a streaming call cannot be sent twice"));

@@ -25,7 +25,7 @@ use tokio::time::Sleep;
 
 use crate::codec::Codec;
 use crate::conn::{Note, Outbox, Shared, StreamCore, ok_end, status_frame};
-use crate::interceptor::{Context, DynServerInterceptor, run_chain};
+use crate::interceptor::{DynServerInterceptor, ServerContext, run_chain};
 use crate::metadata::Metadata;
 use crate::method::ServiceDescriptor;
 use crate::status::{Code, Status};
@@ -50,7 +50,7 @@ pub struct Spawned(pub(crate) Option<AbortHandle>);
 /// One incoming call, on its way to a handler.
 pub struct ServerCall {
     pub(crate) id: u64,
-    pub(crate) context: Context,
+    pub(crate) context: ServerContext,
     pub(crate) conn: Arc<Shared>,
     pub(crate) payload: Payload,
     pub(crate) interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
@@ -87,8 +87,8 @@ impl ServerCall {
         C: Codec<Req> + Codec<Resp>,
         Req: Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(Context, Req) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+        F: FnOnce(ServerContext, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
     {
         let ServerCall { id, context, conn, payload, interceptors } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
@@ -111,8 +111,8 @@ impl ServerCall {
         C: Codec<Req> + Codec<Resp>,
         Req: Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(Context, Req) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+        F: FnOnce(ServerContext, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
     {
         let ServerCall { id, context, conn, payload, interceptors } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
@@ -143,8 +143,8 @@ impl ServerCall {
         C: Codec<Req> + Codec<Resp>,
         Req: Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(Context, Req, StreamSender<Resp>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+        F: FnOnce(ServerContext, Req, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<(), Status>)> + Send + 'static,
     {
         self.spawn_stream::<Req, Resp, C, _, _>(move |ctx, requests, responses| async move {
             match requests.single("request").await {
@@ -160,8 +160,8 @@ impl ServerCall {
         C: Codec<Req> + Codec<Resp>,
         Req: Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(Context, Streaming<Req>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+        F: FnOnce(ServerContext, Streaming<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
     {
         self.spawn_stream::<Req, Resp, C, _, _>(move |ctx, requests, mut responses| async move {
             let (ctx, result) = handler(ctx, requests).await;
@@ -179,8 +179,8 @@ impl ServerCall {
         C: Codec<Req> + Codec<Resp>,
         Req: Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+        F: FnOnce(ServerContext, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<(), Status>)> + Send + 'static,
     {
         self.spawn_stream::<Req, Resp, C, _, _>(handler)
     }
@@ -193,8 +193,8 @@ impl ServerCall {
         C: Codec<Req> + Codec<Resp>,
         Req: Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+        F: FnOnce(ServerContext, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<(), Status>)> + Send + 'static,
     {
         let ServerCall { id, context, conn, payload, interceptors } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
@@ -238,7 +238,7 @@ impl ServerCall {
 /// its deadline, then the answer. `None` when the call was answered at once because the
 /// request does not decode.
 fn unary_task<Req, Resp, C, F, Fut>(
-    context: Context,
+    context: ServerContext,
     body: Bytes,
     interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
     responder: Responder,
@@ -248,8 +248,8 @@ where
     C: Codec<Req> + Codec<Resp>,
     Req: Send + 'static,
     Resp: Send + 'static,
-    F: FnOnce(Context, Req) -> Fut + Send + 'static,
-    Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+    F: FnOnce(ServerContext, Req) -> Fut + Send + 'static,
+    Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
 {
     let method = context.method();
     let deadline = context.deadline_instant();
@@ -285,7 +285,7 @@ where
 
 /// A unary handler behind interceptors: the chain's future, boxed (the chain is boxed
 /// anyway), so that the common case without interceptors keeps a small future.
-type BoxedHandler<Resp> = Pin<Box<dyn Future<Output = (Context, Result<Resp, Status>)> + Send>>;
+type BoxedHandler<Resp> = Pin<Box<dyn Future<Output = (ServerContext, Result<Resp, Status>)> + Send>>;
 
 /// Runs a handler under the call's deadline, catching a panic: the response metadata it set
 /// and its outcome.
@@ -315,7 +315,7 @@ pin_project_lite::pin_project! {
 
 impl<T, Fut> Future for RunHandler<Fut>
 where
-    Fut: Future<Output = (Context, Result<T, Status>)>,
+    Fut: Future<Output = (ServerContext, Result<T, Status>)>,
 {
     type Output = (Metadata, Result<T, Status>);
 
@@ -353,7 +353,7 @@ pin_project_lite::pin_project! {
 impl<Resp, C, Fut> Future for UnaryTask<Resp, C, Fut>
 where
     C: Codec<Resp>,
-    Fut: Future<Output = (Context, Result<Resp, Status>)>,
+    Fut: Future<Output = (ServerContext, Result<Resp, Status>)>,
 {
     type Output = ();
 
@@ -370,8 +370,8 @@ where
 /// A handler's outcome, with any refusal mark cleared: the handler ran. (Behind
 /// interceptors, the chain's end does the same.)
 async fn processed<T>(
-    handler: impl Future<Output = (Context, Result<T, Status>)>,
-) -> (Context, Result<T, Status>) {
+    handler: impl Future<Output = (ServerContext, Result<T, Status>)>,
+) -> (ServerContext, Result<T, Status>) {
     let (ctx, result) = handler.await;
     (ctx, result.map_err(Status::processed))
 }

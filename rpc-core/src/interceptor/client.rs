@@ -137,7 +137,7 @@ impl ClientContext {
 /// struct RequestId;
 ///
 /// impl ClientInterceptor for RequestId {
-///     async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+///     async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
 ///         ctx.metadata_mut().insert("x-request-id", fastrand::u64(..).to_string());
 ///         next.run(ctx).await
 ///     }
@@ -172,10 +172,9 @@ impl<T: ClientInterceptor> DynClientInterceptor for T {
 }
 
 /// The rest of the chain: the next interceptor, and at the end the call itself.
-#[derive(Clone, Copy)]
 pub struct ClientNext<'a> {
     rest: &'a [Arc<dyn DynClientInterceptor>],
-    end: &'a (dyn ClientEndpoint + 'a),
+    end: &'a mut (dyn ClientEndpoint + 'a),
 }
 
 impl std::fmt::Debug for ClientNext<'_> {
@@ -185,14 +184,17 @@ impl std::fmt::Debug for ClientNext<'_> {
 }
 
 impl<'a> ClientNext<'a> {
-    pub(crate) fn new(rest: &'a [Arc<dyn DynClientInterceptor>], end: &'a (dyn ClientEndpoint + 'a)) -> Self {
+    pub(crate) fn new(
+        rest: &'a [Arc<dyn DynClientInterceptor>],
+        end: &'a mut (dyn ClientEndpoint + 'a),
+    ) -> Self {
         ClientNext { rest, end }
     }
 
     /// Runs the rest of the chain and sends the call; its outcome. May be run again.
-    pub async fn run(&self, ctx: &mut ClientContext) -> Result<(), Status> {
+    pub async fn run(&mut self, ctx: &mut ClientContext) -> Result<(), Status> {
         match self.rest.split_first() {
-            Some((first, rest)) => first.intercept_boxed(ctx, ClientNext { rest, end: self.end }).await,
+            Some((first, rest)) => first.intercept_boxed(ctx, ClientNext { rest, end: &mut *self.end }).await,
             None => {
                 ctx.start_attempt();
                 self.end.call(ctx).await
@@ -202,8 +204,8 @@ impl<'a> ClientNext<'a> {
 }
 
 /// The end of a client chain: sending the call.
-pub(crate) trait ClientEndpoint: Send + Sync {
-    fn call<'a>(&'a self, ctx: &'a mut ClientContext) -> BoxFuture<'a, Result<(), Status>>;
+pub(crate) trait ClientEndpoint: Send {
+    fn call<'a>(&'a mut self, ctx: &'a mut ClientContext) -> BoxFuture<'a, Result<(), Status>>;
 }
 
 /// An ordered list of client interceptors: the first registered runs outermost.

@@ -1,4 +1,4 @@
-//! [`Context`]: what a handler knows about the call it is serving.
+//! [`ServerContext`]: what a handler knows about the call it is serving.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,14 +11,14 @@ use crate::transport::PeerAddr;
 /// The call a handler is serving: who called, which method, the caller's metadata and
 /// deadline, and the metadata to send back.
 ///
-/// Every service method receives it as `ctx: &mut Context`:
+/// Every service method receives it as `ctx: &mut ServerContext`:
 ///
 /// ```
-/// use rpc_core::{Context, Status};
+/// use rpc_core::{ServerContext, Status};
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Req {}
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Reply {}
 ///
-/// async fn handler(ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
+/// async fn handler(ctx: &mut ServerContext, _req: Req) -> Result<Reply, Status> {
 ///     let user = ctx.metadata().get_str("x-user").unwrap_or("anonymous").to_owned();
 ///     if let Some(left) = ctx.remaining() {
 ///         tracing::debug!(?left, %user, "time left for this call");
@@ -28,7 +28,7 @@ use crate::transport::PeerAddr;
 /// }
 /// ```
 #[derive(Debug)]
-pub struct Context {
+pub struct ServerContext {
     method: &'static str,
     kind: MethodKind,
     peer: PeerAddr,
@@ -38,15 +38,15 @@ pub struct Context {
     extensions: Extensions,
 }
 
-impl Context {
+impl ServerContext {
     pub(crate) fn new(
         method: &'static str,
         kind: MethodKind,
         peer: PeerAddr,
         metadata: Metadata,
         deadline: Option<tokio::time::Instant>,
-    ) -> Context {
-        Context {
+    ) -> ServerContext {
+        ServerContext {
             method,
             kind,
             peer,
@@ -60,8 +60,9 @@ impl Context {
     /// Moves the context out for the handler, leaving a shell with the call's identity
     /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
     /// it back (it panicked, or its deadline passed).
-    pub(crate) fn lend(&mut self) -> Context {
-        let shell = Context::new(self.method, self.kind, self.peer.clone(), Metadata::new(), self.deadline);
+    pub(crate) fn lend(&mut self) -> ServerContext {
+        let shell =
+            ServerContext::new(self.method, self.kind, self.peer.clone(), Metadata::new(), self.deadline);
         std::mem::replace(self, shell)
     }
 

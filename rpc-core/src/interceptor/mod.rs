@@ -15,7 +15,7 @@
 //! They apply to unary and streaming calls alike; around a stream, `next` completes when the
 //! stream has ended. A channel or server without interceptors pays nothing for the mechanism.
 //!
-//! The built-in interceptors are in [`interceptors`](crate::interceptors).
+//! The built-in interceptors are in [`middleware`](crate::middleware).
 
 mod client;
 mod context;
@@ -23,6 +23,6 @@ mod server;
 
 pub use client::{ClientChain, ClientContext, ClientInterceptor, ClientNext};
 pub(crate) use client::{ClientEndpoint, DynClientInterceptor};
-pub use context::Context;
+pub use context::ServerContext;
 pub(crate) use server::{DynServerInterceptor, run_chain};
-pub use server::{Next, ServerChain, ServerInterceptor};
+pub use server::{ServerChain, ServerInterceptor, ServerNext};

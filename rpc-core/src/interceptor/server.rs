@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::Context;
+use super::ServerContext;
 use crate::status::Status;
 
 /// Runs around the calls of a server or a service: before the handler, around it, after it.
 ///
-/// `ctx` is the call's [`Context`]: its method, peer, deadline, caller metadata (which the
+/// `ctx` is the call's [`ServerContext`]: its method, peer, deadline, caller metadata (which the
 /// interceptor may change), response metadata and extensions. Return an error to reject the
 /// call without running the handler; call `next.run(ctx).await` to run the rest of the chain
 /// and the handler, and see its outcome: `Ok(())`, or the status the call ends with. For a
@@ -18,14 +18,14 @@ use crate::status::Status;
 ///
 /// ```
 /// use std::time::Instant;
-/// use rpc_core::interceptor::{Next, ServerInterceptor};
-/// use rpc_core::{Context, Status};
+/// use rpc_core::interceptor::{ServerNext, ServerInterceptor};
+/// use rpc_core::{ServerContext, Status};
 ///
 /// /// Logs every call with its outcome and latency, and rejects callers without an id.
 /// struct Audit;
 ///
 /// impl ServerInterceptor for Audit {
-///     async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+///     async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
 ///         if !ctx.metadata().contains_key("x-caller") {
 ///             return Err(Status::unauthenticated("who are you?"));
 ///         }
@@ -38,46 +38,49 @@ use crate::status::Status;
 /// ```
 pub trait ServerInterceptor: Send + Sync + 'static {
     /// Handles one call; see the [trait docs](ServerInterceptor).
-    fn intercept(&self, ctx: &mut Context, next: Next<'_>)
-    -> impl Future<Output = Result<(), Status>> + Send;
+    fn intercept(
+        &self,
+        ctx: &mut ServerContext,
+        next: ServerNext<'_>,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
 }
 
 /// The object-safe form of [`ServerInterceptor`] that chains hold.
 pub(crate) trait DynServerInterceptor: Send + Sync + 'static {
     fn intercept_boxed<'a>(
         &'a self,
-        ctx: &'a mut Context,
-        next: Next<'a>,
+        ctx: &'a mut ServerContext,
+        next: ServerNext<'a>,
     ) -> BoxFuture<'a, Result<(), Status>>;
 }
 
 impl<T: ServerInterceptor> DynServerInterceptor for T {
     fn intercept_boxed<'a>(
         &'a self,
-        ctx: &'a mut Context,
-        next: Next<'a>,
+        ctx: &'a mut ServerContext,
+        next: ServerNext<'a>,
     ) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(self.intercept(ctx, next))
     }
 }
 
 /// The rest of the chain: the next interceptor, and at the end the handler.
-pub struct Next<'a> {
+pub struct ServerNext<'a> {
     rest: &'a [Arc<dyn DynServerInterceptor>],
     end: &'a mut (dyn Endpoint + 'static),
 }
 
-impl std::fmt::Debug for Next<'_> {
+impl std::fmt::Debug for ServerNext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Next").field("interceptors_left", &self.rest.len()).finish_non_exhaustive()
+        f.debug_struct("ServerNext").field("interceptors_left", &self.rest.len()).finish_non_exhaustive()
     }
 }
 
-impl Next<'_> {
+impl ServerNext<'_> {
     /// Runs the rest of the chain and the handler; their outcome.
-    pub async fn run(self, ctx: &mut Context) -> Result<(), Status> {
+    pub async fn run(&mut self, ctx: &mut ServerContext) -> Result<(), Status> {
         match self.rest.split_first() {
-            Some((first, rest)) => first.intercept_boxed(ctx, Next { rest, end: self.end }).await,
+            Some((first, rest)) => first.intercept_boxed(ctx, ServerNext { rest, end: &mut *self.end }).await,
             None => self.end.call(ctx).await,
         }
     }
@@ -85,7 +88,7 @@ impl Next<'_> {
 
 /// The end of a chain: the handler, run once.
 pub(crate) trait Endpoint: Send {
-    fn call<'a>(&'a mut self, ctx: &'a mut Context) -> BoxFuture<'a, Result<(), Status>>;
+    fn call<'a>(&'a mut self, ctx: &'a mut ServerContext) -> BoxFuture<'a, Result<(), Status>>;
 }
 
 /// A handler as the end of a chain: it gets the context lent, gives it back with its result,
@@ -97,11 +100,11 @@ struct HandlerEndpoint<G, T> {
 
 impl<G, Fut, T> Endpoint for HandlerEndpoint<G, T>
 where
-    G: FnOnce(Context) -> Fut + Send,
-    Fut: Future<Output = (Context, Result<T, Status>)> + Send,
+    G: FnOnce(ServerContext) -> Fut + Send,
+    Fut: Future<Output = (ServerContext, Result<T, Status>)> + Send,
     T: Send,
 {
-    fn call<'a>(&'a mut self, ctx: &'a mut Context) -> BoxFuture<'a, Result<(), Status>> {
+    fn call<'a>(&'a mut self, ctx: &'a mut ServerContext) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(async move {
             let Some(handler) = self.handler.take() else {
                 return Err(Status::internal("an interceptor ran the handler twice"));
@@ -117,16 +120,16 @@ where
 /// Runs `handler` (given the context, returning it with its result) behind `chain`.
 pub(crate) async fn run_chain<G, Fut, T>(
     chain: &[Arc<dyn DynServerInterceptor>],
-    mut ctx: Context,
+    mut ctx: ServerContext,
     handler: G,
-) -> (Context, Result<T, Status>)
+) -> (ServerContext, Result<T, Status>)
 where
-    G: FnOnce(Context) -> Fut + Send + 'static,
-    Fut: Future<Output = (Context, Result<T, Status>)> + Send,
+    G: FnOnce(ServerContext) -> Fut + Send + 'static,
+    Fut: Future<Output = (ServerContext, Result<T, Status>)> + Send,
     T: Send + 'static,
 {
     let mut end = HandlerEndpoint { handler: Some(handler), output: None };
-    let outcome = Next { rest: chain, end: &mut end }.run(&mut ctx).await;
+    let outcome = ServerNext { rest: chain, end: &mut end }.run(&mut ctx).await;
     let result = outcome.and_then(|()| {
         end.output
             .take()
@@ -138,11 +141,11 @@ where
 /// An ordered list of server interceptors: the first registered runs outermost.
 ///
 /// ```
-/// # use rpc_core::interceptor::{Next, ServerChain, ServerInterceptor};
-/// # use rpc_core::{Context, Status};
+/// # use rpc_core::interceptor::{ServerNext, ServerChain, ServerInterceptor};
+/// # use rpc_core::{ServerContext, Status};
 /// # struct A; struct B;
-/// # impl ServerInterceptor for A { async fn intercept(&self, c: &mut Context, n: Next<'_>) -> Result<(), Status> { n.run(c).await } }
-/// # impl ServerInterceptor for B { async fn intercept(&self, c: &mut Context, n: Next<'_>) -> Result<(), Status> { n.run(c).await } }
+/// # impl ServerInterceptor for A { async fn intercept(&self, c: &mut ServerContext, mut n: ServerNext<'_>) -> Result<(), Status> { n.run(c).await } }
+/// # impl ServerInterceptor for B { async fn intercept(&self, c: &mut ServerContext, mut n: ServerNext<'_>) -> Result<(), Status> { n.run(c).await } }
 /// // A runs first and sees the outcome last.
 /// let chain = ServerChain::new().with(A).with(B);
 /// assert_eq!(chain.len(), 2);

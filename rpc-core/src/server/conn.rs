@@ -14,7 +14,7 @@ use super::ServerConfig;
 use super::routes::Routes;
 use crate::codegen::{Payload, ServerCall};
 use crate::conn::{ConnConfig, Connection, Ended, Note, Peer, Shared, State, StreamCore, run, status_frame};
-use crate::interceptor::Context;
+use crate::interceptor::ServerContext;
 use crate::method::MethodKind;
 use crate::status::Status;
 use crate::transport::{Io, PeerAddr};
@@ -137,7 +137,7 @@ impl ServerPeer {
             .filter(|&timeout| timeout <= MAX_TIMEOUT)
             .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
         let context =
-            Context::new(route.path, route.kind, self.peer.clone(), frame.header.metadata, deadline);
+            ServerContext::new(route.path, route.kind, self.peer.clone(), frame.header.metadata, deadline);
         let payload = if streaming {
             let core = StreamCore::new(id, Arc::clone(&state.shared));
             state.streams.open(Arc::clone(&core));

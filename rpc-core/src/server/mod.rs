@@ -1,19 +1,19 @@
 //! The server: mount services, serve them on a TCP listener, shut down gracefully.
 //!
 //! ```no_run
-//! use rpc_core::{Context, Server, Status};
+//! use rpc_core::{ServerContext, Server, Status};
 //!
 //! #[derive(Clone, PartialEq, prost::Message)]
 //! pub struct Ping { #[prost(uint64, tag = "1")] pub n: u64 }
 //!
 //! #[rpc_core::service]
 //! pub trait Pinger {
-//!     async fn ping(&self, ctx: &mut Context, req: Ping) -> Result<Ping, Status>;
+//!     async fn ping(&self, ctx: &mut ServerContext, req: Ping) -> Result<Ping, Status>;
 //! }
 //!
 //! struct MyPinger;
 //! impl Pinger for MyPinger {
-//!     async fn ping(&self, _ctx: &mut Context, req: Ping) -> Result<Ping, Status> {
+//!     async fn ping(&self, _ctx: &mut ServerContext, req: Ping) -> Result<Ping, Status> {
 //!         Ok(req)
 //!     }
 //! }
@@ -29,7 +29,7 @@
 
 mod conn;
 mod registration;
-mod routes;
+pub(crate) mod routes;
 
 use std::future::Future;
 use std::io;
@@ -39,19 +39,16 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::codegen::Service;
-pub use crate::interceptor::Context;
+pub use crate::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP};
 pub use registration::Registration;
 
+use crate::codegen::Service;
 use crate::discovery::{AnyRegistry, Registry};
 use crate::health::{HealthReporter, HealthServer, HealthService};
 use crate::interceptor::{ServerChain, ServerInterceptor};
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::transport::{self, Address, AnyListener, Listener, SocketOptions};
-use crate::wire::{
-    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
-    MIN_STREAM_WINDOW,
-};
+use crate::wire::{MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
 use routes::Routes;
 
 /// The default cap on calls in flight on one connection, running or with an answer not yet
@@ -95,34 +92,6 @@ impl Default for ServerConfig {
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
         }
-    }
-}
-
-/// A server's route table (full method name to handler), exposed for the dispatch
-/// micro-benchmark only: not part of the API, and may change at any time.
-#[doc(hidden)]
-pub struct DispatchTable(Routes);
-
-impl DispatchTable {
-    /// The table of a server with `services` mounted.
-    pub fn new(services: impl IntoIterator<Item = Arc<dyn Service>>) -> DispatchTable {
-        let mut routes = Routes::default();
-        for service in services {
-            routes.add(service, ServerChain::new());
-        }
-        DispatchTable(routes)
-    }
-
-    /// Whether a call to `path` (as read from the wire) has a handler: the lookup every call
-    /// starts with.
-    pub fn routes(&self, path: &[u8]) -> bool {
-        self.0.get(path).is_some()
-    }
-}
-
-impl std::fmt::Debug for DispatchTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DispatchTable").field("services", &self.0.service_names()).finish()
     }
 }
 

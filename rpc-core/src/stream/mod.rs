@@ -15,6 +15,8 @@ pub const DEFAULT_STREAM_WINDOW: u64 = 1024 * 1024;
 /// The default flow-control window per connection, shared by its streams: 16 MiB.
 pub const DEFAULT_CONNECTION_WINDOW: u64 = 16 * 1024 * 1024;
 
+pub use crate::wire::{MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::interceptors::Deadlines;
+use rpc_core::middleware::Deadlines;
 use rpc_core::server::ServerBuilder;
-use rpc_core::{Channel, Code, Context, Server, Status};
+use rpc_core::{Channel, Code, Server, ServerContext, Status};
 
 use crate::common::eventually;
 
@@ -20,7 +20,7 @@ pub struct Hop {
 #[rpc_core::service(package = "test.v1")]
 pub trait Relay {
     /// Calls the next service if there is one; the last one sleeps a long time.
-    async fn hop(&self, ctx: &mut Context, request: Hop) -> Result<Hop, Status>;
+    async fn hop(&self, ctx: &mut ServerContext, request: Hop) -> Result<Hop, Status>;
 }
 
 /// What the last service of the chain saw.
@@ -46,7 +46,7 @@ impl Drop for Guard<'_> {
 }
 
 impl Relay for RelayService {
-    async fn hop(&self, ctx: &mut Context, request: Hop) -> Result<Hop, Status> {
+    async fn hop(&self, ctx: &mut ServerContext, request: Hop) -> Result<Hop, Status> {
         match &self.next {
             // No timeout of its own: only propagation can bound this call.
             Some(next) => next.hop(Hop { trail: request.trail + ">" }).await,

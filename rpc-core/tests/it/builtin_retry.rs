@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::interceptor::{ClientContext, ClientInterceptor, ClientNext};
-use rpc_core::interceptors::{ConcurrencyLimit, Retry};
+use rpc_core::middleware::{ConcurrencyLimit, Retry};
 use rpc_core::server::ServerBuilder;
-use rpc_core::{Channel, Code, Context, Server, Status, StreamSender};
+use rpc_core::{Channel, Code, Server, ServerContext, Status, StreamSender};
 use tokio::sync::Notify;
 
 use crate::common::eventually;
@@ -32,15 +32,15 @@ pub struct Reply {
 #[rpc_core::service(package = "retry.v1")]
 pub trait Flaky {
     /// Idempotent in these tests: fails while failures are left.
-    async fn read(&self, ctx: &mut Context, request: Attempt) -> Result<Reply, Status>;
+    async fn read(&self, ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status>;
     /// Not idempotent: fails while failures are left.
-    async fn write(&self, ctx: &mut Context, request: Attempt) -> Result<Reply, Status>;
+    async fn write(&self, ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status>;
     /// Waits until released, then succeeds; holds the server's only call slot meanwhile.
-    async fn hold(&self, ctx: &mut Context, request: Attempt) -> Result<Reply, Status>;
+    async fn hold(&self, ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status>;
     /// A stream that fails at once while failures are left.
     async fn watch(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: Attempt,
         out: StreamSender<Reply>,
     ) -> Result<(), Status>;
@@ -86,15 +86,15 @@ struct FlakyService {
 }
 
 impl Flaky for FlakyService {
-    async fn read(&self, _ctx: &mut Context, request: Attempt) -> Result<Reply, Status> {
+    async fn read(&self, _ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status> {
         self.counters.call(&self.counters.reads, &request)
     }
 
-    async fn write(&self, _ctx: &mut Context, request: Attempt) -> Result<Reply, Status> {
+    async fn write(&self, _ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status> {
         self.counters.call(&self.counters.writes, &request)
     }
 
-    async fn hold(&self, _ctx: &mut Context, _request: Attempt) -> Result<Reply, Status> {
+    async fn hold(&self, _ctx: &mut ServerContext, _request: Attempt) -> Result<Reply, Status> {
         let calls = self.counters.holds.fetch_add(1, Ordering::SeqCst) + 1;
         self.counters.release.notified().await;
         Ok(Reply { calls: calls as u64 })
@@ -102,7 +102,7 @@ impl Flaky for FlakyService {
 
     async fn watch(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: Attempt,
         out: StreamSender<Reply>,
     ) -> Result<(), Status> {
@@ -205,7 +205,7 @@ struct ReleaseOnRefusal {
 }
 
 impl ClientInterceptor for ReleaseOnRefusal {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let result = next.run(ctx).await;
         if result.as_ref().is_err_and(Status::is_refused) {
             self.refused.fetch_add(1, Ordering::SeqCst);
@@ -285,7 +285,7 @@ struct Outcomes {
 }
 
 impl ClientInterceptor for Outcomes {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let result = next.run(ctx).await;
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         self.log.lock().expect("log").push(format!("{}: {code}", self.name));

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use rpc_core::interceptor::{
-    ClientContext, ClientInterceptor, ClientNext, Next, ServerChain, ServerInterceptor,
+    ClientContext, ClientInterceptor, ClientNext, ServerChain, ServerInterceptor, ServerNext,
 };
 use rpc_core::server::ServerBuilder;
-use rpc_core::{Channel, Code, Context, Server, Status, StreamSender};
+use rpc_core::{Channel, Code, Server, ServerContext, Status, StreamSender};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Msg {
@@ -28,9 +28,14 @@ fn entries(log: &Log) -> Vec<String> {
 
 #[rpc_core::service(package = "test.v1")]
 pub trait Probe {
-    async fn hello(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
-    async fn fail(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
-    async fn count(&self, ctx: &mut Context, request: Msg, out: StreamSender<Msg>) -> Result<(), Status>;
+    async fn hello(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
+    async fn fail(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
+    async fn count(
+        &self,
+        ctx: &mut ServerContext,
+        request: Msg,
+        out: StreamSender<Msg>,
+    ) -> Result<(), Status>;
 }
 
 #[derive(Clone)]
@@ -39,7 +44,7 @@ struct ProbeService {
 }
 
 impl Probe for ProbeService {
-    async fn hello(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status> {
+    async fn hello(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status> {
         self.log.lock().expect("log").push("handler".into());
         let caller = ctx.extensions().get::<Caller>().map(|c| c.0.clone()).unwrap_or_default();
         let tag = ctx.metadata().get_str("x-tag").unwrap_or_default().to_owned();
@@ -47,14 +52,14 @@ impl Probe for ProbeService {
         Ok(Msg { text: format!("{} from {caller}", request.text) })
     }
 
-    async fn fail(&self, _ctx: &mut Context, _request: Msg) -> Result<Msg, Status> {
+    async fn fail(&self, _ctx: &mut ServerContext, _request: Msg) -> Result<Msg, Status> {
         self.log.lock().expect("log").push("handler".into());
         Err(Status::not_found("nothing here"))
     }
 
     async fn count(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: Msg,
         mut out: StreamSender<Msg>,
     ) -> Result<(), Status> {
@@ -94,7 +99,7 @@ impl Recorder {
 }
 
 impl ServerInterceptor for Recorder {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         self.push(format!("{} in", self.name));
         if self.reject {
             return Err(Status::permission_denied(format!("{} says no", self.name)));
@@ -108,7 +113,7 @@ impl ServerInterceptor for Recorder {
 }
 
 impl ClientInterceptor for Recorder {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         self.push(format!("{} in", self.name));
         if self.reject {
             return Err(Status::permission_denied(format!("{} says no", self.name)));
@@ -259,7 +264,7 @@ async fn a_client_interceptor_sees_a_stream_end_after_the_caller_read_it() {
 struct Twice;
 
 impl ClientInterceptor for Twice {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let first = next.run(ctx).await;
         assert!(first.is_ok() || ctx.attempts() == 1);
         let second = next.run(ctx).await;

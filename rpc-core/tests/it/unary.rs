@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use rpc_core::codec::ProstCodec;
-use rpc_core::{Channel, Code, Context, Status};
+use rpc_core::{Channel, Code, ServerContext, Status};
 
 use crate::common::{self, Echo, Empty, Fail, TestClient};
 
@@ -61,7 +61,7 @@ async fn every_status_code_round_trips() {
 /// A service the test server does not mount, sharing its package.
 #[rpc_core::service(package = "test.v1")]
 pub trait Missing {
-    async fn nothing(&self, ctx: &mut Context, request: Empty) -> Result<Empty, Status>;
+    async fn nothing(&self, ctx: &mut ServerContext, request: Empty) -> Result<Empty, Status>;
 }
 
 #[tokio::test]
@@ -197,7 +197,7 @@ impl rpc_core::codec::Codec<Empty> for PanicOnEncode {
 /// wherever the encoding runs.
 struct HandWritten;
 
-impl rpc_core::server::Service for HandWritten {
+impl rpc_core::codegen::Service for HandWritten {
     fn descriptor(&self) -> &'static rpc_core::method::ServiceDescriptor {
         use rpc_core::method::{MethodDescriptor, MethodKind, ServiceDescriptor};
         static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {

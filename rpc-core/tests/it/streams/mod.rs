@@ -15,7 +15,7 @@ use rpc_core::{Channel, Code};
 use crate::common::{self, Echo, Running, TestClient, eventually};
 use crate::raw::RawClient;
 use rpc_core::codec::ProstCodec;
-use rpc_core::wire::{Frame, FrameKind};
+use rpc_core::internals::wire::{Frame, FrameKind};
 pub use service::*;
 
 /// A server with the unary test service and the stream service, and a channel to it.
@@ -426,7 +426,7 @@ async fn an_active_stream_is_not_starved_by_idle_ones_holding_half_the_connectio
 /// connection credit must come back, or a compliant client runs dry.
 #[tokio::test]
 async fn discarded_stream_messages_are_granted_back_at_connection_level() {
-    use rpc_core::wire::{Frame, FrameKind};
+    use rpc_core::internals::wire::{Frame, FrameKind};
     let service = StreamService::default();
     let server =
         common::serve_with(|b| b.add_service(StreamsServer::new(service)).connection_window(1024 * 1024))
@@ -459,7 +459,7 @@ async fn discarded_stream_messages_are_granted_back_at_connection_level() {
 #[tokio::test]
 async fn stream_data_queued_behind_a_large_unary_response_is_not_stranded() {
     use bytes::BytesMut;
-    use rpc_core::wire::{Frame, FrameCodec, FrameKind};
+    use rpc_core::internals::wire::{Frame, FrameCodec, FrameKind};
     use tokio_util::codec::Encoder;
     let service = StreamService::default();
     let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
@@ -497,7 +497,7 @@ async fn stream_data_queued_behind_a_large_unary_response_is_not_stranded() {
 /// the stream is in" — including when its messages are waiting for credit.
 #[tokio::test]
 async fn the_server_ends_a_stream_at_its_deadline_even_with_messages_waiting_for_credit() {
-    use rpc_core::wire::{Frame, FrameKind};
+    use rpc_core::internals::wire::{Frame, FrameKind};
     let service = StreamService::default();
     let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
     let mut raw = crate::raw::RawClient::connect(server.addr).await;

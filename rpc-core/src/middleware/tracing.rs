@@ -12,8 +12,8 @@ use futures_util::FutureExt;
 use tracing::field::Empty;
 use tracing::{Instrument, Level, Span};
 
-use crate::interceptor::Context;
-use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::interceptor::ServerContext;
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, ServerInterceptor, ServerNext};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 
@@ -111,11 +111,11 @@ impl fmt::Debug for SpanId {
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`; [`Display`](fmt::Display) writes
 /// that form and [`parse`](TraceContext::parse) reads it. Inside a call served behind
 /// [`Tracing`], [`TraceContext::current`] is that call's context (it is also in the call's
-/// [extensions](crate::Context::extensions)); on the client, an interceptor inside `Tracing`
+/// [extensions](crate::ServerContext::extensions)); on the client, an interceptor inside `Tracing`
 /// finds the outgoing call's context in the [`ClientContext`] extensions.
 ///
 /// ```
-/// use rpc_core::interceptors::TraceContext;
+/// use rpc_core::middleware::TraceContext;
 ///
 /// let incoming = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 ///     .expect("a valid traceparent");
@@ -150,7 +150,7 @@ impl TraceContext {
     ///
     /// ```no_run
     /// # async fn job() {}
-    /// use rpc_core::interceptors::TraceContext;
+    /// use rpc_core::middleware::TraceContext;
     ///
     /// # async fn run() {
     /// // Every call `job` makes through a channel with `Tracing` joins this trace.
@@ -170,10 +170,10 @@ impl TraceContext {
     /// [`scope`](TraceContext::scope) it runs in); `None` outside of one.
     ///
     /// ```
-    /// use rpc_core::interceptors::TraceContext;
-    /// use rpc_core::{Context, Status};
+    /// use rpc_core::middleware::TraceContext;
+    /// use rpc_core::{ServerContext, Status};
     ///
-    /// async fn handler(_ctx: &mut Context) -> Result<(), Status> {
+    /// async fn handler(_ctx: &mut ServerContext) -> Result<(), Status> {
     ///     if let Some(trace) = TraceContext::current() {
     ///         tracing::info!(trace_id = %trace.trace_id(), "working on it");
     ///     }
@@ -192,7 +192,7 @@ impl TraceContext {
 
     /// Reads a `traceparent` value; `None` if it is not valid.
     ///
-    /// Follows the W3C Trace Context rules: lowercase hex only; a trace id and a span id that
+    /// Follows the W3C Trace ServerContext rules: lowercase hex only; a trace id and a span id that
     /// are not all zeros; version `ff` is invalid; version `00` is exactly 55 characters; a
     /// later version may carry more fields after a `-`, which are ignored. Surrounding spaces
     /// and tabs are allowed. The parsed context's span is the caller's: it has no parent.
@@ -316,7 +316,7 @@ fn trace_state(metadata: &Metadata) -> Option<Bytes> {
 /// sampled; spans are recorded whatever its value, for the subscriber to filter.
 ///
 /// ```no_run
-/// use rpc_core::interceptors::Tracing;
+/// use rpc_core::middleware::Tracing;
 /// use rpc_core::{Channel, Server};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -332,7 +332,7 @@ pub struct Tracing {
 }
 
 impl Tracing {
-    /// The longest `tracestate` passed on, in bytes: the length the W3C Trace Context
+    /// The longest `tracestate` passed on, in bytes: the length the W3C Trace ServerContext
     /// specification asks every participant to propagate. A longer one is dropped.
     pub const MAX_TRACESTATE_LEN: usize = 512;
 
@@ -345,7 +345,7 @@ impl Tracing {
 impl ServerInterceptor for Tracing {
     /// Continues the caller's trace (or starts one) and runs the call in an `rpc.server`
     /// span, with its [`TraceContext`] current.
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         let (context, state) = match TraceContext::from_metadata(ctx.metadata()) {
             Some((caller, state)) => (caller.child(), state),
             None => (TraceContext::root(), None),
@@ -373,7 +373,7 @@ impl ClientInterceptor for Tracing {
     /// Makes the call a child of the current trace context (or of a `traceparent` already
     /// in its metadata, or a new trace), sends it as `traceparent`, and runs the call in an
     /// `rpc.client` span.
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let current = CURRENT.try_with(|current| (current.context, current.state.clone())).ok();
         let (parent, state) = match current {
             Some((context, state)) => (Some(context), state),

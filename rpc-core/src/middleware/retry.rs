@@ -35,7 +35,7 @@ use crate::status::{Code, Status};
 /// ```no_run
 /// use std::time::Duration;
 /// use rpc_core::{Channel, Code};
-/// use rpc_core::interceptors::Retry;
+/// use rpc_core::middleware::Retry;
 ///
 /// # async fn run() -> Result<(), rpc_core::Status> {
 /// let retry = Retry::new()
@@ -211,7 +211,7 @@ impl Default for Retry {
 }
 
 impl ClientInterceptor for Retry {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         if ctx.kind() != MethodKind::Unary {
             return next.run(ctx).await;
         }

@@ -12,8 +12,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::tracing::watch;
-use crate::interceptor::Context;
-use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::interceptor::ServerContext;
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, ServerInterceptor, ServerNext};
 use crate::status::{Code, Status};
 
 /// Per-method counts, errors, calls in flight and latencies, in the Prometheus text format
@@ -34,11 +34,11 @@ use crate::status::{Code, Status};
 /// counted then, and is in flight until then. A call abandoned before it ends (its deadline
 /// passed, the caller went away) counts as `DEADLINE_EXCEEDED` or `CANCELLED`; one whose
 /// handler panicked as `INTERNAL`. On a client, the place of `Metrics` in the chain decides
-/// what a call is: inside [`Retry`](crate::interceptors::Retry) each attempt counts, outside
+/// what a call is: inside [`Retry`](crate::middleware::Retry) each attempt counts, outside
 /// it the call as a whole.
 ///
 /// ```no_run
-/// use rpc_core::interceptors::Metrics;
+/// use rpc_core::middleware::Metrics;
 /// use rpc_core::{Channel, Server};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -96,7 +96,7 @@ impl Metrics {
     /// the first error).
     ///
     /// ```
-    /// use rpc_core::interceptors::Metrics;
+    /// use rpc_core::middleware::Metrics;
     ///
     /// let text = Metrics::new().render();
     /// assert_eq!(text, "# EOF\n", "no calls yet");
@@ -113,7 +113,7 @@ impl Metrics {
     ///
     /// ```
     /// use prometheus_client::registry::Registry;
-    /// use rpc_core::interceptors::Metrics;
+    /// use rpc_core::middleware::Metrics;
     ///
     /// let mut registry = Registry::default();
     /// let metrics = Metrics::new();
@@ -127,7 +127,7 @@ impl Metrics {
 
 impl ServerInterceptor for Metrics {
     /// Counts the call in the `rpc_server_*` series.
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         let deadline = ctx.deadline();
         self.inner.server.observe(ctx.method(), deadline, next.run(ctx)).await
     }
@@ -135,7 +135,7 @@ impl ServerInterceptor for Metrics {
 
 impl ClientInterceptor for Metrics {
     /// Counts the call in the `rpc_client_*` series.
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let deadline = ctx.deadline();
         self.inner.client.observe(ctx.method(), deadline, next.run(ctx)).await
     }

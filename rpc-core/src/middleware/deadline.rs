@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::interceptor::Context;
-use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::interceptor::ServerContext;
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, ServerInterceptor, ServerNext};
 use crate::status::Status;
 
 tokio::task_local! {
@@ -23,7 +23,7 @@ tokio::task_local! {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use rpc_core::interceptors::Deadlines;
+/// use rpc_core::middleware::Deadlines;
 /// use rpc_core::{Channel, Server};
 ///
 /// # async fn run() -> Result<(), rpc_core::Status> {
@@ -62,7 +62,7 @@ impl Deadlines {
 }
 
 impl ServerInterceptor for Deadlines {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         match ctx.deadline().or_else(|| self.default_deadline()) {
             None => CURRENT.scope(None, next.run(ctx)).await,
             Some(deadline) => {
@@ -80,7 +80,7 @@ impl ServerInterceptor for Deadlines {
 }
 
 impl ClientInterceptor for Deadlines {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let earliest =
             [ctx.deadline(), Deadlines::current(), self.default_deadline()].into_iter().flatten().min();
         ctx.set_deadline(earliest);
