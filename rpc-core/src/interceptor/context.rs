@@ -118,6 +118,14 @@ impl ServerContext {
         self.deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
     }
 
+    /// Makes `deadline` the call's deadline, unless it already has an earlier one (the
+    /// caller stops waiting then): for an interceptor that bounds how long handlers run.
+    /// The interceptors after it and the handler see it, and the handler is stopped there.
+    pub fn shorten_deadline(&mut self, deadline: Instant) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        self.deadline = Some(self.deadline.map_or(deadline, |current| current.min(deadline)));
+    }
+
     /// Metadata sent back with the response, whether it succeeds or fails.
     pub fn response_metadata_mut(&mut self) -> &mut Metadata {
         &mut self.response_metadata

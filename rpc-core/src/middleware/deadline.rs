@@ -63,19 +63,15 @@ impl Deadlines {
 
 impl ServerInterceptor for Deadlines {
     async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
-        match ctx.deadline().or_else(|| self.default_deadline()) {
-            None => CURRENT.scope(None, next.run(ctx)).await,
-            Some(deadline) => {
-                let deadline = tokio::time::Instant::from_std(deadline);
-                let run = CURRENT.scope(Some(deadline), next.run(ctx));
-                // The runtime already stops a call at the deadline it came with; this also
-                // covers a default one.
-                match tokio::time::timeout_at(deadline, run).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
-                }
-            }
+        // A call that came without a deadline gets the default one: its handler is stopped
+        // there, as at a deadline the caller set.
+        if ctx.deadline().is_none()
+            && let Some(default) = self.default_deadline()
+        {
+            ctx.shorten_deadline(default);
         }
+        let deadline = ctx.deadline().map(tokio::time::Instant::from_std);
+        CURRENT.scope(deadline, next.run(ctx)).await
     }
 }
 

@@ -11,9 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::tracing::watch;
 use crate::interceptor::ServerContext;
-use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, ServerInterceptor, ServerNext};
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Run, ServerInterceptor, ServerNext};
 use crate::status::{Code, Status};
 
 /// Per-method counts, errors, calls in flight and latencies, in the Prometheus text format
@@ -128,16 +127,14 @@ impl Metrics {
 impl ServerInterceptor for Metrics {
     /// Counts the call in the `rpc_server_*` series.
     async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
-        let deadline = ctx.deadline();
-        self.inner.server.observe(ctx.method(), deadline, next.run(ctx)).await
+        self.inner.server.observe(ctx.method(), next.run(ctx)).await
     }
 }
 
 impl ClientInterceptor for Metrics {
     /// Counts the call in the `rpc_client_*` series.
     async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
-        let deadline = ctx.deadline();
-        self.inner.client.observe(ctx.method(), deadline, next.run(ctx)).await
+        self.inner.client.observe(ctx.method(), next.run(ctx)).await
     }
 }
 
@@ -200,14 +197,12 @@ impl Series {
     }
 
     /// Runs `call`, counting it in flight until it ends, then counting its end.
-    async fn observe<F>(&self, method: &'static str, deadline: Option<Instant>, call: F) -> Result<(), Status>
-    where
-        F: Future<Output = Result<(), Status>> + Send,
-    {
+    async fn observe(&self, method: &'static str, call: Run<'_>) -> Result<(), Status> {
         let labels = MethodLabels { method };
         let started = Instant::now();
         self.in_flight.get_or_create(&labels).inc();
-        watch(call, deadline, move |code, _message| {
+        call.on_end(move |outcome| {
+            let code = outcome.as_ref().map_or_else(Status::code, |()| Code::Ok);
             self.in_flight.get_or_create(&labels).dec();
             self.requests.get_or_create(&labels).inc();
             if code != Code::Ok {

@@ -4,11 +4,9 @@
 use std::fmt;
 use std::future::Future;
 use std::num::{NonZeroU64, NonZeroU128};
-use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use tracing::field::Empty;
 use tracing::{Instrument, Level, Span};
 
@@ -361,10 +359,8 @@ impl ServerInterceptor for Tracing {
             latency_ms = Empty,
         );
         ctx.extensions_mut().insert(context);
-        let (deadline, started, ended) = (ctx.deadline(), Instant::now(), span.clone());
-        let call = watch(next.run(ctx), deadline, move |code, message| {
-            record_end(&ended, started, code, message);
-        });
+        let (started, ended) = (Instant::now(), span.clone());
+        let call = next.run(ctx).on_end(move |outcome| record_end(&ended, started, outcome));
         CURRENT.scope(Current { context, state }, call).instrument(span).await
     }
 }
@@ -395,15 +391,17 @@ impl ClientInterceptor for Tracing {
             status = Empty,
             latency_ms = Empty,
         );
-        let (deadline, started, ended) = (ctx.deadline(), Instant::now(), span.clone());
-        watch(next.run(ctx), deadline, move |code, message| record_end(&ended, started, code, message))
-            .instrument(span)
-            .await
+        let (started, ended) = (Instant::now(), span.clone());
+        next.run(ctx).on_end(move |outcome| record_end(&ended, started, outcome)).instrument(span).await
     }
 }
 
 /// Records the end of a call on its span, and an event inside it.
-fn record_end(span: &Span, started: Instant, code: Code, message: &str) {
+fn record_end(span: &Span, started: Instant, outcome: &Result<(), Status>) {
+    let (code, message) = match outcome {
+        Ok(()) => (Code::Ok, ""),
+        Err(status) => (status.code(), status.message()),
+    };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("status", code.as_str());
     span.record("latency_ms", latency_ms);
@@ -426,61 +424,4 @@ fn points_at_server(code: Code) -> bool {
             | Code::Unavailable
             | Code::DataLoss
     )
-}
-
-/// Runs `call` and tells `on_end` how it ended, exactly once, also when it does not return:
-/// a panic is reported as `Internal` (and goes on unwinding); a future dropped before it ends
-/// as `DeadlineExceeded` if `deadline` has passed, `Cancelled` otherwise.
-///
-/// `on_end` is armed when this is called, not when the future is first polled, so a future
-/// dropped unpolled still reports.
-pub(super) fn watch<F, E>(
-    call: F,
-    deadline: Option<Instant>,
-    on_end: E,
-) -> impl Future<Output = Result<(), Status>> + Send
-where
-    F: Future<Output = Result<(), Status>> + Send,
-    E: FnOnce(Code, &str) + Send,
-{
-    let mut guard = EndGuard { on_end: Some(on_end), deadline };
-    async move {
-        match AssertUnwindSafe(call).catch_unwind().await {
-            Ok(outcome) => {
-                match &outcome {
-                    Ok(()) => guard.end(Code::Ok, ""),
-                    Err(status) => guard.end(status.code(), status.message()),
-                }
-                outcome
-            }
-            Err(panic) => {
-                guard.end(Code::Internal, "the call panicked");
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-}
-
-/// Reports the end of a call once: when told, or when dropped before.
-struct EndGuard<E: FnOnce(Code, &str)> {
-    on_end: Option<E>,
-    deadline: Option<Instant>,
-}
-
-impl<E: FnOnce(Code, &str)> EndGuard<E> {
-    fn end(&mut self, code: Code, message: &str) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(code, message);
-        }
-    }
-}
-
-impl<E: FnOnce(Code, &str)> Drop for EndGuard<E> {
-    fn drop(&mut self) {
-        if self.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            self.end(Code::DeadlineExceeded, "abandoned at its deadline");
-        } else {
-            self.end(Code::Cancelled, "abandoned before it ended");
-        }
-    }
 }

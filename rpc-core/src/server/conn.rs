@@ -14,7 +14,7 @@ use super::ServerConfig;
 use super::routes::Routes;
 use crate::codegen::{Payload, ServerCall};
 use crate::conn::{ConnConfig, Connection, Ended, Note, Peer, Shared, State, StreamCore, run, status_frame};
-use crate::interceptor::ServerContext;
+use crate::interceptor::{CancelSignal, ServerContext};
 use crate::method::MethodKind;
 use crate::status::Status;
 use crate::transport::{Io, PeerAddr};
@@ -80,6 +80,8 @@ fn is_disconnect(err: &WireError) -> bool {
 struct CallEntry {
     /// Its handler's task.
     abort: Option<AbortHandle>,
+    /// Behind interceptors, how to stop its handler on a cancel so that they see it.
+    cancel: Option<Arc<CancelSignal>>,
     streaming: bool,
 }
 
@@ -153,7 +155,7 @@ impl ServerPeer {
             interceptors: route.interceptors.clone(),
         };
         let spawned = route.service.call(route.index, call);
-        self.calls.insert(id, CallEntry { abort: spawned.0, streaming });
+        self.calls.insert(id, CallEntry { abort: spawned.abort, cancel: spawned.cancel, streaming });
         Ok(())
     }
 
@@ -206,10 +208,12 @@ impl Peer for ServerPeer {
                 Ok(())
             }
             FrameKind::Cancel => {
-                if let Some(entry) = self.calls.remove(&frame.call_id)
-                    && let Some(abort) = entry.abort
-                {
-                    abort.abort();
+                if let Some(entry) = self.calls.remove(&frame.call_id) {
+                    match (entry.cancel, entry.abort) {
+                        (Some(cancel), _) => cancel.cancel(),
+                        (None, Some(abort)) => abort.abort(),
+                        (None, None) => {}
+                    }
                 }
                 if let Some(core) = state.streams.remove(frame.call_id, &state.shared) {
                     core.abort(Status::cancelled("cancelled by the client"));
