@@ -112,7 +112,7 @@ impl ServerNext<'_> {
     }
 
     /// A unary call's request, to change or replace before the handler runs (downcast it
-    /// with [`downcast_mut`](AnyMessage::downcast_mut)).
+    /// with [`downcast_mut`](trait.AnyMessage.html#method.downcast_mut)).
     pub fn request_mut(&mut self) -> Option<&mut dyn AnyMessage> {
         self.end.request_mut()
     }
