@@ -514,7 +514,8 @@ fn check_ok_type(ok: &Type, server_streaming: bool, errors: &mut Errors) -> Opti
     Some(ok.clone())
 }
 
-/// For a return type spelled `...Result<Out, E>` (or a `...Result<Out>` alias), `Out` and
+/// For a return type spelled `...Result<Out, E>` (or a `...Result<Out>` alias, any name
+/// ending in `Result`, so that a message may be named `Result`), `Out` and
 /// the whole type as spelled. That the whole type really is `Result<Out, rpc_core::Status>`
 /// is left to the type check the expansion emits, so renamed imports and aliases work.
 fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
@@ -525,7 +526,7 @@ fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
     let Some(last) = path.path.segments.last() else {
         return Err(wrong());
     };
-    if last.ident != "Result" {
+    if !last.ident.to_string().ends_with("Result") {
         return Err(wrong());
     }
     let PathArguments::AngleBracketed(args) = &last.arguments else {

@@ -421,7 +421,7 @@ impl Sink for Everyone {
         Ok(prost_types::Timestamp { seconds: 42, nanos: 7 })
     }
 
-    pings!(m07, m08, m09, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, new_);
+    pings!(m07, m08, m09, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, new);
 
     async fn count(
         &self,
@@ -535,5 +535,119 @@ async fn the_kitchen_sink_round_trips_every_field_and_calls_keyword_methods() {
         "/kitchen.sink.Sink/New",
     ] {
         assert!(paths.contains(&wire), "{wire} missing from {paths:?}");
+    }
+}
+
+// ---- hostile names: prelude types, keywords, the client's own names, a service `T` ----
+
+mod hostile_names {
+    use proto_corpus::hostile::{
+        Box, Future, Option, Option2, Option2Client, Option2Server, Result, Self_, Send, Status as Msg,
+        String, T, T1, TClient, TServer, Vec,
+    };
+    use rpc_core::{ServerContext, Status, StreamSender, Streaming};
+
+    use super::{channel, serve};
+
+    struct Hostile;
+
+    /// Methods answering their `Result` with `n + 1`.
+    macro_rules! incrementing {
+        ($($name:ident),*) => {
+            $(
+                async fn $name(&self, _ctx: &mut ServerContext, request: Result) -> std::result::Result<Result, Status> {
+                    Ok(Result { n: request.n + 1 })
+                }
+            )*
+        };
+    }
+
+    impl T for Hostile {
+        async fn clone(&self, _ctx: &mut ServerContext, request: Result) -> std::result::Result<Option, Status> {
+            Ok(Option { n: request.n })
+        }
+
+        async fn clone_from(&self, _ctx: &mut ServerContext, request: String) -> std::result::Result<Box, Status> {
+            Ok(Box { n: request.n })
+        }
+
+        async fn fmt(&self, _ctx: &mut ServerContext, request: Vec) -> std::result::Result<Self_, Status> {
+            Ok(Self_ { n: request.n })
+        }
+
+        async fn default(&self, _ctx: &mut ServerContext, request: Send) -> std::result::Result<Future, Status> {
+            Ok(Future { n: request.n })
+        }
+
+        async fn poll(&self, _ctx: &mut ServerContext, request: Msg) -> std::result::Result<T1, Status> {
+            Ok(T1 { n: request.n })
+        }
+
+        incrementing!(
+            into_future, into, try_into, from, new, channel, borrow, to_owned, type_id, r#type, self_, super_,
+            crate_, r#fn, ok
+        );
+
+        async fn stream(
+            &self,
+            _ctx: &mut ServerContext,
+            mut requests: Streaming<Result>,
+            mut responses: StreamSender<Option>,
+        ) -> std::result::Result<(), Status> {
+            while let Some(request) = requests.message().await? {
+                responses.send(Option { n: request.n }).await?;
+            }
+            Ok(())
+        }
+    }
+
+    impl Option2 for Hostile {
+        async fn get(&self, _ctx: &mut ServerContext, request: Option) -> std::result::Result<Option, Status> {
+            Ok(request)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_hostile_name_compiles_and_calls_the_right_method() {
+        let addr = serve(|b| b.add_service(TServer::new(Hostile)).add_service(Option2Server::new(Hostile))).await;
+        let client = TClient::new(channel(addr).await);
+        // The traits' own methods stay reachable on the client.
+        let copy = client.clone();
+        assert!(format!("{copy:?}").contains("TClient"));
+        assert_eq!(client.channel().target(), copy.channel().target());
+
+        assert_eq!(client.clone_(Result { n: 1 }).await.expect("Clone"), Option { n: 1 });
+        assert_eq!(client.clone_from_(String { n: 2 }).await.expect("CloneFrom"), Box { n: 2 });
+        assert_eq!(client.fmt_(Vec { n: 3 }).await.expect("Fmt"), Self_ { n: 3 });
+        assert_eq!(client.default(Send { n: 4 }).await.expect("Default"), Future { n: 4 });
+        assert_eq!(client.poll(Msg { n: 5 }).await.expect("Poll"), T1 { n: 5 });
+        let calls = [
+            client.into_future(Result { n: 0 }),
+            client.into_(Result { n: 0 }),
+            client.try_into_(Result { n: 0 }),
+            client.from_(Result { n: 0 }),
+            client.new_(Result { n: 0 }),
+            client.channel_(Result { n: 0 }),
+            client.borrow_(Result { n: 0 }),
+            client.to_owned_(Result { n: 0 }),
+            client.type_id_(Result { n: 0 }),
+            client.r#type(Result { n: 0 }),
+            client.self_(Result { n: 0 }),
+            client.super_(Result { n: 0 }),
+            client.crate_(Result { n: 0 }),
+            client.r#fn(Result { n: 0 }),
+            client.ok(Result { n: 0 }),
+        ];
+        for call in calls {
+            assert_eq!(call.await.expect("a method with a hostile name"), Result { n: 1 });
+        }
+
+        let (mut tx, mut rx) = client.stream().await.expect("Stream");
+        tx.send(Result { n: 7 }).await.expect("send");
+        drop(tx);
+        assert_eq!(rx.message().await.expect("message"), Some(Option { n: 7 }));
+
+        let other = Option2Client::new(client.channel().clone());
+        assert_eq!(other.get(Option { n: 9 }).await.expect("Get"), Option { n: 9 });
     }
 }
