@@ -224,6 +224,9 @@ impl Builder {
         }
 
         let mut config = prost_build::Config::new();
+        // The messages derive with the runtime's own prost: they and the generated services
+        // cannot disagree on its version, and the user's crate needs no `prost` of its own.
+        config.prost_path(format!("{}::prost", self.runtime));
         if let Some(dir) = &self.out_dir {
             config.out_dir(dir);
         }

@@ -138,6 +138,12 @@ pub mod internals {
     }
 }
 
+/// The prost this crate is built on, for messages and generated code: deriving with
+/// `#[derive(rpc_core::prost::Message)]` (or depending on the same major version of `prost`)
+/// keeps your messages and the runtime on one version. Code generated from `.proto` files
+/// uses this path, so it needs no `prost` dependency of its own.
+pub use prost;
+
 pub use client::Channel;
 pub use extensions::Extensions;
 pub use interceptor::ServerContext;
