@@ -2,7 +2,7 @@
 //! out, as Rust tokens.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 
 use crate::model::{Method, Service};
 use crate::naming::client_method_ident;
@@ -92,11 +92,17 @@ fn generate_client(service: &Service) -> TokenStream {
         let method_docs = method_docs(service, method);
         let path = service.method_path(method);
         let client = quote!(#runtime::client);
+        // A message type the codec cannot carry is reported at the type, where it is written.
+        let span = first_span(input);
+        let unary = quote_spanned!(span=> self.channel.unary(#path, request));
+        let server_streaming = quote_spanned!(span=> self.channel.server_streaming(#path, request));
+        let client_streaming = quote_spanned!(span=> self.channel.client_streaming(#path));
+        let bidi_streaming = quote_spanned!(span=> self.channel.bidi_streaming(#path));
         match (method.client_streaming, method.server_streaming) {
             (false, false) => quote! {
                 #method_docs
                 pub fn #name(&self, request: #input) -> #client::UnaryCall<'_, #input, #output, #codec> {
-                    self.channel.unary(#path, request)
+                    #unary
                 }
             },
             (false, true) => quote! {
@@ -105,19 +111,19 @@ fn generate_client(service: &Service) -> TokenStream {
                     &self,
                     request: #input,
                 ) -> #client::StreamingCall<'_, #input, #output, #codec, #client::ServerStreaming> {
-                    self.channel.server_streaming(#path, request)
+                    #server_streaming
                 }
             },
             (true, false) => quote! {
                 #method_docs
                 pub fn #name(&self) -> #client::StreamingCall<'_, #input, #output, #codec, #client::ClientStreaming> {
-                    self.channel.client_streaming(#path)
+                    #client_streaming
                 }
             },
             (true, true) => quote! {
                 #method_docs
                 pub fn #name(&self) -> #client::StreamingCall<'_, #input, #output, #codec, #client::BidiStreaming> {
-                    self.channel.bidi_streaming(#path)
+                    #bidi_streaming
                 }
             },
         }
@@ -182,10 +188,14 @@ fn generate_server(service: &Service) -> TokenStream {
             (true, false) => (quote!(spawn_client_streaming), quote!(requests)),
             (true, true) => (quote!(spawn_bidi_streaming), quote!(requests, responses)),
         };
+        // A message type the codec cannot carry is reported at the type, where it is written.
+        let span = first_span(input);
+        let spawn = proc_macro2::Ident::new(&spawn.to_string(), span);
+        let spawn = quote_spanned!(span=> call.#spawn::<#input, #output, #codec, _, _>);
         quote! {
             #index => {
                 let service = ::std::sync::Arc::clone(&self.inner);
-                call.#spawn::<#input, #output, #codec, _, _>(move |mut ctx, #args| async move {
+                #spawn(move |mut ctx, #args| async move {
                     let result = <#imp as #service_trait>::#name(&*service, &mut ctx, #args).await;
                     (ctx, result)
                 })
@@ -276,4 +286,9 @@ fn collect_idents(tokens: TokenStream, into: &mut std::collections::HashSet<Stri
             _ => {}
         }
     }
+}
+
+/// The span of a type's first token: where a user wrote it (the call site for `.proto` input).
+fn first_span(tokens: &TokenStream) -> Span {
+    tokens.clone().into_iter().next().map_or_else(Span::call_site, |token| token.span())
 }
