@@ -216,12 +216,13 @@ impl ClientInterceptor for ReleaseOnRefusal {
 }
 
 #[tokio::test]
-async fn a_refused_non_idempotent_call_is_retried() {
+async fn a_refused_call_is_retried_by_default_whatever_its_code_and_method() {
     // One call at a time: while `hold` runs, the server sheds other calls unprocessed. (A
     // connection limit would not do: the client waits for a slot under it instead.)
     let (addr, counters) = serve(0, |b| b.interceptor(ConcurrencyLimit::new(1))).await;
     let refused = Arc::new(AtomicUsize::new(0));
-    let retry = quick_retry().codes([Code::Unavailable, Code::ResourceExhausted]).max_attempts(20);
+    // Default codes (only `Unavailable`): the refusal is `ResourceExhausted`.
+    let retry = quick_retry().max_attempts(20);
     let channel = Channel::builder(addr)
         .interceptor(retry)
         .interceptor(ReleaseOnRefusal { counters: Arc::clone(&counters), refused: Arc::clone(&refused) })
@@ -315,4 +316,37 @@ async fn streams_pass_through_untouched() {
     eventually("the chain has ended", outer_done).await;
     assert_eq!(*log.lock().expect("log"), ["inner: UNAVAILABLE", "outer: UNAVAILABLE"], "one attempt");
     assert_eq!(counters.watches.load(Ordering::SeqCst), 1, "a stream is not sent again");
+}
+
+/// Refuses the first call it sees, unprocessed, and lets the rest in.
+struct RefuseFirst(std::sync::atomic::AtomicBool);
+
+impl rpc_core::interceptor::ServerInterceptor for RefuseFirst {
+    async fn intercept(
+        &self,
+        ctx: &mut ServerContext,
+        mut next: rpc_core::interceptor::ServerNext<'_>,
+    ) -> Result<(), Status> {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            return Err(Status::resource_exhausted("not now").refused());
+        }
+        next.run(ctx).await
+    }
+}
+
+#[tokio::test]
+async fn retry_refused_false_leaves_a_refusal_to_the_codes_and_idempotency() {
+    let (addr, counters) =
+        serve(0, |b| b.interceptor(RefuseFirst(std::sync::atomic::AtomicBool::new(false)))).await;
+    let strict = client(addr, quick_retry().retry_refused(false)).await;
+    let status = strict.write(Attempt::default()).await.expect_err("the refusal is returned");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.is_refused());
+    assert_eq!(counters.writes(), 0, "the handler never ran");
+
+    let (addr, counters) =
+        serve(0, |b| b.interceptor(RefuseFirst(std::sync::atomic::AtomicBool::new(false)))).await;
+    let client = client(addr, Retry::new().initial_backoff(Duration::from_millis(5))).await;
+    let reply = client.write(Attempt::default()).await.expect("the refusal is retried by default");
+    assert_eq!((reply.calls, counters.writes()), (1, 1), "sent again once, run once");
 }
