@@ -33,6 +33,23 @@ async fn metadata_travels_both_ways() {
 }
 
 #[tokio::test]
+async fn a_metadata_key_with_capitals_is_sent_lowercased_and_found_in_any_case() {
+    let server = common::serve().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    let response = client
+        .echo(Echo::default())
+        .metadata("X-Echo", Bytes::from_static(b"caps"))
+        .full()
+        .await
+        .expect("a key with capitals does not panic");
+    // The server looked it up as `x-echo` and answered with it.
+    assert_eq!(response.metadata().get_str("x-echo"), Some("caps"));
+    assert_eq!(response.metadata().get_str("X-ECHO"), Some("caps"));
+    assert_eq!(response.metadata().iter().next().map(|(k, _)| k.as_str()), Some("x-echo"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn handler_status_reaches_the_caller_with_code_message_and_metadata() {
     let server = common::serve().await;
     let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
