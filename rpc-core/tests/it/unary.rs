@@ -278,3 +278,29 @@ async fn a_codec_panic_fails_only_its_call_and_the_connection_lives_on() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_url_for_a_target_fails_at_connect_saying_what_to_write() {
+    let server = common::serve().await;
+    let url = format!("http://{}", server.addr);
+    let status = Channel::connect(url).await.expect_err("a URL is not an address");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("without a scheme such as http://"), "{status}");
+    let source = std::error::Error::source(&status).expect("the address error is kept");
+    assert!(source.to_string().contains("http://"), "{source}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_connect_keeps_the_io_error_as_its_source() {
+    // A port nobody listens on: bound, then closed.
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let status = Channel::connect(addr).await.expect_err("nobody listens");
+    assert_eq!(status.code(), Code::Unavailable);
+    let source = std::error::Error::source(&status).expect("the cause is kept");
+    let io = source.downcast_ref::<std::io::Error>().expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+}
