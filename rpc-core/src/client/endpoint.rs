@@ -53,8 +53,9 @@ enum State {
 impl Endpoint {
     /// An endpoint for `target`; nothing happens until a call needs a connection.
     pub(crate) fn new(target: &str, config: Arc<ChannelConfig>) -> Endpoint {
-        let address =
-            target.parse::<Address>().map_err(|err| Status::invalid_argument(err.to_string()).with_source(err));
+        let address = target
+            .parse::<Address>()
+            .map_err(|err| Status::invalid_argument(err.to_string()).with_source(err));
         Endpoint {
             inner: Arc::new(EndpointInner {
                 target: target.into(),

@@ -39,7 +39,6 @@ pub use crate::codec::RpcMessage;
 /// Fails to compile, at the type, when `T` is not an [`RpcMessage`]: emitted by the macro.
 pub fn assert_message<T: RpcMessage>() {}
 
-
 /// A mountable service: what `#[service]` and the `.proto` generator implement for
 /// `FooServer<T>`. Implementing it by hand is possible but rarely needed.
 pub trait Service: Send + Sync + 'static {

@@ -563,11 +563,19 @@ mod hostile_names {
     }
 
     impl T for Hostile {
-        async fn clone(&self, _ctx: &mut ServerContext, request: Result) -> std::result::Result<Option, Status> {
+        async fn clone(
+            &self,
+            _ctx: &mut ServerContext,
+            request: Result,
+        ) -> std::result::Result<Option, Status> {
             Ok(Option { n: request.n })
         }
 
-        async fn clone_from(&self, _ctx: &mut ServerContext, request: String) -> std::result::Result<Box, Status> {
+        async fn clone_from(
+            &self,
+            _ctx: &mut ServerContext,
+            request: String,
+        ) -> std::result::Result<Box, Status> {
             Ok(Box { n: request.n })
         }
 
@@ -575,7 +583,11 @@ mod hostile_names {
             Ok(Self_ { n: request.n })
         }
 
-        async fn default(&self, _ctx: &mut ServerContext, request: Send) -> std::result::Result<Future, Status> {
+        async fn default(
+            &self,
+            _ctx: &mut ServerContext,
+            request: Send,
+        ) -> std::result::Result<Future, Status> {
             Ok(Future { n: request.n })
         }
 
@@ -584,8 +596,21 @@ mod hostile_names {
         }
 
         incrementing!(
-            into_future, into, try_into, from, new, channel, borrow, to_owned, type_id, r#type, self_, super_,
-            crate_, r#fn, ok
+            into_future,
+            into,
+            try_into,
+            from,
+            new,
+            channel,
+            borrow,
+            to_owned,
+            type_id,
+            r#type,
+            self_,
+            super_,
+            crate_,
+            r#fn,
+            ok
         );
 
         async fn stream(
@@ -602,14 +627,19 @@ mod hostile_names {
     }
 
     impl Option2 for Hostile {
-        async fn get(&self, _ctx: &mut ServerContext, request: Option) -> std::result::Result<Option, Status> {
+        async fn get(
+            &self,
+            _ctx: &mut ServerContext,
+            request: Option,
+        ) -> std::result::Result<Option, Status> {
             Ok(request)
         }
     }
 
     #[tokio::test]
     async fn every_hostile_name_compiles_and_calls_the_right_method() {
-        let addr = serve(|b| b.add_service(TServer::new(Hostile)).add_service(Option2Server::new(Hostile))).await;
+        let addr =
+            serve(|b| b.add_service(TServer::new(Hostile)).add_service(Option2Server::new(Hostile))).await;
         let client = TClient::new(channel(addr).await);
         // The traits' own methods stay reachable on the client.
         let copy = client.clone();
