@@ -19,10 +19,10 @@
 //! }
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
+//! // Drains on SIGTERM (`docker stop`, a Kubernetes rollout) or Ctrl-C.
 //! Server::builder()
 //!     .add_service(PingerServer::new(MyPinger))
-//!     .serve_with_shutdown("127.0.0.1:50051", shutdown)
+//!     .serve_with_shutdown("127.0.0.1:50051", rpc_core::server::shutdown_signal())
 //!     .await
 //! # }
 //! ```
@@ -42,6 +42,48 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP};
 pub use registration::Registration;
+
+/// Completes at the first SIGTERM (on Unix) or Ctrl-C (SIGINT): the signal to pass to
+/// [`ServerBuilder::serve_with_shutdown`] so that a server in a container drains its calls
+/// on `docker stop` or a Kubernetes rollout instead of being killed in the middle of them.
+///
+/// The SIGTERM handler is installed when this is called (from inside a Tokio runtime), so
+/// a SIGTERM that arrives before the future is first polled is not lost. If it cannot be
+/// installed, the failure is logged and only Ctrl-C is waited for.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        #[cfg(unix)]
+        let terminate = async move {
+            match terminate {
+                Ok(mut terminate) => {
+                    terminate.recv().await;
+                    tracing::info!("SIGTERM: shutting down");
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C shuts down");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        let interrupt = async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => tracing::info!("Ctrl-C: shutting down"),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for Ctrl-C");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = terminate => {}
+            () = interrupt => {}
+        }
+    }
+}
 
 use crate::codegen::Service;
 use crate::conn::InputBudget;

@@ -75,6 +75,28 @@ impl<T> StreamSender<T> {
         SendFuture { sender: self, message: Some(message) }
     }
 
+    /// Sends every message `messages` yields, in order, as they come, waiting for credit as
+    /// needed: a stream fed from any [`Stream`](futures_util::Stream), such as a channel's
+    /// receiver or another call's [`Streaming`] mapped to messages. Stops at the first
+    /// failed send, with its status. The stream is not closed after: drop the sender (or
+    /// `close` it) to end it.
+    ///
+    /// ```no_run
+    /// # use rpc_core::{Status, StreamSender};
+    /// # async fn run(mut points: StreamSender<u32>) -> Result<(), Status> {
+    /// let items = futures_util::stream::iter([1, 2, 3]);
+    /// points.send_stream(items).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_stream(&mut self, messages: impl futures_util::Stream<Item = T>) -> Result<(), Status> {
+        use futures_util::StreamExt;
+        let mut messages = std::pin::pin!(messages);
+        while let Some(message) = messages.next().await {
+            self.send(message).await?;
+        }
+        Ok(())
+    }
+
     /// Sends every message of `messages` in order, waiting for credit as needed. The same as
     /// sending them one by one, only faster: as many as the credit allows are encoded at a
     /// time. The fastest way to stream messages that are ready (or cheap to make): pass an

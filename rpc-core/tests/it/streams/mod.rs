@@ -49,6 +49,26 @@ async fn server_stream_delivers_every_message_in_order_then_ends() {
 }
 
 #[tokio::test]
+async fn a_client_stream_is_fed_from_any_stream() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let (mut requests, response) = client.sum().await.expect("open");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let producer = tokio::spawn(async move {
+        for n in 1..=10 {
+            tx.send(item(n)).await.expect("queue");
+        }
+    });
+    let rx = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    requests.send_stream(rx).await.expect("every message sent");
+    requests.close();
+    producer.await.expect("producer");
+    let total = response.await.expect("response");
+    assert_eq!((total.sum, total.count), (55, 10));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn client_stream_is_summed_and_the_response_carries_trailers() {
     let (server, _, channel) = setup(|b| b).await;
     let client = StreamsClient::new(channel);
