@@ -1,6 +1,7 @@
 //! [`Deadlines`]: a default timeout, and deadlines carried from a call into the calls its
 //! handler makes.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::interceptor::ServerContext;
@@ -82,4 +83,10 @@ impl ClientInterceptor for Deadlines {
         ctx.set_deadline(earliest);
         next.run(ctx).await
     }
+}
+
+/// `future`, run under the deadline of the call this task is handling (if any).
+pub(super) fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let deadline = CURRENT.try_with(|deadline| *deadline).ok().flatten();
+    CURRENT.scope(deadline, future)
 }

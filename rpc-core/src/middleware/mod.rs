@@ -30,3 +30,33 @@ pub use metrics::Metrics;
 pub use rate_limit::{ConcurrencyLimit, RateLimit};
 pub use retry::Retry;
 pub use tracing::{SpanId, TraceContext, TraceId, Tracing};
+
+use std::future::Future;
+
+/// `future`, made to run in the context of the call this task is handling: its deadline
+/// ([`Deadlines::current`]) and its trace ([`TraceContext::current`]). Both are task-local,
+/// so work a handler hands to another task loses them; wrapped, the calls that work makes
+/// through channels with [`Deadlines`] and [`Tracing`] still stop at the caller's deadline
+/// and join its trace. Outside a call, `future` runs as it is.
+pub fn in_call_context<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    deadline::carry(tracing::carry(future))
+}
+
+/// [`tokio::spawn`]s `future` in the context of the call this task is handling (see
+/// [`in_call_context`]).
+///
+/// ```no_run
+/// use rpc_core::middleware::spawn_in_call_context;
+/// # async fn audit() {}
+/// # async fn handler() {
+/// // Inside a handler: the audit call runs under the caller's deadline and trace.
+/// spawn_in_call_context(audit());
+/// # }
+/// ```
+pub fn spawn_in_call_context<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(in_call_context(future))
+}

@@ -425,3 +425,11 @@ fn points_at_server(code: Code) -> bool {
             | Code::DataLoss
     )
 }
+
+/// `future`, run in the trace context of the call this task is handling (if any).
+pub(super) fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    match CURRENT.try_with(Current::clone) {
+        Ok(current) => futures_util::future::Either::Left(CURRENT.scope(current, future)),
+        Err(_) => futures_util::future::Either::Right(future),
+    }
+}
