@@ -52,6 +52,8 @@ pub struct StreamSender<T> {
     encoded_len: fn(&T) -> usize,
     encode: fn(&T, &mut BytesMut),
     side: Side,
+    /// A message given to the [`Sink`](futures_sink::Sink) that waits for credit.
+    pending: Option<T>,
 }
 
 impl<T> std::fmt::Debug for StreamSender<T> {
@@ -62,7 +64,7 @@ impl<T> std::fmt::Debug for StreamSender<T> {
 
 impl<T> StreamSender<T> {
     pub(crate) fn new<C: Codec<T>>(core: Arc<StreamCore>, side: Side) -> StreamSender<T> {
-        StreamSender { core, encoded_len: C::encoded_len, encode: C::encode, side }
+        StreamSender { core, encoded_len: C::encoded_len, encode: C::encode, side, pending: None }
     }
 
     /// Sends a message, waiting for flow-control credit if the peer has fallen behind.
@@ -156,8 +158,52 @@ impl<T> StreamSender<T> {
     }
 }
 
-impl<T> Drop for StreamSender<T> {
-    fn drop(&mut self) {
+// The pending message is only ever moved, never pinned.
+impl<T> Unpin for StreamSender<T> {}
+
+/// A `StreamSender` is a [`Sink`](futures_sink::Sink) of its messages, for code written
+/// against sinks (`stream.forward(sender)`, `SinkExt::send`). A message is taken once there is
+/// room for it; flushing waits until the last one is in the stream's buffer (the connection
+/// writes buffers on its own); closing ends this side of the stream, as dropping does.
+impl<T> futures_sink::Sink<T> for StreamSender<T> {
+    type Error = Status;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.poll_flush(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), Status> {
+        let this = self.get_mut();
+        if this.pending.is_some() {
+            return Err(Status::internal("start_send without poll_ready"));
+        }
+        this.pending = Some(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        let this = self.get_mut();
+        if this.pending.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut pending = this.pending.take();
+        let polled = this.poll_send_message(Some(cx), &mut pending);
+        if polled.is_pending() {
+            this.pending = pending;
+        }
+        polled
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        self.get_mut().end_client_side();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T> StreamSender<T> {
+    /// On a client, tells the server that no more requests follow (once).
+    fn end_client_side(&mut self) {
         if self.side == Side::Client {
             let id = self.core.id;
             self.core.finish_send(
@@ -166,6 +212,12 @@ impl<T> Drop for StreamSender<T> {
                 Status::failed_precondition("the stream was closed by this side"),
             );
         }
+    }
+}
+
+impl<T> Drop for StreamSender<T> {
+    fn drop(&mut self) {
+        self.end_client_side();
     }
 }
 

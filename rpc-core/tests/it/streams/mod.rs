@@ -69,6 +69,21 @@ async fn a_client_stream_is_fed_from_any_stream() {
 }
 
 #[tokio::test]
+async fn a_stream_sender_is_a_sink() {
+    use futures_util::SinkExt;
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let (mut requests, response) = client.sum().await.expect("open");
+    requests.send(item(1)).await.expect("send");
+    // Through the Sink: `feed` then `close`, which ends the requests.
+    SinkExt::feed(&mut requests, item(2)).await.expect("feed");
+    SinkExt::close(&mut requests).await.expect("close ends the stream");
+    let total = response.await.expect("the server saw the end of the requests");
+    assert_eq!((total.sum, total.count), (3, 2));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn client_stream_is_summed_and_the_response_carries_trailers() {
     let (server, _, channel) = setup(|b| b).await;
     let client = StreamsClient::new(channel);
