@@ -40,7 +40,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP};
+pub use crate::wire::{
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_MAX_FRAME_SIZE,
+    MIN_MAX_HEADER_SIZE,
+};
 pub use registration::Registration;
 
 /// Completes at the first SIGTERM (on Unix) or Ctrl-C (SIGINT): the signal to pass to
@@ -93,7 +96,7 @@ use crate::interceptor::{ServerChain, ServerInterceptor};
 use crate::status::Status;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::transport::{self, Address, AnyListener, Listener, SocketOptions};
-use crate::wire::{MIN_CONNECTION_WINDOW, MIN_MAX_FRAME_SIZE, MIN_MAX_HEADER_SIZE, MIN_STREAM_WINDOW};
+use crate::wire::{MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
 use limits::PeerCounts;
 use routes::Routes;
 
