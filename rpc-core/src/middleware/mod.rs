@@ -60,3 +60,23 @@ where
 {
     tokio::spawn(in_call_context(future))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spawned_work_keeps_the_trace_only_when_carried() {
+        let root = TraceContext::root();
+        let (carried, lost) = root
+            .scope(async {
+                let carried = spawn_in_call_context(async { TraceContext::current() }).await;
+                let lost = tokio::spawn(async { TraceContext::current() }).await;
+                (carried.expect("task"), lost.expect("task"))
+            })
+            .await;
+        assert_eq!(carried.map(|trace| trace.trace_id()), Some(root.trace_id()));
+        assert_eq!(lost, None, "a plain spawn loses it");
+        assert_eq!(in_call_context(async { TraceContext::current() }).await, None, "outside a call: none");
+    }
+}
