@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use rpc_core::balance::Policy;
 use rpc_core::discovery::{AnyRegistry, MemoryRegistry};
 use rpc_core::server::Registration;
-use rpc_core::{Channel, Context, Server, Status};
+use rpc_core::{Channel, Server, ServerContext, Status};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -38,13 +38,13 @@ pub struct WhoReply {
 #[rpc_core::service(package = "demo.v1")]
 pub trait Where {
     /// The name of the instance that answers.
-    async fn who(&self, ctx: &mut Context, request: WhoRequest) -> Result<WhoReply, Status>;
+    async fn who(&self, ctx: &mut ServerContext, request: WhoRequest) -> Result<WhoReply, Status>;
 }
 
 struct Named(&'static str);
 
 impl Where for Named {
-    async fn who(&self, _ctx: &mut Context, _request: WhoRequest) -> Result<WhoReply, Status> {
+    async fn who(&self, _ctx: &mut ServerContext, _request: WhoRequest) -> Result<WhoReply, Status> {
         Ok(WhoReply { name: self.0.to_owned() })
     }
 }

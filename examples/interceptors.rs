@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rpc_core::interceptors::{
+use rpc_core::middleware::{
     BearerToken, BreakerScope, BreakerState, CircuitBreaker, Claims, JwtAuth, Metrics, RateLimit, Retry,
     TraceContext, Tracing,
 };
-use rpc_core::{Channel, Code, Context, Server, Status};
+use rpc_core::{Channel, Code, Server, ServerContext, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -50,13 +50,13 @@ pub struct Item {
 #[rpc_core::service(package = "demo.v1")]
 pub trait Shop {
     /// Looks an item up.
-    async fn get_item(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status>;
+    async fn get_item(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status>;
     /// Fails with `Unavailable` two calls out of three.
-    async fn flaky(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status>;
+    async fn flaky(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status>;
     /// Fails with `Unavailable` while the inventory is down.
-    async fn inventory(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status>;
+    async fn inventory(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status>;
     /// Restocks an item: for admins only.
-    async fn restock(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status>;
+    async fn restock(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status>;
 }
 
 #[derive(Default)]
@@ -66,7 +66,7 @@ struct ShopService {
     inventory_calls: Arc<AtomicU32>,
 }
 
-fn item(ctx: &Context, name: String, attempt: u32) -> Item {
+fn item(ctx: &ServerContext, name: String, attempt: u32) -> Item {
     let caller =
         ctx.extensions().get::<Claims>().and_then(|c| c.subject().map(str::to_owned)).unwrap_or_default();
     let trace_id = TraceContext::current().map(|t| t.trace_id().to_string()).unwrap_or_default();
@@ -74,11 +74,11 @@ fn item(ctx: &Context, name: String, attempt: u32) -> Item {
 }
 
 impl Shop for ShopService {
-    async fn get_item(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status> {
+    async fn get_item(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status> {
         Ok(item(ctx, request.name, 1))
     }
 
-    async fn flaky(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status> {
+    async fn flaky(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status> {
         let attempt = self.flaky_calls.fetch_add(1, Ordering::SeqCst) + 1;
         if !attempt.is_multiple_of(3) {
             return Err(Status::unavailable(format!("flaky: attempt {attempt} failed")));
@@ -86,7 +86,7 @@ impl Shop for ShopService {
         Ok(item(ctx, request.name, attempt))
     }
 
-    async fn inventory(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status> {
+    async fn inventory(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status> {
         self.inventory_calls.fetch_add(1, Ordering::SeqCst);
         if self.inventory_down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the inventory database is down"));
@@ -94,7 +94,7 @@ impl Shop for ShopService {
         Ok(item(ctx, request.name, 1))
     }
 
-    async fn restock(&self, ctx: &mut Context, request: ItemRequest) -> Result<Item, Status> {
+    async fn restock(&self, ctx: &mut ServerContext, request: ItemRequest) -> Result<Item, Status> {
         Ok(item(ctx, request.name, 1))
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Run with `cargo run --example proto_greeter`.
 
-use rpc_core::{Channel, Context, Server, Status, StreamSender, Streaming};
+use rpc_core::{Channel, Server, ServerContext, Status, StreamSender, Streaming};
 use tokio::net::TcpListener;
 
 /// The code generated from `proto/helloworld.proto`.
@@ -19,13 +19,13 @@ use helloworld::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest
 struct MyGreeter;
 
 impl Greeter for MyGreeter {
-    async fn say_hello(&self, _ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(&self, _ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status> {
         Ok(HelloReply { message: format!("Hello {}!", request.name) })
     }
 
     async fn chat(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<HelloRequest>,
         mut responses: StreamSender<HelloReply>,
     ) -> Result<(), Status> {

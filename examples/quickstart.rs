@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rpc_core::discovery::{MemoryRegistry, Registry};
 use rpc_core::server::Registration;
-use rpc_core::{Channel, Code, Context, Server, Status};
+use rpc_core::{Channel, Code, Server, ServerContext, Status};
 use tokio::net::TcpListener;
 
 /// The request: who to greet.
@@ -34,14 +34,14 @@ pub struct HelloReply {
 #[rpc_core::service(package = "helloworld")]
 pub trait Greeter {
     /// Says hello to `request.name`; an empty name is an `InvalidArgument`.
-    async fn say_hello(&self, ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status>;
+    async fn say_hello(&self, ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status>;
 }
 
 /// Our implementation of the service.
 struct FriendlyGreeter;
 
 impl Greeter for FriendlyGreeter {
-    async fn say_hello(&self, ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(&self, ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status> {
         if request.name.is_empty() {
             return Err(Status::invalid_argument("name must not be empty"));
         }

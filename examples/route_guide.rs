@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rpc_core::{Channel, Context, Server, Status, StreamSender, Streaming};
+use rpc_core::{Channel, Server, ServerContext, Status, StreamSender, Streaming};
 use tokio::net::TcpListener;
 
 /// A point, in degrees multiplied by 10^7.
@@ -81,12 +81,12 @@ pub struct RouteSummary {
 #[rpc_core::service(package = "routeguide")]
 pub trait RouteGuide {
     /// The feature at a point (an unnamed feature if there is none).
-    async fn get_feature(&self, ctx: &mut Context, request: Point) -> Result<Feature, Status>;
+    async fn get_feature(&self, ctx: &mut ServerContext, request: Point) -> Result<Feature, Status>;
 
     /// Every feature inside the rectangle, streamed as they are found.
     async fn list_features(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: Rectangle,
         responses: StreamSender<Feature>,
     ) -> Result<(), Status>;
@@ -94,14 +94,14 @@ pub trait RouteGuide {
     /// Records a route; answers with its summary once the client has sent every point.
     async fn record_route(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         requests: Streaming<Point>,
     ) -> Result<RouteSummary, Status>;
 
     /// Sends back, for each note received, the notes left earlier at the same place.
     async fn route_chat(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         requests: Streaming<RouteNote>,
         responses: StreamSender<RouteNote>,
     ) -> Result<(), Status>;
@@ -120,7 +120,7 @@ impl Guide {
 }
 
 impl RouteGuide for Guide {
-    async fn get_feature(&self, _ctx: &mut Context, request: Point) -> Result<Feature, Status> {
+    async fn get_feature(&self, _ctx: &mut ServerContext, request: Point) -> Result<Feature, Status> {
         Ok(self
             .feature_at(request)
             .cloned()
@@ -129,7 +129,7 @@ impl RouteGuide for Guide {
 
     async fn list_features(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: Rectangle,
         mut responses: StreamSender<Feature>,
     ) -> Result<(), Status> {
@@ -145,7 +145,7 @@ impl RouteGuide for Guide {
 
     async fn record_route(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<Point>,
     ) -> Result<RouteSummary, Status> {
         let started = Instant::now();
@@ -167,7 +167,7 @@ impl RouteGuide for Guide {
 
     async fn route_chat(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<RouteNote>,
         mut responses: StreamSender<RouteNote>,
     ) -> Result<(), Status> {

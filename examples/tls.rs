@@ -15,7 +15,7 @@ use rcgen::{
 };
 use rpc_core::transport::tls::TlsError;
 use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-use rpc_core::{Channel, Context, Server, Status};
+use rpc_core::{Channel, Server, ServerContext, Status};
 use tokio::net::TcpListener;
 
 /// The request: who to greet.
@@ -38,13 +38,13 @@ pub struct HelloReply {
 #[rpc_core::service(package = "helloworld")]
 pub trait Greeter {
     /// Says hello, and which certificate the caller presented.
-    async fn say_hello(&self, ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status>;
+    async fn say_hello(&self, ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status>;
 }
 
 struct TlsGreeter;
 
 impl Greeter for TlsGreeter {
-    async fn say_hello(&self, ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(&self, ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status> {
         // Under mutual TLS every caller has a certificate, verified against the CA; it is DER,
         // for an X.509 parser of your choice (or compare it with the certificates you issued).
         let tls = ctx.tls().ok_or_else(|| Status::unauthenticated("TLS required"))?;

@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use rpc_core::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
-use rpc_core::{Channel, Context, Server, Status};
+use rpc_core::interceptor::{ClientContext, ClientInterceptor, ClientNext, ServerInterceptor, ServerNext};
+use rpc_core::{Channel, Server, ServerContext, Status};
 use tokio::net::TcpListener;
 
 use benches::{EchoClient, EchoMessage, EchoServer, EchoService};
@@ -18,13 +18,13 @@ use benches::{EchoClient, EchoMessage, EchoServer, EchoService};
 struct Noop;
 
 impl ServerInterceptor for Noop {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         next.run(ctx).await
     }
 }
 
 impl ClientInterceptor for Noop {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         next.run(ctx).await
     }
 }

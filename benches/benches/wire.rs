@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use rpc_core::wire::{Frame, FrameCodec, FrameKind};
-use rpc_core::{Context, Status};
+use rpc_core::internals::wire::{Frame, FrameCodec, FrameKind};
+use rpc_core::{ServerContext, Status};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// A request frame as a generated client sends it: method, no deadline, no metadata.
@@ -92,16 +92,16 @@ fn header_tlv(c: &mut Criterion) {
 /// A service with a realistic number of methods, for a route table of some size.
 #[rpc_core::service(package = "bench.v1")]
 pub trait Catalog {
-    async fn get_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn list_items(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn create_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn update_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn delete_item(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn search_items(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn get_price(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn set_price(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn reserve_stock(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
-    async fn release_stock(&self, ctx: &mut Context, r: Item) -> Result<Item, Status>;
+    async fn get_item(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn list_items(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn create_item(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn update_item(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn delete_item(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn search_items(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn get_price(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn set_price(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn reserve_stock(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
+    async fn release_stock(&self, ctx: &mut ServerContext, r: Item) -> Result<Item, Status>;
 }
 
 /// The catalog's one message.
@@ -115,34 +115,34 @@ pub struct Item {
 struct NoCatalog;
 
 impl Catalog for NoCatalog {
-    async fn get_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn get_item(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn list_items(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn list_items(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn create_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn create_item(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn update_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn update_item(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn delete_item(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn delete_item(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn search_items(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn search_items(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn get_price(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn get_price(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn set_price(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn set_price(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn reserve_stock(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn reserve_stock(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
-    async fn release_stock(&self, _: &mut Context, r: Item) -> Result<Item, Status> {
+    async fn release_stock(&self, _: &mut ServerContext, r: Item) -> Result<Item, Status> {
         Ok(r)
     }
 }
@@ -150,8 +150,9 @@ impl Catalog for NoCatalog {
 /// The server's dispatch: the route table of a server with three services (15 methods, the
 /// health service's included) and the lookup of a method name as it comes off the wire.
 fn dispatch(c: &mut Criterion) {
+    use rpc_core::codegen::Service;
     use rpc_core::health::{HealthReporter, HealthServer, HealthService};
-    use rpc_core::server::{DispatchTable, Service};
+    use rpc_core::internals::DispatchTable;
     use std::sync::Arc;
 
     let services: Vec<Arc<dyn Service>> = vec![

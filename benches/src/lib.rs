@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-use rpc_core::{Channel, Context, Server, Status, StreamSender};
+use rpc_core::{Channel, Server, ServerContext, Status, StreamSender};
 use tokio::net::TcpListener;
 
 /// The benchmark message: an opaque payload, echoed back.
@@ -48,7 +48,7 @@ pub struct Digest {
 
 /// The largest payload a stream message may be asked to carry: the default frame limit
 /// (4 MiB) less room for the message's own encoding and the frame's header.
-pub const MAX_STREAM_MESSAGE_SIZE: u64 = (rpc_core::wire::DEFAULT_MAX_FRAME_SIZE - 1024) as u64;
+pub const MAX_STREAM_MESSAGE_SIZE: u64 = (rpc_core::server::DEFAULT_MAX_FRAME_SIZE - 1024) as u64;
 
 /// The most rounds of hashing a [`Work`] request may ask for: about 100 ms of CPU on a
 /// current machine, 5,000 times the comparison's 20 µs.
@@ -80,21 +80,25 @@ pub trait Echo {
     /// Returns the request unchanged. Answered on the connection's task (`inline`): the
     /// handler never waits, so a task of its own would only add a spawn and a hand-off.
     #[rpc(inline)]
-    async fn echo(&self, ctx: &mut Context, request: EchoMessage) -> Result<EchoMessage, Status>;
+    async fn echo(&self, ctx: &mut ServerContext, request: EchoMessage) -> Result<EchoMessage, Status>;
     /// Returns the request unchanged, like `echo`, but in a task of its own, as every
     /// handler not marked `inline` is: what a trivial handler costs by default.
-    async fn echo_spawned(&self, ctx: &mut Context, request: EchoMessage) -> Result<EchoMessage, Status>;
+    async fn echo_spawned(
+        &self,
+        ctx: &mut ServerContext,
+        request: EchoMessage,
+    ) -> Result<EchoMessage, Status>;
     /// Streams `count` messages of `size` bytes.
     async fn stream(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: StreamRequest,
         responses: StreamSender<EchoMessage>,
     ) -> Result<(), Status>;
     /// Hashes the payload `iterations` times ([`work_digest`]) and answers the digest: a
     /// handler that keeps a CPU busy. Not `inline`: each call runs in a task of its own, so
     /// that the calls of one connection spread over every worker of the runtime.
-    async fn work(&self, ctx: &mut Context, request: Work) -> Result<Digest, Status>;
+    async fn work(&self, ctx: &mut ServerContext, request: Work) -> Result<Digest, Status>;
 }
 
 /// The echo implementation.
@@ -102,17 +106,21 @@ pub trait Echo {
 pub struct EchoService;
 
 impl Echo for EchoService {
-    async fn echo(&self, _ctx: &mut Context, request: EchoMessage) -> Result<EchoMessage, Status> {
+    async fn echo(&self, _ctx: &mut ServerContext, request: EchoMessage) -> Result<EchoMessage, Status> {
         Ok(request)
     }
 
-    async fn echo_spawned(&self, _ctx: &mut Context, request: EchoMessage) -> Result<EchoMessage, Status> {
+    async fn echo_spawned(
+        &self,
+        _ctx: &mut ServerContext,
+        request: EchoMessage,
+    ) -> Result<EchoMessage, Status> {
         Ok(request)
     }
 
     async fn stream(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: StreamRequest,
         mut responses: StreamSender<EchoMessage>,
     ) -> Result<(), Status> {
@@ -132,7 +140,7 @@ impl Echo for EchoService {
         responses.send_all((0..request.count).map(|_| EchoMessage { payload: payload.clone() })).await
     }
 
-    async fn work(&self, _ctx: &mut Context, request: Work) -> Result<Digest, Status> {
+    async fn work(&self, _ctx: &mut ServerContext, request: Work) -> Result<Digest, Status> {
         // Bounded for the same reason as `stream`'s size: the caller chooses it.
         if request.iterations > MAX_WORK_ITERATIONS {
             return Err(Status::invalid_argument(format!(

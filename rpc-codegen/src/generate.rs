@@ -5,16 +5,10 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
 use crate::model::{Method, Service};
-
-/// Names the generated client uses for itself; a method may not take them.
-const RESERVED_CLIENT_NAMES: &[&str] = &["new", "channel"];
+use crate::naming::client_method_ident;
 
 /// Generates the trait, the client (`{Name}Client`) and the server (`{Name}Server<T>`).
 pub fn generate(service: &Service) -> TokenStream {
-    let errors = check(service);
-    if !errors.is_empty() {
-        return errors;
-    }
     let service_trait = generate_trait(service);
     let client = if service.emit_client { generate_client(service) } else { TokenStream::new() };
     let server = if service.emit_server { generate_server(service) } else { TokenStream::new() };
@@ -23,21 +17,6 @@ pub fn generate(service: &Service) -> TokenStream {
         #client
         #server
     }
-}
-
-/// What the model allows but the generator cannot honour, as `compile_error!`s at the
-/// offending method's span.
-fn check(service: &Service) -> TokenStream {
-    let mut errors = TokenStream::new();
-    for method in &service.methods {
-        let span = method.name.span();
-        let name = method.name.to_string().trim_start_matches("r#").to_owned();
-        if service.emit_client && RESERVED_CLIENT_NAMES.contains(&name.as_str()) {
-            let message = format!("a method may not be named `{name}`: the generated client uses that name");
-            errors.extend(quote_spanned!(span=> ::core::compile_error!(#message);));
-        }
-    }
-    errors
 }
 
 fn docs(lines: &[String]) -> TokenStream {
@@ -86,7 +65,7 @@ fn generate_trait(service: &Service) -> TokenStream {
             #method_docs
             fn #name(
                 &self,
-                ctx: &mut #runtime::Context,
+                ctx: &mut #runtime::ServerContext,
                 #args,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<#ok, #runtime::Status>,
@@ -108,15 +87,22 @@ fn generate_client(service: &Service) -> TokenStream {
     let doc = format!(" Client for the `{full_name}` service: one method per RPC.");
     let service_docs = service_docs(service);
     let methods = service.methods.iter().map(|method| {
-        let Method { name, input, output, .. } = method;
+        let Method { input, output, .. } = method;
+        let name = client_method_ident(&method.name);
         let method_docs = method_docs(service, method);
         let path = service.method_path(method);
         let client = quote!(#runtime::client);
+        // A message type the codec cannot carry is reported at the type, where it is written.
+        let span = first_span(input);
+        let unary = quote_spanned!(span=> self.channel.unary(#path, request));
+        let server_streaming = quote_spanned!(span=> self.channel.server_streaming(#path, request));
+        let client_streaming = quote_spanned!(span=> self.channel.client_streaming(#path));
+        let bidi_streaming = quote_spanned!(span=> self.channel.bidi_streaming(#path));
         match (method.client_streaming, method.server_streaming) {
             (false, false) => quote! {
                 #method_docs
                 pub fn #name(&self, request: #input) -> #client::UnaryCall<'_, #input, #output, #codec> {
-                    self.channel.unary(#path, request)
+                    #unary
                 }
             },
             (false, true) => quote! {
@@ -125,19 +111,19 @@ fn generate_client(service: &Service) -> TokenStream {
                     &self,
                     request: #input,
                 ) -> #client::StreamingCall<'_, #input, #output, #codec, #client::ServerStreaming> {
-                    self.channel.server_streaming(#path, request)
+                    #server_streaming
                 }
             },
             (true, false) => quote! {
                 #method_docs
                 pub fn #name(&self) -> #client::StreamingCall<'_, #input, #output, #codec, #client::ClientStreaming> {
-                    self.channel.client_streaming(#path)
+                    #client_streaming
                 }
             },
             (true, true) => quote! {
                 #method_docs
                 pub fn #name(&self) -> #client::StreamingCall<'_, #input, #output, #codec, #client::BidiStreaming> {
-                    self.channel.bidi_streaming(#path)
+                    #bidi_streaming
                 }
             },
         }
@@ -173,6 +159,7 @@ fn generate_server(service: &Service) -> TokenStream {
     let Service { name: service_trait, vis, runtime, codec, .. } = service;
     let server = format_ident!("{}Server", service.name, span = Span::call_site());
     let full_name = service.full_name();
+    let imp = implementation_param(service);
     let doc = format!(" Serves the `{full_name}` service with an implementation of [`{service_trait}`].");
     let service_docs = service_docs(service);
     let descriptors = service.methods.iter().map(|method| {
@@ -201,11 +188,15 @@ fn generate_server(service: &Service) -> TokenStream {
             (true, false) => (quote!(spawn_client_streaming), quote!(requests)),
             (true, true) => (quote!(spawn_bidi_streaming), quote!(requests, responses)),
         };
+        // A message type the codec cannot carry is reported at the type, where it is written.
+        let span = first_span(input);
+        let spawn = proc_macro2::Ident::new(&spawn.to_string(), span);
+        let spawn = quote_spanned!(span=> call.#spawn::<#input, #output, #codec, _, _>);
         quote! {
             #index => {
                 let service = ::std::sync::Arc::clone(&self.inner);
-                call.#spawn::<#input, #output, #codec, _, _>(move |mut ctx, #args| async move {
-                    let result = <T as #service_trait>::#name(&*service, &mut ctx, #args).await;
+                #spawn(move |mut ctx, #args| async move {
+                    let result = <#imp as #service_trait>::#name(&*service, &mut ctx, #args).await;
                     (ctx, result)
                 })
             }
@@ -214,38 +205,38 @@ fn generate_server(service: &Service) -> TokenStream {
     quote! {
         #[doc = #doc]
         #service_docs
-        #vis struct #server<T> {
-            inner: ::std::sync::Arc<T>,
+        #vis struct #server<#imp> {
+            inner: ::std::sync::Arc<#imp>,
         }
 
-        impl<T: #service_trait> #server<T> {
+        impl<#imp: #service_trait> #server<#imp> {
             /// The service's full name.
             pub const SERVICE_NAME: &'static str = #full_name;
 
             /// Serves the service with `service`.
-            pub fn new(service: T) -> Self {
+            pub fn new(service: #imp) -> Self {
                 Self { inner: ::std::sync::Arc::new(service) }
             }
 
             /// Serves the service with a shared implementation.
-            pub fn from_arc(service: ::std::sync::Arc<T>) -> Self {
+            pub fn from_arc(service: ::std::sync::Arc<#imp>) -> Self {
                 Self { inner: service }
             }
         }
 
-        impl<T> ::core::clone::Clone for #server<T> {
+        impl<#imp> ::core::clone::Clone for #server<#imp> {
             fn clone(&self) -> Self {
                 Self { inner: ::std::sync::Arc::clone(&self.inner) }
             }
         }
 
-        impl<T> ::core::fmt::Debug for #server<T> {
+        impl<#imp> ::core::fmt::Debug for #server<#imp> {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(::core::stringify!(#server)).finish_non_exhaustive()
             }
         }
 
-        impl<T: #service_trait> #runtime::codegen::Service for #server<T> {
+        impl<#imp: #service_trait> #runtime::codegen::Service for #server<#imp> {
             fn descriptor(&self) -> &'static #runtime::method::ServiceDescriptor {
                 static DESCRIPTOR: #runtime::method::ServiceDescriptor = #runtime::method::ServiceDescriptor {
                     name: #full_name,
@@ -267,4 +258,37 @@ fn generate_server(service: &Service) -> TokenStream {
             }
         }
     }
+}
+
+/// The name of the server's type parameter, the implementation: `T`, unless the service or
+/// one of its message types is named so (a service `T` is legal), then `T1`, `T2`...
+fn implementation_param(service: &Service) -> proc_macro2::Ident {
+    let mut taken = std::collections::HashSet::new();
+    taken.insert(service.name.to_string());
+    for method in &service.methods {
+        collect_idents(method.input.clone(), &mut taken);
+        collect_idents(method.output.clone(), &mut taken);
+    }
+    let name = std::iter::once("T".to_owned())
+        .chain((1..).map(|n| format!("T{n}")))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| "T".to_owned());
+    proc_macro2::Ident::new(&name, Span::call_site())
+}
+
+fn collect_idents(tokens: TokenStream, into: &mut std::collections::HashSet<String>) {
+    for token in tokens {
+        match token {
+            proc_macro2::TokenTree::Ident(ident) => {
+                into.insert(ident.to_string());
+            }
+            proc_macro2::TokenTree::Group(group) => collect_idents(group.stream(), into),
+            _ => {}
+        }
+    }
+}
+
+/// The span of a type's first token: where a user wrote it (the call site for `.proto` input).
+fn first_span(tokens: &TokenStream) -> Span {
+    tokens.clone().into_iter().next().map_or_else(Span::call_site, |token| token.span())
 }

@@ -224,6 +224,9 @@ impl Builder {
         }
 
         let mut config = prost_build::Config::new();
+        // The messages derive with the runtime's own prost: they and the generated services
+        // cannot disagree on its version, and the user's crate needs no `prost` of its own.
+        config.prost_path(format!("{}::prost", self.runtime));
         if let Some(dir) = &self.out_dir {
             config.out_dir(dir);
         }
@@ -336,7 +339,7 @@ impl ServiceGenerator {
             .methods
             .iter()
             .map(|method| Method {
-                name: ident(&method_name(&method.name)),
+                name: ident(&method.name),
                 wire_name: method.proto_name.clone(),
                 input: rust_type(&method.input_type),
                 output: rust_type(&method.output_type),
@@ -353,15 +356,6 @@ impl ServiceGenerator {
             })
             .collect();
         model
-    }
-}
-
-/// A Rust method name for a proto method (prost-build has already snake-cased it and made
-/// keywords raw), kept clear of the names the generated client uses for itself.
-fn method_name(name: &str) -> String {
-    match name {
-        "new" | "channel" => format!("{name}_"),
-        _ => name.to_owned(),
     }
 }
 
@@ -433,9 +427,7 @@ mod tests {
     use crate::naming;
 
     #[test]
-    fn reserved_method_names_are_renamed_and_keywords_stay_raw() {
-        assert_eq!(method_name("new"), "new_");
-        assert_eq!(method_name("say_hello"), "say_hello");
+    fn keywords_stay_raw() {
         assert_eq!(ident("r#type").to_string(), "r#type");
         assert_eq!(naming::wire_method_name("r#type"), "Type");
     }

@@ -10,6 +10,11 @@ use bytes::{Bytes, BytesMut};
 /// Encodes values of `T` into frame bodies and decodes them back.
 ///
 /// Implemented on a zero-sized marker type; the functions take no `self`.
+#[diagnostic::on_unimplemented(
+    message = "`{T}` is not a message `{Self}` can send",
+    label = "not a message of this codec",
+    note = "with the default `ProstCodec`, a request or response is a struct with `#[derive(Clone, PartialEq, prost::Message)]`, derived with the prost rpc-core is built on (0.14, re-exported as `rpc_core::prost`), or `()` for an empty message"
+)]
 pub trait Codec<T>: Send + Sync + 'static {
     /// Why a body could not be decoded.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -37,14 +42,25 @@ pub trait Codec<T>: Send + Sync + 'static {
     }
 }
 
+/// A message [`ProstCodec`] carries: a protobuf message of the prost version this crate is
+/// built on (`rpc_core::prost`), with a `Default`, or `()` for an empty message. The
+/// `#[service]` macro asks it of every request and response type, so that a wrong one is
+/// named where it is written, with what to write instead.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a protobuf message rpc-core can send",
+    label = "not a prost 0.14 message",
+    note = "a request or response is a struct with `#[derive(Clone, PartialEq, prost::Message)]`, derived with the prost rpc-core is built on (0.14, re-exported as `rpc_core::prost`), or `()` for an empty message",
+    note = "streams go in the arguments: `requests: Streaming<Req>` for a stream of requests, `responses: StreamSender<Resp>` (returning `Result<(), Status>`) for a stream of responses"
+)]
+pub trait RpcMessage: prost::Message + Default + 'static {}
+
+impl<T: prost::Message + Default + 'static> RpcMessage for T {}
+
 /// Protobuf bodies through prost: the codec every generated service uses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProstCodec;
 
-impl<T> Codec<T> for ProstCodec
-where
-    T: prost::Message + Default + 'static,
-{
+impl<T: RpcMessage> Codec<T> for ProstCodec {
     type Error = prost::DecodeError;
 
     #[inline]

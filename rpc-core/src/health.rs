@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::{Context, Status, StreamSender};
+use crate::{ServerContext, Status, StreamSender};
 
 /// A health check's question: the service asked about (empty for the whole server).
 #[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
@@ -74,7 +74,7 @@ pub trait Health {
     /// The status of `request.service` now; `NOT_FOUND` if the server does not know it.
     async fn check(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: HealthCheckRequest,
     ) -> Result<HealthCheckResponse, Status>;
 
@@ -82,7 +82,7 @@ pub trait Health {
     /// cancelled or the server shuts down.
     async fn watch(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: HealthCheckRequest,
         responses: StreamSender<HealthCheckResponse>,
     ) -> Result<(), Status>;
@@ -189,7 +189,7 @@ fn response(status: ServingStatus) -> HealthCheckResponse {
 impl Health for HealthService {
     async fn check(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: HealthCheckRequest,
     ) -> Result<HealthCheckResponse, Status> {
         match self.reporter.status(&request.service) {
@@ -200,7 +200,7 @@ impl Health for HealthService {
 
     async fn watch(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: HealthCheckRequest,
         mut responses: StreamSender<HealthCheckResponse>,
     ) -> Result<(), Status> {

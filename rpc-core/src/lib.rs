@@ -6,7 +6,7 @@
 //! order; deadlines, metadata and status codes travel with every call.
 //!
 //! ```no_run
-//! use rpc_core::{Context, Server, Status, client::Channel};
+//! use rpc_core::{ServerContext, Server, Status, client::Channel};
 //!
 //! #[derive(Clone, PartialEq, prost::Message)]
 //! pub struct HelloRequest { #[prost(string, tag = "1")] pub name: String }
@@ -17,13 +17,13 @@
 //! #[rpc_core::service(package = "helloworld")]
 //! pub trait Greeter {
 //!     /// Says hello to `req.name`.
-//!     async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+//!     async fn say_hello(&self, ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status>;
 //! }
 //!
 //! struct MyGreeter;
 //!
 //! impl Greeter for MyGreeter {
-//!     async fn say_hello(&self, _ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status> {
+//!     async fn say_hello(&self, _ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status> {
 //!         Ok(HelloReply { message: format!("Hello {}!", req.name) })
 //!     }
 //! }
@@ -58,7 +58,7 @@ pub mod method;
 
 // Layer 1: status codes and the wire format, which carry metadata.
 pub mod status;
-pub mod wire;
+pub(crate) mod wire;
 
 // Layer 2: byte streams, and registries; the fuzz targets' entry points into the wire format.
 pub mod discovery;
@@ -86,7 +86,7 @@ pub mod server;
 
 // Layer 8: ordinary users of the layers below: balanced channels, the built-in interceptors.
 pub mod balance;
-pub mod interceptors;
+pub mod middleware;
 
 /// Includes the code generated from `.proto` files for one package: its messages, and the
 /// trait, client and server of each of its services.
@@ -126,17 +126,36 @@ macro_rules! include_protos {
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// Not part of the API: the wire format and the route table, for this crate's own tests and
+/// benchmarks, which speak raw frames and time the lookup. May change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::server::routes::DispatchTable;
+
+    /// The frames of the wire protocol and their codec (docs/PROTOCOL.md).
+    pub mod wire {
+        pub use crate::wire::*;
+    }
+}
+
+/// The prost this crate is built on, for messages and generated code: deriving with
+/// `#[derive(rpc_core::prost::Message)]` (or depending on the same major version of `prost`)
+/// keeps your messages and the runtime on one version. Code generated from `.proto` files
+/// uses this path, so it needs no `prost` dependency of its own.
+pub use prost;
+
 pub use client::Channel;
 pub use extensions::Extensions;
+pub use interceptor::ServerContext;
 pub use metadata::Metadata;
-pub use server::{Context, Server};
+pub use server::Server;
 pub use status::{Code, Status};
 pub use stream::{StreamResponse, StreamSender, Streaming};
 
 /// Turns a trait into an RPC service: a client stub, server dispatch and the service name.
 ///
 /// ```
-/// use rpc_core::{Context, Status};
+/// use rpc_core::{ServerContext, Status};
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct GetUser { #[prost(uint64, tag = "1")] pub id: u64 }
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct User { #[prost(string, tag = "1")] pub name: String }
 ///
@@ -144,7 +163,7 @@ pub use stream::{StreamResponse, StreamSender, Streaming};
 /// #[rpc_core::service(package = "acme.users.v1")]
 /// pub trait Users {
 ///     /// Looks a user up by id.
-///     async fn get_user(&self, ctx: &mut Context, req: GetUser) -> Result<User, Status>;
+///     async fn get_user(&self, ctx: &mut ServerContext, req: GetUser) -> Result<User, Status>;
 /// }
 ///
 /// assert_eq!(UsersClient::SERVICE_NAME, "acme.users.v1.Users");
@@ -155,10 +174,10 @@ pub use stream::{StreamResponse, StreamSender, Streaming};
 ///
 /// | kind | declaration |
 /// |---|---|
-/// | unary | `async fn f(&self, ctx: &mut Context, request: In) -> Result<Out, Status>` |
-/// | server streaming | `async fn f(&self, ctx: &mut Context, request: In, responses: StreamSender<Out>) -> Result<(), Status>` |
-/// | client streaming | `async fn f(&self, ctx: &mut Context, requests: Streaming<In>) -> Result<Out, Status>` |
-/// | bidirectional | `async fn f(&self, ctx: &mut Context, requests: Streaming<In>, responses: StreamSender<Out>) -> Result<(), Status>` |
+/// | unary | `async fn f(&self, ctx: &mut ServerContext, request: In) -> Result<Out, Status>` |
+/// | server streaming | `async fn f(&self, ctx: &mut ServerContext, request: In, responses: StreamSender<Out>) -> Result<(), Status>` |
+/// | client streaming | `async fn f(&self, ctx: &mut ServerContext, requests: Streaming<In>) -> Result<Out, Status>` |
+/// | bidirectional | `async fn f(&self, ctx: &mut ServerContext, requests: Streaming<In>, responses: StreamSender<Out>) -> Result<(), Status>` |
 ///
 /// A handler with a [`StreamSender`] sends its messages with `responses.send(msg).await?` and
 /// ends the stream by returning: `Ok(())`, or the `Status` that the client receives after the
@@ -174,7 +193,7 @@ pub use stream::{StreamResponse, StreamSender, Streaming};
 ///   [`Streaming`] of responses (server streaming), a [`StreamSender`] and a
 ///   [`StreamResponse`] (client streaming), or a `StreamSender` and a `Streaming`
 ///   (bidirectional);
-/// - `FooServer<T: Foo>`, a [`Service`](server::Service) to mount on a [`Server`];
+/// - `FooServer<T: Foo>`, a [`Service`](codegen::Service) to mount on a [`Server`];
 /// - `SERVICE_NAME` on both, the full name `package.Foo`.
 ///
 /// Options: `package = "a.b"` prefixes the service name; `name = "Other"` changes the name

@@ -24,6 +24,10 @@ use bytes::Bytes;
 pub const MAX_KEY_LEN: usize = 255;
 
 /// A validated metadata key: 1 to 255 bytes of `a-z`, `0-9`, `-`, `_` or `.`.
+///
+/// Keys are case-insensitive, as HTTP header names are: one given with capitals
+/// (`X-Request-Id`) is stored lowercased (`x-request-id`), and lookups ignore case. On the
+/// wire keys are lowercase.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct MetadataKey(Bytes);
 
@@ -35,15 +39,30 @@ pub struct InvalidMetadataKey {
 }
 
 impl MetadataKey {
-    /// Makes a key from a string literal.
+    /// Makes a key from a string literal, lowercased if it has capitals.
     ///
     /// # Panics
-    /// If `key` is not a valid key; use `MetadataKey::try_from` for keys that come from input.
+    /// If `key` is not a valid key even lowercased (empty, too long, or with a character
+    /// other than letters, digits, `-`, `_` and `.`); use `MetadataKey::try_from` for keys
+    /// that come from input.
     #[allow(clippy::panic)] // A literal key is the programmer's, like `HeaderName::from_static`.
     pub fn from_static(key: &'static str) -> Self {
-        match Self::validate(key.as_bytes()) {
-            true => Self(Bytes::from_static(key.as_bytes())),
-            false => panic!("{}", InvalidMetadataKey { key: key.to_owned() }),
+        if Self::validate(key.as_bytes()) {
+            return Self(Bytes::from_static(key.as_bytes()));
+        }
+        match Self::lowercased(key) {
+            Ok(key) => key,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// `key` lowercased, if that makes it valid.
+    fn lowercased(key: &str) -> Result<Self, InvalidMetadataKey> {
+        let lower = key.to_ascii_lowercase();
+        if Self::validate(lower.as_bytes()) {
+            Ok(Self(Bytes::from(lower)))
+        } else {
+            Err(InvalidMetadataKey { key: key.chars().take(64).collect() })
         }
     }
 
@@ -88,7 +107,7 @@ impl fmt::Display for MetadataKey {
 }
 
 impl From<&'static str> for MetadataKey {
-    /// See [`MetadataKey::from_static`]: panics on an invalid key.
+    /// See [`MetadataKey::from_static`]: lowercases capitals, panics on an invalid key.
     fn from(key: &'static str) -> Self {
         Self::from_static(key)
     }
@@ -97,16 +116,21 @@ impl From<&'static str> for MetadataKey {
 impl TryFrom<String> for MetadataKey {
     type Error = InvalidMetadataKey;
 
+    /// Lowercases a key with capitals; fails on anything else that is not a valid key.
     fn try_from(key: String) -> Result<Self, Self::Error> {
-        Self::from_wire(Bytes::from(key))
+        if Self::validate(key.as_bytes()) {
+            return Ok(Self(Bytes::from(key)));
+        }
+        Self::lowercased(&key)
     }
 }
 
 impl TryFrom<&String> for MetadataKey {
     type Error = InvalidMetadataKey;
 
+    /// Lowercases a key with capitals; fails on anything else that is not a valid key.
     fn try_from(key: &String) -> Result<Self, Self::Error> {
-        Self::from_wire(Bytes::copy_from_slice(key.as_bytes()))
+        Self::try_from(key.clone())
     }
 }
 
@@ -144,9 +168,9 @@ impl Metadata {
         self.entries.push((key.into(), value.into()));
     }
 
-    /// The first value of `key`.
+    /// The first value of `key` (in any case).
     pub fn get(&self, key: &str) -> Option<&Bytes> {
-        self.entries.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        self.entries.iter().find(|(k, _)| k.as_str().eq_ignore_ascii_case(key)).map(|(_, v)| v)
     }
 
     /// The first value of `key`, if it is valid UTF-8.
@@ -156,7 +180,7 @@ impl Metadata {
 
     /// Every value of `key`, in order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.entries.iter().filter(move |(k, _)| k.as_str() == key).map(|(_, v)| v)
+        self.entries.iter().filter(move |(k, _)| k.as_str().eq_ignore_ascii_case(key)).map(|(_, v)| v)
     }
 
     /// Whether `key` has at least one value.
@@ -168,7 +192,7 @@ impl Metadata {
     pub fn remove(&mut self, key: &str) -> Option<Bytes> {
         let mut first = None;
         self.entries.retain(|(k, v)| {
-            if k.as_str() != key {
+            if !k.as_str().eq_ignore_ascii_case(key) {
                 return true;
             }
             if first.is_none() {
@@ -247,7 +271,8 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         assert!(MetadataKey::try_from("x-request-id".to_owned()).is_ok());
-        assert!(MetadataKey::try_from("Upper".to_owned()).is_err());
+        assert_eq!(MetadataKey::try_from("Upper".to_owned()).map(|k| k.to_string()), Ok("upper".to_owned()));
+        assert!(MetadataKey::try_from("Up per".to_owned()).is_err());
         assert!(MetadataKey::try_from(String::new()).is_err());
         assert!(MetadataKey::try_from("a b".to_owned()).is_err());
         assert!(MetadataKey::try_from("k".repeat(256)).is_err());

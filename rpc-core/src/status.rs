@@ -197,6 +197,13 @@ impl Status {
         self
     }
 
+    /// The same status with another message: its code, metadata, refusal mark and source
+    /// kept.
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Status {
+        self.message = message.into();
+        self
+    }
+
     /// Keeps `source` as the error that caused this status: what
     /// [`Error::source`](std::error::Error::source) returns (it stays local, never sent).
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Status {

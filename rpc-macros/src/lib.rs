@@ -45,7 +45,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let item: ItemTrait = syn::parse2(item)?;
     let (model, spelled) = read_trait(&item, options)?;
     let generated = rpc_codegen::generate(&model);
-    let checks = type_checks(&model.runtime, &spelled);
+    let checks = type_checks(&model, &spelled);
     Ok(quote::quote! {
         #generated
         #checks
@@ -62,12 +62,19 @@ struct Spelled {
     responses: Option<(Type, TokenStream2)>,
 }
 
-/// Asserts that the user's `Context` and `Status` are the runtime's, with the error at the
+/// Asserts that the user's `ServerContext` and `Status` are the runtime's, with the error at the
 /// user's type if not. It also keeps the user's imports of those names in use.
-fn type_checks(runtime: &TokenStream2, spelled: &[Spelled]) -> TokenStream2 {
+fn type_checks(model: &rpc_codegen::Service, spelled: &[Spelled]) -> TokenStream2 {
+    let runtime = &model.runtime;
+    // Each message type is a prost message, asked where it is written: a wrong type is
+    // named there, with what to write instead.
+    let messages = model.methods.iter().flat_map(|method| [&method.input, &method.output]).map(|ty| {
+        let span = ty.clone().into_iter().next().map_or_else(proc_macro2::Span::call_site, |t| t.span());
+        quote::quote_spanned! {span=> #runtime::codegen::assert_message::<#ty>(); }
+    });
     let checks = spelled.iter().map(|Spelled { context, returns, ok, requests, responses }| {
         let context_check = quote::quote_spanned! {context.span()=>
-            let _: fn(#context) -> &mut #runtime::Context = |ctx| ctx;
+            let _: fn(#context) -> &mut #runtime::ServerContext = |ctx| ctx;
         };
         let returns_check = quote::quote_spanned! {returns.span()=>
             let _: fn(#returns) -> ::core::result::Result<#ok, #runtime::Status> = |result| result;
@@ -88,6 +95,7 @@ fn type_checks(runtime: &TokenStream2, spelled: &[Spelled]) -> TokenStream2 {
         const _: () = {
             #[allow(dead_code, clippy::all)]
             fn assert_runtime_types() {
+                #(#messages)*
                 #(#checks)*
             }
         };
@@ -289,10 +297,10 @@ fn read_attrs(attrs: &[Attribute], errors: &mut Errors, what: &str) -> Attrs {
 }
 
 const SHAPE: &str = "expected one of:
-    async fn name(&self, ctx: &mut Context, request: Req) -> Result<Resp, Status>
-    async fn name(&self, ctx: &mut Context, request: Req, responses: StreamSender<Resp>) -> Result<(), Status>
-    async fn name(&self, ctx: &mut Context, requests: Streaming<Req>) -> Result<Resp, Status>
-    async fn name(&self, ctx: &mut Context, requests: Streaming<Req>, responses: StreamSender<Resp>) -> Result<(), Status>";
+    async fn name(&self, ctx: &mut ServerContext, request: Req) -> Result<Resp, Status>
+    async fn name(&self, ctx: &mut ServerContext, request: Req, responses: StreamSender<Resp>) -> Result<(), Status>
+    async fn name(&self, ctx: &mut ServerContext, requests: Streaming<Req>) -> Result<Resp, Status>
+    async fn name(&self, ctx: &mut ServerContext, requests: Streaming<Req>, responses: StreamSender<Resp>) -> Result<(), Status>";
 
 /// Reads one method; `None` (with its errors recorded) when it does not have the shape.
 fn read_method(method: &TraitItemFn, all_errors: &mut Errors) -> Option<(rpc_codegen::Method, Spelled)> {
@@ -401,7 +409,7 @@ struct Inputs {
     responses: Option<(Type, TokenStream2)>,
 }
 
-/// Checks `(&self, ctx: &mut Context, request: Req | requests: Streaming<Req>
+/// Checks `(&self, ctx: &mut ServerContext, request: Req | requests: Streaming<Req>
 /// [, responses: StreamSender<Resp>])`.
 fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> Option<Inputs> {
     let count = sig.inputs.len();
@@ -423,7 +431,7 @@ fn read_inputs(sig: &syn::Signature, errors: &mut Errors) -> Option<Inputs> {
             Some((*ctx.ty).clone())
         }
         Some(other) => {
-            errors.push(other, "the second argument must be the call context, `ctx: &mut Context`");
+            errors.push(other, "the second argument must be the call context, `ctx: &mut ServerContext`");
             None
         }
         None => None,
@@ -507,6 +515,10 @@ fn check_ok_type(ok: &Type, server_streaming: bool, errors: &mut Errors) -> Opti
         errors.push(ok, "a method that sends a response stream returns `Result<(), Status>`: the stream ends with that status");
         return None;
     }
+    if !server_streaming && names_a_stream(ok) {
+        errors.push(ok, "server streaming takes a `StreamSender<Item>` argument and returns `Result<(), Status>`: write `async fn name(&self, ctx: &mut ServerContext, request: Req, responses: StreamSender<Item>) -> Result<(), Status>` and send with `responses.send(item).await?`");
+        return None;
+    }
     if !server_streaming && unit {
         errors.push(ok, "the response must be a message type; to send a stream of responses, take `responses: StreamSender<Resp>`");
         return None;
@@ -514,7 +526,21 @@ fn check_ok_type(ok: &Type, server_streaming: bool, errors: &mut Errors) -> Opti
     Some(ok.clone())
 }
 
-/// For a return type spelled `...Result<Out, E>` (or a `...Result<Out>` alias), `Out` and
+/// Whether a response type is a stream written the way other frameworks return one
+/// (`Streaming<T>`, `impl Stream`, `BoxStream<T>`, `Pin<Box<dyn Stream>>`, `ReceiverStream<T>`).
+fn names_a_stream(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let Some(last) = path.path.segments.last() else { return false };
+    let name = last.ident.to_string();
+    match name.as_str() {
+        "Streaming" | "Stream" | "BoxStream" | "ReceiverStream" | "UnboundedReceiverStream" => true,
+        "Pin" | "Box" => last.arguments.to_token_stream().to_string().contains("Stream"),
+        _ => false,
+    }
+}
+
+/// For a return type spelled `...Result<Out, E>` (or a `...Result<Out>` alias, any name
+/// ending in `Result`, so that a message may be named `Result`), `Out` and
 /// the whole type as spelled. That the whole type really is `Result<Out, rpc_core::Status>`
 /// is left to the type check the expansion emits, so renamed imports and aliases work.
 fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
@@ -525,7 +551,7 @@ fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
     let Some(last) = path.path.segments.last() else {
         return Err(wrong());
     };
-    if last.ident != "Result" {
+    if !last.ident.to_string().ends_with("Result") {
         return Err(wrong());
     }
     let PathArguments::AngleBracketed(args) = &last.arguments else {
@@ -538,6 +564,14 @@ fn result_types(ty: &Type) -> syn::Result<(Type, Type)> {
     let Some(ok) = types.next() else {
         return Err(wrong());
     };
+    if let Type::ImplTrait(_) = ok
+        && ok.to_token_stream().to_string().contains("Stream")
+    {
+        return Err(syn::Error::new(
+            ok.span(),
+            "server streaming takes a `StreamSender<Item>` argument and returns `Result<(), Status>`: write `async fn name(&self, ctx: &mut ServerContext, request: Req, responses: StreamSender<Item>) -> Result<(), Status>`",
+        ));
+    }
     if let Type::Reference(_) | Type::ImplTrait(_) = ok {
         return Err(syn::Error::new(ok.span(), "the response must be a concrete message type"));
     }
@@ -562,7 +596,7 @@ mod tests {
     fn a_valid_trait_expands() {
         let item = quote! {
             pub trait Greeter {
-                async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+                async fn say_hello(&self, ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status>;
             }
         };
         let out = expand(quote!(package = "helloworld"), item).expect("expands").to_string();

@@ -9,6 +9,7 @@ fn main() -> Result<(), rpc_codegen::proto::Error> {
             "proto/grpc/health/v1/health.proto",
             "proto/routeguide/route_guide.proto",
             "proto/kitchen_sink.proto",
+            "proto/hostile_names.proto",
         ],
         &["proto"],
     )

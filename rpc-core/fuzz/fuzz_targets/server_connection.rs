@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rpc_core::transport::memory::{self, MemoryConnector};
 use rpc_core::transport::{Address, Connector};
-use rpc_core::{Context, Server, Status, StreamSender, Streaming};
+use rpc_core::{ServerContext, Server, Status, StreamSender, Streaming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
@@ -28,10 +28,10 @@ pub struct HelloReply {
 /// The golden vectors' unary service (docs/PROTOCOL.md §15), plus a server stream.
 #[rpc_core::service(package = "helloworld")]
 pub trait Greeter {
-    async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+    async fn say_hello(&self, ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status>;
     async fn say_hellos(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         req: HelloRequest,
         replies: StreamSender<HelloReply>,
     ) -> Result<(), Status>;
@@ -48,23 +48,23 @@ pub struct RouteNote {
 pub trait RouteGuide {
     async fn route_chat(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         notes: Streaming<RouteNote>,
         replies: StreamSender<RouteNote>,
     ) -> Result<(), Status>;
-    async fn record(&self, ctx: &mut Context, notes: Streaming<RouteNote>) -> Result<RouteNote, Status>;
+    async fn record(&self, ctx: &mut ServerContext, notes: Streaming<RouteNote>) -> Result<RouteNote, Status>;
 }
 
 struct Service;
 
 impl Greeter for Service {
-    async fn say_hello(&self, _ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(&self, _ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status> {
         Ok(HelloReply { message: format!("Hello {}", req.name) })
     }
 
     async fn say_hellos(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         req: HelloRequest,
         mut replies: StreamSender<HelloReply>,
     ) -> Result<(), Status> {
@@ -79,7 +79,7 @@ impl Greeter for Service {
 impl RouteGuide for Service {
     async fn route_chat(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut notes: Streaming<RouteNote>,
         mut replies: StreamSender<RouteNote>,
     ) -> Result<(), Status> {
@@ -89,7 +89,7 @@ impl RouteGuide for Service {
         Ok(())
     }
 
-    async fn record(&self, _ctx: &mut Context, mut notes: Streaming<RouteNote>) -> Result<RouteNote, Status> {
+    async fn record(&self, _ctx: &mut ServerContext, mut notes: Streaming<RouteNote>) -> Result<RouteNote, Status> {
         let mut count = 0;
         while notes.message().await?.is_some() {
             count += 1;

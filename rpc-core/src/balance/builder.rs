@@ -89,7 +89,7 @@ impl BalancedBuilder {
 
     /// The most instances one unary call is sent to, the first included (default
     /// [`DEFAULT_FAILOVER_ATTEMPTS`](crate::balance::DEFAULT_FAILOVER_ATTEMPTS); 1 turns
-    /// failover off). A [`Retry`](crate::interceptors::Retry) interceptor on the channel
+    /// failover off). A [`Retry`](crate::middleware::Retry) interceptor on the channel
     /// multiplies it: each of its attempts is failed over on its own.
     pub fn failover_attempts(mut self, attempts: u32) -> BalancedBuilder {
         self.options.failover_attempts = attempts.max(1);

@@ -22,7 +22,7 @@
 //! call never reached the instance (the connection could not be made, or the server refused
 //! the call unprocessed), or when its method is marked
 //! [idempotent](crate::balance::BalancedBuilder::idempotent) and it failed with
-//! `Unavailable`. A [`Retry`](crate::interceptors::Retry) interceptor on the channel runs
+//! `Unavailable`. A [`Retry`](crate::middleware::Retry) interceptor on the channel runs
 //! around all of that: each of its attempts may itself try several instances.
 //!
 //! Streaming calls go to the instance the policy picks, count as in flight there until they

@@ -21,7 +21,7 @@ use super::router::{InFlight, Router};
 use super::{CallOptions, Channel, ClientConn, Endpoint, Route};
 use crate::codec::Codec;
 use crate::conn::{Answer, Note};
-use crate::interceptor::{ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
+use crate::interceptor::{AnyMessage, ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
 use crate::metadata::Metadata;
 use crate::method::MethodKind;
 use crate::status::Status;
@@ -67,11 +67,11 @@ impl<T> Response<T> {
 ///
 /// ```no_run
 /// # use std::time::Duration;
-/// # use rpc_core::{Context, Status, client::Channel};
+/// # use rpc_core::{ServerContext, Status, client::Channel};
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct HelloRequest {}
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct HelloReply {}
 /// # #[rpc_core::service] pub trait Greeter {
-/// #     async fn say_hello(&self, ctx: &mut Context, req: HelloRequest) -> Result<HelloReply, Status>;
+/// #     async fn say_hello(&self, ctx: &mut ServerContext, req: HelloRequest) -> Result<HelloReply, Status>;
 /// # }
 /// # async fn run(channel: Channel) -> Result<(), Status> {
 /// let client = GreeterClient::new(channel);
@@ -113,40 +113,36 @@ where
     );
 
     /// Sends the call; the future yields the message with the response's metadata.
-    pub fn full(self) -> ResponseFuture<'a, Resp, C> {
-        let channel = self.channel;
-        let deadline = channel.deadline_for(&self.options);
-        let inner = match (&channel.shared.interceptors, &channel.shared.route) {
+    pub fn full(self) -> ResponseFuture<'a, Resp, C>
+    where
+        Req: AnyMessage,
+        Resp: AnyMessage,
+    {
+        let UnaryCall { channel, method, request, options, .. } = self;
+        let deadline = channel.deadline_for(options.timeout);
+        let inner = match (channel.chain_for(options.interceptors), &channel.shared.route) {
             (None, Route::Direct(endpoint)) => {
-                let request = &self.request;
                 let raw = RawCall::start(
                     Via::Direct(endpoint),
-                    self.method,
-                    self.options.metadata,
+                    method,
+                    options.metadata,
                     deadline,
                     Body::Message {
-                        len: <C as Codec<Req>>::encoded_len(request),
-                        write: &mut |buf| <C as Codec<Req>>::encode(request, buf),
-                        keep: &mut || <C as Codec<Req>>::encode_to_bytes(request),
+                        len: <C as Codec<Req>>::encoded_len(&request),
+                        write: &mut |buf| <C as Codec<Req>>::encode(&request, buf),
+                        keep: &mut || <C as Codec<Req>>::encode_to_bytes(&request),
                     },
                 );
                 Inner::Direct { raw }
             }
             (None, Route::Balanced(router)) => {
-                let body = <C as Codec<Req>>::encode_to_bytes(&self.request);
-                let call = BalancedCall::new(router, self.method, self.options.metadata, body, deadline);
+                let body = <C as Codec<Req>>::encode_to_bytes(&request);
+                let call = BalancedCall::new(router, method, options.metadata, body, deadline);
                 Inner::Balanced { call: Box::pin(call) }
             }
             (Some(chain), _) => {
-                let body = <C as Codec<Req>>::encode_to_bytes(&self.request);
-                let call = intercepted(
-                    channel,
-                    Arc::clone(chain),
-                    self.method,
-                    self.options.metadata,
-                    deadline,
-                    body,
-                );
+                let call =
+                    intercepted::<Req, Resp, C>(channel, chain, method, options.metadata, deadline, request);
                 Inner::Intercepted { call: Box::pin(call) }
             }
         };
@@ -157,6 +153,8 @@ where
 impl<'a, Req, Resp, C> IntoFuture for UnaryCall<'a, Req, Resp, C>
 where
     C: Codec<Req> + Codec<Resp>,
+    Req: AnyMessage,
+    Resp: AnyMessage,
 {
     type Output = Result<Resp, Status>;
     type IntoFuture = MessageFuture<'a, Resp, C>;
@@ -166,54 +164,68 @@ where
     }
 }
 
-/// A unary call through the channel's interceptors: the answer of the attempt that
-/// succeeded.
-async fn intercepted(
+/// A unary call through interceptors: the response of the attempt that succeeded.
+async fn intercepted<Req, Resp, C>(
     channel: &Channel,
     chain: Arc<[Arc<dyn DynClientInterceptor>]>,
     method: &'static str,
     metadata: Metadata,
     deadline: Option<Instant>,
-    body: Bytes,
-) -> Result<Answer, Status> {
+    request: Req,
+) -> Result<Response<Resp>, Status>
+where
+    C: Codec<Req> + Codec<Resp>,
+    Req: AnyMessage,
+    Resp: AnyMessage,
+{
     let target = Arc::clone(&channel.shared.target);
     let mut ctx = ClientContext::new(method, MethodKind::Unary, target, metadata, deadline);
-    let end = UnaryEndpoint { channel, body };
-    ClientNext::new(&chain, &end).run(&mut ctx).await?;
-    ctx.response.take().ok_or_else(|| Status::internal("an interceptor answered OK without sending the call"))
+    let body = <C as Codec<Req>>::encode_to_bytes(&request);
+    let mut end =
+        UnaryEndpoint::<Req, Resp, C> { channel, body, request, response: None, _codec: PhantomData };
+    ClientNext::new(&chain, &mut end).run(&mut ctx).await?;
+    let message = end
+        .response
+        .take()
+        .ok_or_else(|| Status::internal("an interceptor answered OK without sending the call"))?;
+    Ok(Response { message, metadata: ctx.take_response_metadata() })
 }
 
-/// The end of a client chain for a unary call: one attempt, sent as the context says.
-struct UnaryEndpoint<'a> {
+/// The end of a client chain for a unary call: one attempt per run, sent as the context
+/// says; the request kept (encoded once) for every attempt, and the last response.
+struct UnaryEndpoint<'a, Req, Resp, C> {
     channel: &'a Channel,
     body: Bytes,
+    request: Req,
+    response: Option<Resp>,
+    _codec: PhantomData<fn() -> C>,
 }
 
-impl ClientEndpoint for UnaryEndpoint<'_> {
-    fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
+impl<Req, Resp, C> ClientEndpoint for UnaryEndpoint<'_, Req, Resp, C>
+where
+    C: Codec<Req> + Codec<Resp>,
+    Req: AnyMessage,
+    Resp: AnyMessage,
+{
+    fn call<'b>(&'b mut self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
         Box::pin(async move {
+            self.response = None;
             let method = ctx.method();
             let deadline = ctx.deadline_instant();
             let metadata = ctx.metadata().clone();
             let result = match &self.channel.shared.route {
                 Route::Direct(endpoint) => {
-                    RawCall::start(
-                        Via::Direct(endpoint),
-                        method,
-                        metadata,
-                        deadline,
-                        Body::Bytes(self.body.clone()),
-                    )
-                    .await
+                    let body = Body::Bytes(self.body.clone());
+                    RawCall::start(Via::Direct(endpoint), method, metadata, deadline, body).await
                 }
                 Route::Balanced(router) => {
                     BalancedCall::new(router, method, metadata, self.body.clone(), deadline).await
                 }
             };
-            match result {
-                Ok(answer) => {
-                    ctx.set_response_metadata(answer.metadata.clone());
-                    ctx.response = Some(answer);
+            match result.and_then(decode_response::<Resp, C>) {
+                Ok(Response { message, metadata }) => {
+                    ctx.set_response_metadata(metadata);
+                    self.response = Some(message);
                     Ok(())
                 }
                 Err(status) => {
@@ -222,6 +234,14 @@ impl ClientEndpoint for UnaryEndpoint<'_> {
                 }
             }
         })
+    }
+
+    fn request(&self) -> Option<&dyn AnyMessage> {
+        Some(&self.request)
+    }
+
+    fn response(&self) -> Option<&dyn AnyMessage> {
+        self.response.as_ref().map(|response| response as &dyn AnyMessage)
     }
 }
 
@@ -533,11 +553,12 @@ impl Future for RawCall<'_> {
 
 pin_project_lite::pin_project! {
     #[project = InnerProj]
-    enum Inner<'a> {
+    enum Inner<'a, Resp> {
         Direct { #[pin] raw: RawCall<'a> },
         // Boxed: the common, direct call stays small.
         Balanced { call: Pin<Box<BalancedCall<'a>>> },
-        Intercepted { call: BoxFuture<'a, Result<Answer, Status>> },
+        // Decoded at the end of the chain, for the interceptors to see.
+        Intercepted { call: BoxFuture<'a, Result<Response<Resp>, Status>> },
     }
 }
 
@@ -548,7 +569,7 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<'a, Resp, C> {
         #[pin]
-        inner: Inner<'a>,
+        inner: Inner<'a, Resp>,
         _marker: PhantomData<fn() -> (Resp, C)>,
     }
 }
@@ -560,7 +581,7 @@ impl<Resp, C: Codec<Resp>> Future for ResponseFuture<'_, Resp, C> {
         let answer = match self.project().inner.project() {
             InnerProj::Direct { raw } => ready!(raw.poll(cx)),
             InnerProj::Balanced { call } => ready!(call.as_mut().poll(cx)),
-            InnerProj::Intercepted { call } => ready!(call.as_mut().poll(cx)),
+            InnerProj::Intercepted { call } => return call.as_mut().poll(cx),
         };
         Poll::Ready(answer.and_then(decode_response::<Resp, C>))
     }

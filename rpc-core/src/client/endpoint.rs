@@ -53,7 +53,9 @@ enum State {
 impl Endpoint {
     /// An endpoint for `target`; nothing happens until a call needs a connection.
     pub(crate) fn new(target: &str, config: Arc<ChannelConfig>) -> Endpoint {
-        let address = target.parse::<Address>().map_err(|err| Status::invalid_argument(err.to_string()));
+        let address = target
+            .parse::<Address>()
+            .map_err(|err| Status::invalid_argument(err.to_string()).with_source(err));
         Endpoint {
             inner: Arc::new(EndpointInner {
                 target: target.into(),
@@ -197,7 +199,8 @@ impl EndpointInner {
             Backoff::doubling(self.config.backoff_initial, self.config.backoff_max, RECONNECT_JITTER);
         let delay = backoff.delay(failures);
         tracing::debug!(target = %self.target, ?delay, %error, "connection failed; backing off");
-        let error = Status::unavailable(format!("{} (next attempt in {delay:?})", error.message()));
+        let message = format!("{} (next attempt in {delay:?})", error.message());
+        let error = error.with_message(message);
         *self.lock() = State::Backoff { until: Instant::now() + delay, error, failures };
         self.changed.notify_waiters();
     }

@@ -48,6 +48,13 @@ macro_rules! call_option_methods {
             self.options.metadata.extend(metadata);
             self
         }
+
+        /// Adds an interceptor for this call alone, inside those of the channel (see
+        /// [`interceptor`](crate::interceptor)).
+        pub fn interceptor(mut self, interceptor: impl crate::interceptor::ClientInterceptor) -> Self {
+            self.options.interceptors.push(std::sync::Arc::new(interceptor));
+            self
+        }
     };
 }
 
@@ -200,6 +207,12 @@ macro_rules! channel_option_methods {
             self.chain = self.chain.with(interceptor);
             self
         }
+
+        /// Adds the interceptors of `chain`, in its order, inside those added before.
+        pub fn interceptors(mut self, chain: $crate::interceptor::ClientChain) -> Self {
+            self.chain = self.chain.then(chain);
+            self
+        }
     };
 }
 
@@ -224,7 +237,7 @@ pub(crate) use router::{InFlight, Node, Router};
 
 use crate::codec::Codec;
 use crate::conn::Timeouts;
-use crate::interceptor::{ClientChain, DynClientInterceptor};
+use crate::interceptor::{ClientChain, ClientInterceptor, DynClientInterceptor};
 use crate::metadata::Metadata;
 use crate::status::Status;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
@@ -357,6 +370,7 @@ struct Shared {
 }
 
 /// Where a channel's calls go.
+#[derive(Clone)]
 enum Route {
     /// To one server.
     Direct(Endpoint),
@@ -378,17 +392,80 @@ impl fmt::Debug for Channel {
 }
 
 /// What a caller sets on one call, whatever its kind.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct CallOptions {
     timeout: Option<Duration>,
     metadata: Metadata,
+    /// The call's own interceptors, inside the channel's.
+    interceptors: Vec<Arc<dyn DynClientInterceptor>>,
+}
+
+impl fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("timeout", &self.timeout)
+            .field("metadata", &self.metadata)
+            .field("interceptors", &self.interceptors.len())
+            .finish()
+    }
 }
 
 impl Channel {
     /// A call's deadline: from its timeout, or the channel's default.
-    fn deadline_for(&self, options: &CallOptions) -> Option<tokio::time::Instant> {
-        let timeout = options.timeout.or(self.shared.config.default_timeout);
+    fn deadline_for(&self, timeout: Option<Duration>) -> Option<tokio::time::Instant> {
+        let timeout = timeout.or(self.shared.config.default_timeout);
         timeout.and_then(|t| tokio::time::Instant::now().checked_add(t))
+    }
+
+    /// The interceptors a call runs through: the channel's, then the call's own; `None` when
+    /// there are none, so the call skips the mechanism.
+    fn chain_for(
+        &self,
+        call: Vec<Arc<dyn DynClientInterceptor>>,
+    ) -> Option<Arc<[Arc<dyn DynClientInterceptor>]>> {
+        match (&self.shared.interceptors, call.is_empty()) {
+            (None, true) => None,
+            (Some(channel), true) => Some(Arc::clone(channel)),
+            (channel, false) => {
+                Some(channel.iter().flat_map(|chain| chain.iter()).cloned().chain(call).collect())
+            }
+        }
+    }
+
+    /// A channel over the same connection (or balanced set) whose calls also run through
+    /// `interceptor`, inside this channel's: give it to one client, and that client's calls
+    /// are intercepted while the others' on the connection are not.
+    ///
+    /// ```no_run
+    /// use rpc_core::Channel;
+    /// use rpc_core::middleware::BearerToken;
+    ///
+    /// # async fn run() -> Result<(), rpc_core::Status> {
+    /// let channel = Channel::connect("127.0.0.1:50051").await?;
+    /// // One connection; the admin client's calls carry a token, the others' do not.
+    /// let admin = channel.with_interceptor(BearerToken::new("admin-token"));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_interceptor(&self, interceptor: impl ClientInterceptor) -> Channel {
+        self.with_interceptors(ClientChain::new().with(interceptor))
+    }
+
+    /// A channel over the same connection whose calls also run through `chain`, inside this
+    /// channel's interceptors; see [`with_interceptor`](Channel::with_interceptor).
+    pub fn with_interceptors(&self, chain: ClientChain) -> Channel {
+        let shared = &self.shared;
+        let all = ClientChain {
+            interceptors: shared.interceptors.iter().flat_map(|c| c.iter()).cloned().collect(),
+        };
+        let interceptors = all.then(chain).into_shared();
+        Channel {
+            shared: Arc::new(Shared {
+                route: shared.route.clone(),
+                target: Arc::clone(&shared.target),
+                config: Arc::clone(&shared.config),
+                interceptors,
+            }),
+        }
     }
 
     /// Connects to `target` (`host:port`, or `unix:/path`) with default options, failing if
@@ -470,7 +547,7 @@ impl Channel {
         config: Arc<ChannelConfig>,
         chain: ClientChain,
     ) -> Channel {
-        let interceptors = (!chain.is_empty()).then(|| chain.interceptors.into());
+        let interceptors = chain.into_shared();
         Channel { shared: Arc::new(Shared { route: Route::Balanced(router), target, config, interceptors }) }
     }
 
@@ -510,7 +587,7 @@ impl ChannelBuilder {
         let config = Arc::new(self.config.with_connector_options());
         let endpoint = Endpoint::new(&self.target, Arc::clone(&config));
         let target = Arc::clone(endpoint.target());
-        let interceptors = (!self.chain.is_empty()).then(|| self.chain.interceptors.into());
+        let interceptors = self.chain.into_shared();
         Channel { shared: Arc::new(Shared { route: Route::Direct(endpoint), target, config, interceptors }) }
     }
 }

@@ -4,7 +4,7 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Poll, ready};
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use super::router::RecordOnEnd;
 use super::{CallOptions, Channel, ClientConn, Endpoint, Route};
 use crate::codec::Codec;
 use crate::conn::{Note, StreamCore};
-use crate::interceptor::{ClientContext, ClientEndpoint, ClientNext};
+use crate::interceptor::{AnyMessage, ClientContext, ClientEndpoint, ClientNext};
 use crate::metadata::Metadata;
 use crate::method::MethodKind;
 use crate::status::Status;
@@ -39,13 +39,13 @@ pub enum BidiStreaming {}
 /// then `.await` it to get the stream's ends.
 ///
 /// ```no_run
-/// # use rpc_core::{Context, Status, StreamSender, Streaming, client::Channel};
+/// # use rpc_core::{ServerContext, Status, StreamSender, Streaming, client::Channel};
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Point { #[prost(int32, tag = "1")] pub x: i32 }
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Summary { #[prost(int32, tag = "1")] pub count: i32 }
 /// # #[rpc_core::service] pub trait Route {
-/// #     async fn list(&self, ctx: &mut Context, req: Point, out: StreamSender<Point>) -> Result<(), Status>;
-/// #     async fn record(&self, ctx: &mut Context, req: Streaming<Point>) -> Result<Summary, Status>;
-/// #     async fn chat(&self, ctx: &mut Context, req: Streaming<Point>, out: StreamSender<Point>) -> Result<(), Status>;
+/// #     async fn list(&self, ctx: &mut ServerContext, req: Point, out: StreamSender<Point>) -> Result<(), Status>;
+/// #     async fn record(&self, ctx: &mut ServerContext, req: Streaming<Point>) -> Result<Summary, Status>;
+/// #     async fn chat(&self, ctx: &mut ServerContext, req: Streaming<Point>, out: StreamSender<Point>) -> Result<(), Status>;
 /// # }
 /// # async fn run(client: RouteClient) -> Result<(), Status> {
 /// // Server streaming: read until the end; an error status arrives after the messages.
@@ -100,11 +100,10 @@ where
         Req: Send + 'static,
         Resp: Send + 'static,
     {
-        let channel = self.channel;
-        let deadline = channel.deadline_for(&self.options);
-        let Some(chain) = channel.shared.interceptors.clone() else {
-            let request = self.request;
-            return match open_now::<Req, Resp, C>(channel, self.method, self.options.metadata, deadline) {
+        let StreamingCall { channel, method, request, options, .. } = self;
+        let deadline = channel.deadline_for(options.timeout);
+        let Some(chain) = channel.chain_for(options.interceptors) else {
+            return match open_now::<Req, Resp, C>(channel, method, options.metadata, deadline) {
                 Opening::Opened(opened) => {
                     OpenFuture::ready(opened.and_then(|(_, s, r)| finish(request, s, r)))
                 }
@@ -116,26 +115,21 @@ where
                 },
             };
         };
-        let mut ctx = ClientContext::new(
-            self.method,
-            kind,
-            Arc::clone(&channel.shared.target),
-            self.options.metadata,
-            deadline,
-        );
+        let target = Arc::clone(&channel.shared.target);
+        let mut ctx = ClientContext::new(method, kind, target, options.metadata, deadline);
         let (deliver, delivered) = oneshot::channel();
-        let endpoint = StreamEndpoint::<Req, Resp, C, T> {
+        let mut endpoint = StreamEndpoint::<Req, Resp, C, T> {
             channel: channel.clone(),
-            request: Mutex::new(self.request),
-            deliver: Mutex::new(Some(deliver)),
+            request,
+            deliver: Some(deliver),
             finish,
             _marker: PhantomData,
         };
         let run = async move {
-            let outcome = ClientNext::new(&chain, &endpoint).run(&mut ctx).await;
+            let outcome = ClientNext::new(&chain, &mut endpoint).run(&mut ctx).await;
             // If the chain never opened the stream (an interceptor said no), the caller
             // learns why.
-            if let Some(deliver) = take(&endpoint.deliver) {
+            if let Some(deliver) = endpoint.deliver.take() {
                 let status = outcome.err().unwrap_or_else(|| {
                     Status::internal("an interceptor answered OK without opening the stream")
                 });
@@ -312,8 +306,8 @@ fn open_on(
 /// hands the caller its ends, and completes when the call has ended.
 struct StreamEndpoint<Req, Resp, C, T> {
     channel: Channel,
-    request: Mutex<Option<Req>>,
-    deliver: Mutex<Option<oneshot::Sender<Result<T, Status>>>>,
+    request: Option<Req>,
+    deliver: Option<oneshot::Sender<Result<T, Status>>>,
     finish: Finish<Req, Resp, T>,
     _marker: PhantomData<fn() -> (Resp, C)>,
 }
@@ -325,9 +319,9 @@ where
     Resp: Send + 'static,
     T: Send,
 {
-    fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
+    fn call<'b>(&'b mut self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
         Box::pin(async move {
-            let Some(deliver) = take(&self.deliver) else {
+            let Some(deliver) = self.deliver.take() else {
                 return Err(Status::failed_precondition("a streaming call cannot be sent twice"));
             };
             let metadata = ctx.metadata().clone();
@@ -344,7 +338,7 @@ where
                     return Err(status);
                 }
             };
-            let ends = (self.finish)(take(&self.request), sender, receiver);
+            let ends = (self.finish)(self.request.take(), sender, receiver);
             let failed = ends.as_ref().err().cloned();
             let _ = deliver.send(ends);
             match failed {
@@ -353,11 +347,14 @@ where
             }
         })
     }
-}
 
-/// Takes what a mutex holds; a poisoned one is still read (the value is an `Option`).
-fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
-    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    fn request(&self) -> Option<&dyn AnyMessage> {
+        None
+    }
+
+    fn response(&self) -> Option<&dyn AnyMessage> {
+        None
+    }
 }
 
 /// The ends of an opened streaming call: what awaiting a [`StreamingCall`] gives.

@@ -19,19 +19,25 @@ use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
-use futures_util::future::{CatchUnwind, Either};
+use futures_util::future::Either;
 use tokio::task::AbortHandle;
-use tokio::time::Sleep;
 
 use crate::codec::Codec;
 use crate::conn::{Note, Outbox, Shared, StreamCore, ok_end, status_frame};
-use crate::interceptor::{Context, DynServerInterceptor, run_chain};
+use crate::interceptor::{
+    AnyMessage, CancelSignal, DynServerInterceptor, Guarded, HandlerEndpoint, ServerContext, panic_message,
+    run_chain,
+};
 use crate::metadata::Metadata;
 use crate::method::ServiceDescriptor;
 use crate::status::{Code, Status};
 use crate::stream::{Side, StreamSender, Streaming};
 use crate::wire::{FrameKind, Header, WireError};
+
+pub use crate::codec::RpcMessage;
+
+/// Fails to compile, at the type, when `T` is not an [`RpcMessage`]: emitted by the macro.
+pub fn assert_message<T: RpcMessage>() {}
 
 /// A mountable service: what `#[service]` and the `.proto` generator implement for
 /// `FooServer<T>`. Implementing it by hand is possible but rarely needed.
@@ -43,15 +49,28 @@ pub trait Service: Send + Sync + 'static {
     fn call(&self, method: usize, call: ServerCall) -> Spawned;
 }
 
-/// What became of a call handed to its handler: for the connection, which keeps a running
-/// handler's handle to stop it if the call is cancelled.
+/// What became of a call handed to its handler: for the connection, which keeps what it
+/// needs to stop a running handler if the call is cancelled.
 #[derive(Debug)]
-pub struct Spawned(pub(crate) Option<AbortHandle>);
+pub struct Spawned {
+    /// The handler's task, to abort.
+    pub(crate) abort: Option<AbortHandle>,
+    /// Behind interceptors: the signal that stops the handler and lets the interceptors see
+    /// the cancel, rather than aborting their task.
+    pub(crate) cancel: Option<Arc<CancelSignal>>,
+}
+
+impl Spawned {
+    /// Nothing is left running: the call was answered at once.
+    fn done() -> Spawned {
+        Spawned { abort: None, cancel: None }
+    }
+}
 
 /// One incoming call, on its way to a handler.
 pub struct ServerCall {
     pub(crate) id: u64,
-    pub(crate) context: Context,
+    pub(crate) context: ServerContext,
     pub(crate) conn: Arc<Shared>,
     pub(crate) payload: Payload,
     pub(crate) interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
@@ -88,10 +107,10 @@ impl ServerCall {
     pub fn spawn_unary<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
-        Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(Context, Req) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+        Req: AnyMessage,
+        Resp: AnyMessage,
+        F: FnOnce(ServerContext, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
     {
         let ServerCall { id, context, conn, payload, interceptors, .. } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
@@ -99,8 +118,11 @@ impl ServerCall {
             return responder.mismatched(context.method());
         };
         match unary_task::<Req, Resp, C, F, Fut>(context, body, interceptors, responder, handler) {
-            Some(task) => Spawned(Some(tokio::spawn(task).abort_handle())),
-            None => Spawned(None),
+            Some(task) => {
+                let cancel = task.cancel.clone();
+                Spawned { abort: Some(tokio::spawn(task).abort_handle()), cancel }
+            }
+            None => Spawned::done(),
         }
     }
 
@@ -112,10 +134,10 @@ impl ServerCall {
     pub fn run_unary_inline<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
-        Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(Context, Req) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+        Req: AnyMessage,
+        Resp: AnyMessage,
+        F: FnOnce(ServerContext, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
     {
         let ServerCall { id, context, conn, payload, interceptors, .. } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
@@ -124,16 +146,17 @@ impl ServerCall {
         };
         let Some(task) = unary_task::<Req, Resp, C, F, Fut>(context, body, interceptors, responder, handler)
         else {
-            return Spawned(None);
+            return Spawned::done();
         };
+        let cancel = task.cancel.clone();
         let mut task = Box::pin(task);
         // The handler's waker for this first poll wakes nothing: if it waits, the task it
         // moves to polls it again at once, with its own.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         if task.as_mut().poll(&mut cx).is_ready() {
-            return Spawned(None);
+            return Spawned::done();
         }
-        Spawned(Some(tokio::spawn(task).abort_handle()))
+        Spawned { abort: Some(tokio::spawn(task).abort_handle()), cancel }
     }
 
     /// Spawns a server-streaming handler: one request in, a stream of responses out.
@@ -145,10 +168,10 @@ impl ServerCall {
     pub fn spawn_server_streaming<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
-        Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(Context, Req, StreamSender<Resp>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+        Req: AnyMessage,
+        Resp: AnyMessage,
+        F: FnOnce(ServerContext, Req, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<(), Status>)> + Send + 'static,
     {
         let wait = self.request_timeout;
         self.spawn_stream::<Req, Resp, C, _, _>(move |ctx, requests, responses| async move {
@@ -171,10 +194,10 @@ impl ServerCall {
     pub fn spawn_client_streaming<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
-        Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(Context, Streaming<Req>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+        Req: AnyMessage,
+        Resp: AnyMessage,
+        F: FnOnce(ServerContext, Streaming<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
     {
         self.spawn_stream::<Req, Resp, C, _, _>(move |ctx, requests, mut responses| async move {
             let (ctx, result) = handler(ctx, requests).await;
@@ -190,10 +213,10 @@ impl ServerCall {
     pub fn spawn_bidi_streaming<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
-        Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+        Req: AnyMessage,
+        Resp: AnyMessage,
+        F: FnOnce(ServerContext, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<(), Status>)> + Send + 'static,
     {
         self.spawn_stream::<Req, Resp, C, _, _>(handler)
     }
@@ -204,10 +227,10 @@ impl ServerCall {
     fn spawn_stream<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
     where
         C: Codec<Req> + Codec<Resp>,
-        Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
+        Req: AnyMessage,
+        Resp: AnyMessage,
+        F: FnOnce(ServerContext, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<(), Status>)> + Send + 'static,
     {
         let ServerCall { id, context, conn, payload, interceptors, .. } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
@@ -218,18 +241,30 @@ impl ServerCall {
         let responses = StreamSender::new::<C>(Arc::clone(&core), Side::Server);
         let method = context.method();
         let deadline = context.deadline_instant();
+        let cancel = interceptors.as_ref().map(|_| Arc::new(CancelSignal::default()));
+        let cancelled = cancel.clone();
         let task = async move {
-            let (metadata, result) = match interceptors {
-                None => run_handler(method, deadline, processed(handler(context, requests, responses))).await,
-                Some(chain) => {
-                    let handler = move |ctx| handler(ctx, requests, responses);
-                    run_handler(method, deadline, async move { run_chain(&chain, context, handler).await })
+            let outcome = match (interceptors, cancelled.clone()) {
+                (Some(chain), Some(cancel)) => {
+                    let end = HandlerEndpoint::stream(
+                        move |ctx, ()| handler(ctx, requests, responses),
+                        Arc::clone(&cancel),
+                    );
+                    Guarded::chain(method, deadline, cancel, run_chain(&chain, context, end)).await
+                }
+                _ => {
+                    Guarded::handler(method, deadline, None, processed(handler(context, requests, responses)))
                         .await
                 }
             };
+            if cancelled.as_ref().is_some_and(|cancel| cancel.is_cancelled()) {
+                // The client cancelled: the connection has ended the stream already.
+                return responder.abandon();
+            }
+            let (metadata, result) = settle(outcome);
             responder.end_stream(&core, metadata, result);
         };
-        Spawned(Some(tokio::spawn(task).abort_handle()))
+        Spawned { abort: Some(tokio::spawn(task).abort_handle()), cancel }
     }
 
     /// Answers `Unimplemented`: for generated methods of a kind this runtime cannot serve.
@@ -241,7 +276,7 @@ impl ServerCall {
             Payload::Unary(_) => responder.fail(status),
             Payload::Stream(core) => {
                 responder.end_stream(&core, Metadata::new(), Err(status));
-                Spawned(None)
+                Spawned::done()
             }
         }
     }
@@ -251,18 +286,18 @@ impl ServerCall {
 /// its deadline, then the answer. `None` when the call was answered at once because the
 /// request does not decode.
 fn unary_task<Req, Resp, C, F, Fut>(
-    context: Context,
+    context: ServerContext,
     body: Bytes,
     interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
     responder: Responder,
     handler: F,
-) -> Option<impl Future<Output = ()> + Send + 'static>
+) -> Option<UnaryTask<Resp, C, impl Future<Output = Handled<Resp>> + Send + 'static>>
 where
     C: Codec<Req> + Codec<Resp>,
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    F: FnOnce(Context, Req) -> Fut + Send + 'static,
-    Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
+    Req: AnyMessage,
+    Resp: AnyMessage,
+    F: FnOnce(ServerContext, Req) -> Fut + Send + 'static,
+    Fut: Future<Output = (ServerContext, Result<Resp, Status>)> + Send + 'static,
 {
     let method = context.method();
     let deadline = context.deadline_instant();
@@ -280,85 +315,47 @@ where
             return None;
         }
     };
-    let handling = match interceptors {
-        None => Either::Left(processed(handler(context, request))),
+    let (run, cancel) = match interceptors {
+        None => (
+            Either::Left(Guarded::handler(method, deadline, None, processed(handler(context, request)))),
+            None,
+        ),
         Some(chain) => {
-            let handler = move |ctx| handler(ctx, request);
+            let cancel = Arc::new(CancelSignal::default());
+            let end = HandlerEndpoint::unary(request, handler, Arc::clone(&cancel));
             let chained: BoxedHandler<Resp> =
-                Box::pin(async move { run_chain(&chain, context, handler).await });
-            Either::Right(chained)
+                Box::pin(Guarded::chain(method, deadline, Arc::clone(&cancel), async move {
+                    run_chain(&chain, context, end).await
+                }));
+            (Either::Right(chained), Some(cancel))
         }
     };
-    Some(UnaryTask::<Resp, C, _> {
-        run: run_handler(method, deadline, handling),
-        responder: Some(responder),
-        _codec: PhantomData,
-    })
+    Some(UnaryTask::<Resp, C, _> { run, responder: Some(responder), cancel, _codec: PhantomData })
 }
 
-/// A unary handler behind interceptors: the chain's future, boxed (the chain is boxed
-/// anyway), so that the common case without interceptors keeps a small future.
-type BoxedHandler<Resp> = Pin<Box<dyn Future<Output = (Context, Result<Resp, Status>)> + Send>>;
+/// How a guarded handler (or chain) ended: the context it gave back with its result, or the
+/// status it was stopped with.
+type Handled<Resp> = Result<(ServerContext, Result<Resp, Status>), Status>;
 
-/// Runs a handler under the call's deadline, catching a panic: the response metadata it set
-/// and its outcome.
-fn run_handler<Fut: Future>(
-    method: &'static str,
-    deadline: Option<tokio::time::Instant>,
-    handler: Fut,
-) -> RunHandler<Fut> {
-    RunHandler {
-        handler: AssertUnwindSafe(handler).catch_unwind(),
-        deadline: deadline.map(tokio::time::sleep_until),
-        method,
+/// A unary handler behind interceptors, guarded: boxed (the chain is boxed anyway), so that
+/// the common case without interceptors keeps a small future.
+type BoxedHandler<Resp> = Pin<Box<dyn Future<Output = Handled<Resp>> + Send>>;
+
+/// The response metadata and the result to answer with.
+fn settle<T>(handled: Handled<T>) -> (Metadata, Result<T, Status>) {
+    match handled {
+        Ok((mut ctx, result)) => (ctx.take_response_metadata(), result),
+        Err(stopped) => (Metadata::new(), Err(stopped)),
     }
 }
 
 pin_project_lite::pin_project! {
-    /// See [`run_handler`]: a plain struct rather than an `async fn`, which would hold the
-    /// handler's future twice.
-    struct RunHandler<Fut> {
-        #[pin]
-        handler: CatchUnwind<AssertUnwindSafe<Fut>>,
-        #[pin]
-        deadline: Option<Sleep>,
-        method: &'static str,
-    }
-}
-
-impl<T, Fut> Future for RunHandler<Fut>
-where
-    Fut: Future<Output = (Context, Result<T, Status>)>,
-{
-    type Output = (Metadata, Result<T, Status>);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let method = *this.method;
-        match this.handler.poll(cx) {
-            Poll::Ready(Ok((mut ctx, result))) => return Poll::Ready((ctx.take_response_metadata(), result)),
-            Poll::Ready(Err(panic)) => {
-                tracing::error!(method, panic = panic_message(&panic), "handler panicked");
-                let status = Status::internal(format!("handler for {method} panicked"));
-                return Poll::Ready((Metadata::new(), Err(status)));
-            }
-            Poll::Pending => {}
-        }
-        if let Some(deadline) = this.deadline.as_pin_mut() {
-            ready!(deadline.poll(cx));
-            let status = Status::deadline_exceeded(format!("deadline exceeded while {method} was running"));
-            return Poll::Ready((Metadata::new(), Err(status)));
-        }
-        Poll::Pending
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A unary handler's task: runs it, then answers.
+    /// A unary handler's task: runs it, then answers (unless the client cancelled).
     struct UnaryTask<Resp, C, Fut> {
         #[pin]
-        run: RunHandler<Fut>,
+        run: Fut,
         responder: Option<Responder>,
+        cancel: Option<Arc<CancelSignal>>,
         _codec: PhantomData<fn() -> (Resp, C)>,
     }
 }
@@ -366,15 +363,21 @@ pin_project_lite::pin_project! {
 impl<Resp, C, Fut> Future for UnaryTask<Resp, C, Fut>
 where
     C: Codec<Resp>,
-    Fut: Future<Output = (Context, Result<Resp, Status>)>,
+    Fut: Future<Output = Handled<Resp>>,
 {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let this = self.project();
-        let (metadata, result) = ready!(this.run.poll(cx));
+        let handled = ready!(this.run.poll(cx));
         if let Some(responder) = this.responder.take() {
-            responder.answer::<Resp, C>(metadata, result);
+            if this.cancel.as_ref().is_some_and(|cancel| cancel.is_cancelled()) {
+                // The client cancelled: nobody waits for an answer.
+                responder.abandon();
+            } else {
+                let (metadata, result) = settle(handled);
+                responder.answer::<Resp, C>(metadata, result);
+            }
         }
         Poll::Ready(())
     }
@@ -383,8 +386,8 @@ where
 /// A handler's outcome, with any refusal mark cleared: the handler ran. (Behind
 /// interceptors, the chain's end does the same.)
 async fn processed<T>(
-    handler: impl Future<Output = (Context, Result<T, Status>)>,
-) -> (Context, Result<T, Status>) {
+    handler: impl Future<Output = (ServerContext, Result<T, Status>)>,
+) -> (ServerContext, Result<T, Status>) {
     let (ctx, result) = handler.await;
     (ctx, result.map_err(Status::processed))
 }
@@ -435,7 +438,13 @@ impl Responder {
                 }
             });
         }
-        Spawned(None)
+        Spawned::done()
+    }
+
+    /// Gives up the call without an answer: the client cancelled it, and the connection has
+    /// forgotten it.
+    fn abandon(mut self) {
+        self.conn = None;
     }
 
     /// Ends a stream, after the messages already sent, with `result` and the handler's
@@ -523,15 +532,5 @@ pub(crate) fn queue_status(outbox: &mut Outbox, kind: FrameKind, id: u64, status
         let status = Status::resource_exhausted(format!("the answer could not be sent: {err}"));
         // Without metadata, a status is far below any limit a peer may announce.
         let _ = outbox.queue(&status_frame(kind, id, status));
-    }
-}
-
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "non-string panic payload"
     }
 }

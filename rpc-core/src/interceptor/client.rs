@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-use crate::conn::Answer;
+use super::{AnyMessage, Run};
 use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 use crate::method::MethodKind;
@@ -23,8 +23,6 @@ pub struct ClientContext {
     response_metadata: Metadata,
     extensions: Extensions,
     attempts: u32,
-    /// The response of the last successful unary attempt, for the runtime to decode.
-    pub(crate) response: Option<Answer>,
 }
 
 impl ClientContext {
@@ -44,7 +42,6 @@ impl ClientContext {
             response_metadata: Metadata::new(),
             extensions: Extensions::new(),
             attempts: 0,
-            response: None,
         }
     }
 
@@ -114,20 +111,28 @@ impl ClientContext {
 
     pub(crate) fn start_attempt(&mut self) {
         self.attempts += 1;
-        self.response = None;
     }
 
     pub(crate) fn set_response_metadata(&mut self, metadata: Metadata) {
         self.response_metadata = metadata;
     }
+
+    pub(crate) fn take_response_metadata(&mut self) -> Metadata {
+        std::mem::take(&mut self.response_metadata)
+    }
 }
 
-/// Runs around the calls made through a channel.
+/// Runs around the calls made through a channel (or a client, or one call).
 ///
 /// Change `ctx` (metadata, deadline) before the call goes out, reject it by returning an
 /// error, or call `next.run(ctx).await` to send it and see its outcome: `Ok(())`, or the
-/// status it failed with. `next` may be run more than once (a retry). For a streaming call,
-/// `next` returns when the whole stream has ended.
+/// status it failed with, its deadline included. `next` may be run more than once (a
+/// retry). For a streaming call, `next` returns when the whole stream has ended. A call the
+/// caller stops waiting for (it drops the call's future) never returns there:
+/// [`Run::on_end`] reports it too.
+///
+/// For a unary call, [`ClientNext::request`] is the request, and after a successful `run`,
+/// [`ClientNext::response`] is the response.
 ///
 /// ```
 /// use rpc_core::interceptor::{ClientContext, ClientInterceptor, ClientNext};
@@ -137,7 +142,7 @@ impl ClientContext {
 /// struct RequestId;
 ///
 /// impl ClientInterceptor for RequestId {
-///     async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+///     async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
 ///         ctx.metadata_mut().insert("x-request-id", fastrand::u64(..).to_string());
 ///         next.run(ctx).await
 ///     }
@@ -171,11 +176,11 @@ impl<T: ClientInterceptor> DynClientInterceptor for T {
     }
 }
 
-/// The rest of the chain: the next interceptor, and at the end the call itself.
-#[derive(Clone, Copy)]
+/// The rest of the chain: the next interceptor, and at the end the call itself. Run it with
+/// [`run`](ClientNext::run), as many times as the call should be sent.
 pub struct ClientNext<'a> {
     rest: &'a [Arc<dyn DynClientInterceptor>],
-    end: &'a (dyn ClientEndpoint + 'a),
+    end: &'a mut (dyn ClientEndpoint + 'a),
 }
 
 impl std::fmt::Debug for ClientNext<'_> {
@@ -185,25 +190,44 @@ impl std::fmt::Debug for ClientNext<'_> {
 }
 
 impl<'a> ClientNext<'a> {
-    pub(crate) fn new(rest: &'a [Arc<dyn DynClientInterceptor>], end: &'a (dyn ClientEndpoint + 'a)) -> Self {
+    pub(crate) fn new(
+        rest: &'a [Arc<dyn DynClientInterceptor>],
+        end: &'a mut (dyn ClientEndpoint + 'a),
+    ) -> Self {
         ClientNext { rest, end }
     }
 
-    /// Runs the rest of the chain and sends the call; its outcome. May be run again.
-    pub async fn run(&self, ctx: &mut ClientContext) -> Result<(), Status> {
-        match self.rest.split_first() {
-            Some((first, rest)) => first.intercept_boxed(ctx, ClientNext { rest, end: self.end }).await,
+    /// Runs the rest of the chain and sends the call; await it for the outcome (see
+    /// [`Run`]). May be run again, to send the call again.
+    pub fn run<'n>(&'n mut self, ctx: &'n mut ClientContext) -> Run<'n> {
+        let deadline = ctx.deadline();
+        let call = match self.rest.split_first() {
+            Some((first, rest)) => first.intercept_boxed(ctx, ClientNext { rest, end: &mut *self.end }),
             None => {
                 ctx.start_attempt();
-                self.end.call(ctx).await
+                self.end.call(ctx)
             }
-        }
+        };
+        Run::new(call, deadline)
+    }
+
+    /// A unary call's request; `None` for a streaming call.
+    pub fn request(&self) -> Option<&dyn AnyMessage> {
+        self.end.request()
+    }
+
+    /// A unary call's response, after a [`run`](ClientNext::run) that succeeded; `None`
+    /// otherwise, and for a streaming call.
+    pub fn response(&self) -> Option<&dyn AnyMessage> {
+        self.end.response()
     }
 }
 
-/// The end of a client chain: sending the call.
-pub(crate) trait ClientEndpoint: Send + Sync {
-    fn call<'a>(&'a self, ctx: &'a mut ClientContext) -> BoxFuture<'a, Result<(), Status>>;
+/// The end of a client chain: sending the call, and the messages it carries.
+pub(crate) trait ClientEndpoint: Send {
+    fn call<'a>(&'a mut self, ctx: &'a mut ClientContext) -> BoxFuture<'a, Result<(), Status>>;
+    fn request(&self) -> Option<&dyn AnyMessage>;
+    fn response(&self) -> Option<&dyn AnyMessage>;
 }
 
 /// An ordered list of client interceptors: the first registered runs outermost.
@@ -238,5 +262,16 @@ impl ClientChain {
     /// Whether the chain is empty.
     pub fn is_empty(&self) -> bool {
         self.interceptors.is_empty()
+    }
+
+    /// This chain, then `inner`'s interceptors, inside it.
+    pub fn then(mut self, inner: ClientChain) -> ClientChain {
+        self.interceptors.extend(inner.interceptors);
+        self
+    }
+
+    /// The list a channel keeps; `None` when empty, so calls skip the mechanism.
+    pub(crate) fn into_shared(self) -> Option<Arc<[Arc<dyn DynClientInterceptor>]>> {
+        (!self.is_empty()).then(|| self.interceptors.into())
     }
 }

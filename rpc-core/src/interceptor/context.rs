@@ -1,4 +1,4 @@
-//! [`Context`]: what a handler knows about the call it is serving.
+//! [`ServerContext`]: what a handler knows about the call it is serving.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,14 +12,14 @@ use crate::transport::{PeerAddr, TlsInfo};
 /// The call a handler is serving: who called, which method, the caller's metadata and
 /// deadline, and the metadata to send back.
 ///
-/// Every service method receives it as `ctx: &mut Context`:
+/// Every service method receives it as `ctx: &mut ServerContext`:
 ///
 /// ```
-/// use rpc_core::{Context, Status};
+/// use rpc_core::{ServerContext, Status};
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Req {}
 /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Reply {}
 ///
-/// async fn handler(ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
+/// async fn handler(ctx: &mut ServerContext, _req: Req) -> Result<Reply, Status> {
 ///     let user = ctx.metadata().get_str("x-user").unwrap_or("anonymous").to_owned();
 ///     if let Some(left) = ctx.remaining() {
 ///         tracing::debug!(?left, %user, "time left for this call");
@@ -29,7 +29,7 @@ use crate::transport::{PeerAddr, TlsInfo};
 /// }
 /// ```
 #[derive(Debug)]
-pub struct Context {
+pub struct ServerContext {
     method: &'static str,
     kind: MethodKind,
     peer: PeerAddr,
@@ -40,7 +40,7 @@ pub struct Context {
     extensions: Extensions,
 }
 
-impl Context {
+impl ServerContext {
     pub(crate) fn new(
         method: &'static str,
         kind: MethodKind,
@@ -48,8 +48,8 @@ impl Context {
         tls: Option<Arc<TlsInfo>>,
         metadata: Metadata,
         deadline: Option<tokio::time::Instant>,
-    ) -> Context {
-        Context {
+    ) -> ServerContext {
+        ServerContext {
             method,
             kind,
             peer,
@@ -64,8 +64,8 @@ impl Context {
     /// Moves the context out for the handler, leaving a shell with the call's identity
     /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
     /// it back (it panicked, or its deadline passed).
-    pub(crate) fn lend(&mut self) -> Context {
-        let shell = Context::new(
+    pub(crate) fn lend(&mut self) -> ServerContext {
+        let shell = ServerContext::new(
             self.method,
             self.kind,
             self.peer.clone(),
@@ -141,6 +141,14 @@ impl Context {
     /// The time left before the deadline; zero once it has passed, `None` without one.
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// Makes `deadline` the call's deadline, unless it already has an earlier one (the
+    /// caller stops waiting then): for an interceptor that bounds how long handlers run.
+    /// The interceptors after it and the handler see it, and the handler is stopped there.
+    pub fn shorten_deadline(&mut self, deadline: Instant) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        self.deadline = Some(self.deadline.map_or(deadline, |current| current.min(deadline)));
     }
 
     /// Metadata sent back with the response, whether it succeeds or fails.

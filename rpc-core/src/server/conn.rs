@@ -18,7 +18,7 @@ use crate::conn::{
     ConnConfig, Connection, Ended, InputBudget, Note, Peer, Shared, State, StreamCore, Timeouts,
     alarm_status, run, status_frame,
 };
-use crate::interceptor::Context;
+use crate::interceptor::{CancelSignal, ServerContext};
 use crate::method::MethodKind;
 use crate::status::Status;
 use crate::transport::{Io, PeerAddr, TlsInfo};
@@ -107,6 +107,8 @@ fn is_disconnect(err: &WireError) -> bool {
 struct CallEntry {
     /// Its handler's task.
     abort: Option<AbortHandle>,
+    /// Behind interceptors, how to stop its handler on a cancel so that they see it.
+    cancel: Option<Arc<CancelSignal>>,
     streaming: bool,
 }
 
@@ -184,7 +186,7 @@ impl ServerPeer {
             .timeout
             .filter(|&timeout| timeout <= MAX_TIMEOUT)
             .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
-        let context = Context::new(
+        let context = ServerContext::new(
             route.path,
             route.kind,
             self.peer.clone(),
@@ -208,7 +210,7 @@ impl ServerPeer {
             request_timeout: self.request_timeout,
         };
         let spawned = route.service.call(route.index, call);
-        self.calls.insert(id, CallEntry { abort: spawned.0, streaming });
+        self.calls.insert(id, CallEntry { abort: spawned.abort, cancel: spawned.cancel, streaming });
         Ok(())
     }
 
@@ -264,10 +266,12 @@ impl Peer for ServerPeer {
                 Ok(())
             }
             FrameKind::Cancel => {
-                if let Some(entry) = self.calls.remove(&frame.call_id)
-                    && let Some(abort) = entry.abort
-                {
-                    abort.abort();
+                if let Some(entry) = self.calls.remove(&frame.call_id) {
+                    match (entry.cancel, entry.abort) {
+                        (Some(cancel), _) => cancel.cancel(),
+                        (None, Some(abort)) => abort.abort(),
+                        (None, None) => {}
+                    }
                 }
                 if let Some(core) = state.streams.remove(frame.call_id, &state.shared) {
                     core.abort(Status::cancelled("cancelled by the client"));

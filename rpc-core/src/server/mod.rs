@@ -1,28 +1,28 @@
 //! The server: mount services, serve them on a TCP listener, shut down gracefully.
 //!
 //! ```no_run
-//! use rpc_core::{Context, Server, Status};
+//! use rpc_core::{ServerContext, Server, Status};
 //!
 //! #[derive(Clone, PartialEq, prost::Message)]
 //! pub struct Ping { #[prost(uint64, tag = "1")] pub n: u64 }
 //!
 //! #[rpc_core::service]
 //! pub trait Pinger {
-//!     async fn ping(&self, ctx: &mut Context, req: Ping) -> Result<Ping, Status>;
+//!     async fn ping(&self, ctx: &mut ServerContext, req: Ping) -> Result<Ping, Status>;
 //! }
 //!
 //! struct MyPinger;
 //! impl Pinger for MyPinger {
-//!     async fn ping(&self, _ctx: &mut Context, req: Ping) -> Result<Ping, Status> {
+//!     async fn ping(&self, _ctx: &mut ServerContext, req: Ping) -> Result<Ping, Status> {
 //!         Ok(req)
 //!     }
 //! }
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
+//! // Drains on SIGTERM (`docker stop`, a Kubernetes rollout) or Ctrl-C.
 //! Server::builder()
 //!     .add_service(PingerServer::new(MyPinger))
-//!     .serve_with_shutdown("127.0.0.1:50051", shutdown)
+//!     .serve_with_shutdown("127.0.0.1:50051", rpc_core::server::shutdown_signal())
 //!     .await
 //! # }
 //! ```
@@ -30,7 +30,7 @@
 mod conn;
 mod limits;
 mod registration;
-mod routes;
+pub(crate) mod routes;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -42,10 +42,55 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::codegen::Service;
-pub use crate::interceptor::Context;
+pub use crate::wire::{
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_MAX_FRAME_SIZE,
+    MIN_MAX_HEADER_SIZE,
+};
 pub use registration::Registration;
 
+/// Completes at the first SIGTERM (on Unix) or Ctrl-C (SIGINT): the signal to pass to
+/// [`ServerBuilder::serve_with_shutdown`] so that a server in a container drains its calls
+/// on `docker stop` or a Kubernetes rollout instead of being killed in the middle of them.
+///
+/// The SIGTERM handler is installed when this is called (from inside a Tokio runtime), so
+/// a SIGTERM that arrives before the future is first polled is not lost. If it cannot be
+/// installed, the failure is logged and only Ctrl-C is waited for.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        #[cfg(unix)]
+        let terminate = async move {
+            match terminate {
+                Ok(mut terminate) => {
+                    terminate.recv().await;
+                    tracing::info!("SIGTERM: shutting down");
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C shuts down");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        let interrupt = async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => tracing::info!("Ctrl-C: shutting down"),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for Ctrl-C");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = terminate => {}
+            () = interrupt => {}
+        }
+    }
+}
+
+use crate::codegen::Service;
 use crate::conn::InputBudget;
 use crate::discovery::{AnyRegistry, Registry};
 use crate::health::{HealthReporter, HealthServer, HealthService};
@@ -53,10 +98,7 @@ use crate::interceptor::{ServerChain, ServerInterceptor};
 use crate::status::Status;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::transport::{self, Address, AnyListener, Listener, SocketOptions};
-use crate::wire::{
-    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
-    MIN_MAX_FRAME_SIZE, MIN_MAX_HEADER_SIZE, MIN_STREAM_WINDOW,
-};
+use crate::wire::{MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
 use limits::PeerCounts;
 use routes::Routes;
 
@@ -151,34 +193,6 @@ impl Default for ServerConfig {
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
         }
-    }
-}
-
-/// A server's route table (full method name to handler), exposed for the dispatch
-/// micro-benchmark only: not part of the API, and may change at any time.
-#[doc(hidden)]
-pub struct DispatchTable(Routes);
-
-impl DispatchTable {
-    /// The table of a server with `services` mounted.
-    pub fn new(services: impl IntoIterator<Item = Arc<dyn Service>>) -> DispatchTable {
-        let mut routes = Routes::default();
-        for service in services {
-            routes.add(service, ServerChain::new());
-        }
-        DispatchTable(routes)
-    }
-
-    /// Whether a call to `path` (as read from the wire) has a handler: the lookup every call
-    /// starts with.
-    pub fn routes(&self, path: &[u8]) -> bool {
-        self.0.get(path).is_some()
-    }
-}
-
-impl std::fmt::Debug for DispatchTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DispatchTable").field("services", &self.0.service_names()).finish()
     }
 }
 
@@ -401,7 +415,7 @@ impl ServerBuilder {
     /// Serves TLS (feature `tls`): every accepted connection starts with a TLS handshake, and
     /// with [`client_ca_root`](crate::transport::tls::ServerTlsConfig::client_ca_root),
     /// mutual TLS: clients without a valid certificate are turned away in the handshake.
-    /// Handlers see what the handshake established in [`Context::tls`]. Fails if the
+    /// Handlers see what the handshake established in [`ServerContext::tls`](crate::ServerContext::tls). Fails if the
     /// configuration does (a key that does not match its certificate, say).
     ///
     /// Handshakes run in each connection's task, so a slow one holds up no other client;

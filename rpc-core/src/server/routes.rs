@@ -107,3 +107,31 @@ impl Routes {
         self.services.contains(&service)
     }
 }
+
+/// A server's route table (full method name to handler), exposed for the dispatch
+/// micro-benchmark only: not part of the API, and may change at any time.
+#[doc(hidden)]
+pub struct DispatchTable(Routes);
+
+impl DispatchTable {
+    /// The table of a server with `services` mounted.
+    pub fn new(services: impl IntoIterator<Item = Arc<dyn Service>>) -> DispatchTable {
+        let mut routes = Routes::default();
+        for service in services {
+            routes.add(service, ServerChain::new());
+        }
+        DispatchTable(routes)
+    }
+
+    /// Whether a call to `path` (as read from the wire) has a handler: the lookup every call
+    /// starts with.
+    pub fn routes(&self, path: &[u8]) -> bool {
+        self.0.get(path).is_some()
+    }
+}
+
+impl std::fmt::Debug for DispatchTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchTable").field("services", &self.0.service_names()).finish()
+    }
+}

@@ -15,6 +15,8 @@ pub const DEFAULT_STREAM_WINDOW: u64 = 1024 * 1024;
 /// The default flow-control window per connection, shared by its streams: 16 MiB.
 pub const DEFAULT_CONNECTION_WINDOW: u64 = 16 * 1024 * 1024;
 
+pub use crate::wire::{MIN_CONNECTION_WINDOW, MIN_STREAM_WINDOW};
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +52,8 @@ pub struct StreamSender<T> {
     encoded_len: fn(&T) -> usize,
     encode: fn(&T, &mut BytesMut),
     side: Side,
+    /// A message given to the [`Sink`](futures_sink::Sink) that waits for credit.
+    pending: Option<T>,
 }
 
 impl<T> std::fmt::Debug for StreamSender<T> {
@@ -60,7 +64,7 @@ impl<T> std::fmt::Debug for StreamSender<T> {
 
 impl<T> StreamSender<T> {
     pub(crate) fn new<C: Codec<T>>(core: Arc<StreamCore>, side: Side) -> StreamSender<T> {
-        StreamSender { core, encoded_len: C::encoded_len, encode: C::encode, side }
+        StreamSender { core, encoded_len: C::encoded_len, encode: C::encode, side, pending: None }
     }
 
     /// Sends a message, waiting for flow-control credit if the peer has fallen behind.
@@ -71,6 +75,28 @@ impl<T> StreamSender<T> {
     /// call is then cancelled).
     pub fn send(&mut self, message: T) -> SendFuture<'_, T> {
         SendFuture { sender: self, message: Some(message) }
+    }
+
+    /// Sends every message `messages` yields, in order, as they come, waiting for credit as
+    /// needed: a stream fed from any [`Stream`](futures_util::Stream), such as a channel's
+    /// receiver or another call's [`Streaming`] mapped to messages. Stops at the first
+    /// failed send, with its status. The stream is not closed after: drop the sender (or
+    /// `close` it) to end it.
+    ///
+    /// ```no_run
+    /// # use rpc_core::{Status, StreamSender};
+    /// # async fn run(mut points: StreamSender<u32>) -> Result<(), Status> {
+    /// let items = futures_util::stream::iter([1, 2, 3]);
+    /// points.send_stream(items).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_stream(&mut self, messages: impl futures_util::Stream<Item = T>) -> Result<(), Status> {
+        use futures_util::StreamExt;
+        let mut messages = std::pin::pin!(messages);
+        while let Some(message) = messages.next().await {
+            self.send(message).await?;
+        }
+        Ok(())
     }
 
     /// Sends every message of `messages` in order, waiting for credit as needed. The same as
@@ -132,8 +158,52 @@ impl<T> StreamSender<T> {
     }
 }
 
-impl<T> Drop for StreamSender<T> {
-    fn drop(&mut self) {
+// The pending message is only ever moved, never pinned.
+impl<T> Unpin for StreamSender<T> {}
+
+/// A `StreamSender` is a [`Sink`](futures_sink::Sink) of its messages, for code written
+/// against sinks (`stream.forward(sender)`, `SinkExt::send`). A message is taken once there is
+/// room for it; flushing waits until the last one is in the stream's buffer (the connection
+/// writes buffers on its own); closing ends this side of the stream, as dropping does.
+impl<T> futures_sink::Sink<T> for StreamSender<T> {
+    type Error = Status;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.poll_flush(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), Status> {
+        let this = self.get_mut();
+        if this.pending.is_some() {
+            return Err(Status::internal("start_send without poll_ready"));
+        }
+        this.pending = Some(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        let this = self.get_mut();
+        if this.pending.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut pending = this.pending.take();
+        let polled = this.poll_send_message(Some(cx), &mut pending);
+        if polled.is_pending() {
+            this.pending = pending;
+        }
+        polled
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        self.get_mut().end_client_side();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T> StreamSender<T> {
+    /// On a client, tells the server that no more requests follow (once).
+    fn end_client_side(&mut self) {
         if self.side == Side::Client {
             let id = self.core.id;
             self.core.finish_send(
@@ -142,6 +212,12 @@ impl<T> Drop for StreamSender<T> {
                 Status::failed_precondition("the stream was closed by this side"),
             );
         }
+    }
+}
+
+impl<T> Drop for StreamSender<T> {
+    fn drop(&mut self) {
+        self.end_client_side();
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use rpc_core::wire::{Frame, FrameCodec, FrameKind};
+/// use rpc_core::internals::wire::{Frame, FrameCodec, FrameKind};
 /// use tokio_util::codec::{Decoder, Encoder};
 ///
 /// let mut codec = FrameCodec::new();

@@ -2,7 +2,7 @@
 //! disturbs the server or its other connections.
 
 use bytes::Bytes;
-use rpc_core::wire::{Frame, FrameKind, MAGIC, PREFACE};
+use rpc_core::internals::wire::{Frame, FrameKind, MAGIC, PREFACE};
 use rpc_core::{Channel, Code};
 use tokio::io::AsyncWriteExt;
 

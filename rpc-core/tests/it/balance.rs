@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use rpc_core::balance::Policy;
 use rpc_core::discovery::{Instance, MemoryRegistry, StaticRegistry};
-use rpc_core::interceptor::{Next, ServerInterceptor};
+use rpc_core::interceptor::{ServerInterceptor, ServerNext};
 use rpc_core::server::{Registration, ServerBuilder};
-use rpc_core::{Channel, Code, Context, Status};
+use rpc_core::{Channel, Code, ServerContext, Status};
 use tokio::net::TcpListener;
 
 use crate::common::{self, Echo, Running, Sleep, TestClient};
@@ -22,7 +22,7 @@ const SERVICE: &str = "test.v1.Test";
 struct Tag(&'static str);
 
 impl ServerInterceptor for Tag {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         ctx.response_metadata_mut().insert("x-instance", self.0);
         next.run(ctx).await
     }
@@ -114,7 +114,7 @@ async fn consistent_hashing_sends_a_key_to_the_same_instance() {
 struct Delay(Duration);
 
 impl ServerInterceptor for Delay {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         tokio::time::sleep(self.0).await;
         next.run(ctx).await
     }
@@ -469,13 +469,13 @@ async fn an_idempotent_call_cut_off_by_a_killed_instance_is_sent_to_another() {
 /// A service whose handler returns the refusal it got from a call of its own.
 #[rpc_core::service(package = "relay.v1")]
 pub trait Relay {
-    async fn forward(&self, ctx: &mut Context, request: Echo) -> Result<Echo, Status>;
+    async fn forward(&self, ctx: &mut ServerContext, request: Echo) -> Result<Echo, Status>;
 }
 
 struct Relaying(Arc<AtomicUsize>);
 
 impl Relay for Relaying {
-    async fn forward(&self, _ctx: &mut Context, _request: Echo) -> Result<Echo, Status> {
+    async fn forward(&self, _ctx: &mut ServerContext, _request: Echo) -> Result<Echo, Status> {
         self.0.fetch_add(1, Ordering::SeqCst);
         // The handler did its work, then a downstream call was refused: it passes that on.
         Err(Status::unavailable("the downstream service refused the call").refused())
@@ -507,7 +507,7 @@ async fn a_refusal_a_handler_passes_on_is_not_a_refusal_of_its_own_call() {
 struct Shed(Arc<AtomicUsize>);
 
 impl ServerInterceptor for Shed {
-    async fn intercept(&self, _ctx: &mut Context, _next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, _ctx: &mut ServerContext, _next: ServerNext<'_>) -> Result<(), Status> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(Status::resource_exhausted("shedding load").refused())
     }

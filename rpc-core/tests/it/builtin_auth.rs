@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, get_current_timestamp};
-use rpc_core::interceptors::{BearerToken, Claims, JwtAuth};
-use rpc_core::{Channel, Code, Context, Server, Status, StreamSender};
+use rpc_core::middleware::{BearerToken, Claims, JwtAuth};
+use rpc_core::{Channel, Code, Server, ServerContext, Status, StreamSender};
 use serde_json::{Value, json};
 
 // TEST KEYS ONLY. Two RSA key pairs made once with
@@ -120,24 +120,29 @@ pub struct Seen {
 #[rpc_core::service(package = "auth.v1")]
 pub trait Vault {
     /// Reports the claims the handler sees.
-    async fn whoami(&self, ctx: &mut Context, request: Empty) -> Result<Seen, Status>;
+    async fn whoami(&self, ctx: &mut ServerContext, request: Empty) -> Result<Seen, Status>;
     /// Another method, for the role rules; reports the claims too.
-    async fn rotate(&self, ctx: &mut Context, request: Empty) -> Result<Seen, Status>;
+    async fn rotate(&self, ctx: &mut ServerContext, request: Empty) -> Result<Seen, Status>;
     /// Sends the claims as one stream message.
-    async fn watch(&self, ctx: &mut Context, request: Empty, out: StreamSender<Seen>) -> Result<(), Status>;
+    async fn watch(
+        &self,
+        ctx: &mut ServerContext,
+        request: Empty,
+        out: StreamSender<Seen>,
+    ) -> Result<(), Status>;
 }
 
 /// A second service, to be made public.
 #[rpc_core::service(package = "auth.v1")]
 pub trait Health {
     /// Reports the claims the handler sees (none, when the method is public).
-    async fn check(&self, ctx: &mut Context, request: Empty) -> Result<Seen, Status>;
+    async fn check(&self, ctx: &mut ServerContext, request: Empty) -> Result<Seen, Status>;
 }
 
 struct Handlers;
 
 /// What the handler of `ctx` sees of the caller.
-fn seen(ctx: &Context) -> Seen {
+fn seen(ctx: &ServerContext) -> Seen {
     match ctx.extensions().get::<Claims>() {
         None => Seen::default(),
         Some(claims) => Seen {
@@ -152,17 +157,17 @@ fn seen(ctx: &Context) -> Seen {
 }
 
 impl Vault for Handlers {
-    async fn whoami(&self, ctx: &mut Context, _request: Empty) -> Result<Seen, Status> {
+    async fn whoami(&self, ctx: &mut ServerContext, _request: Empty) -> Result<Seen, Status> {
         Ok(seen(ctx))
     }
 
-    async fn rotate(&self, ctx: &mut Context, _request: Empty) -> Result<Seen, Status> {
+    async fn rotate(&self, ctx: &mut ServerContext, _request: Empty) -> Result<Seen, Status> {
         Ok(seen(ctx))
     }
 
     async fn watch(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         _request: Empty,
         mut out: StreamSender<Seen>,
     ) -> Result<(), Status> {
@@ -171,7 +176,7 @@ impl Vault for Handlers {
 }
 
 impl Health for Handlers {
-    async fn check(&self, ctx: &mut Context, _request: Empty) -> Result<Seen, Status> {
+    async fn check(&self, ctx: &mut ServerContext, _request: Empty) -> Result<Seen, Status> {
         Ok(seen(ctx))
     }
 }

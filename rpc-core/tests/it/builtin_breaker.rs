@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc_core::interceptors::{BreakerScope, BreakerState, CircuitBreaker};
-use rpc_core::{Channel, Code, Context, Server, Status};
+use rpc_core::middleware::{BreakerScope, BreakerState, CircuitBreaker};
+use rpc_core::{Channel, Code, Server, ServerContext, Status};
 
 use crate::common::eventually;
 
@@ -22,11 +22,11 @@ pub struct Ping {
 #[rpc_core::service(package = "breaker.v1")]
 pub trait Switch {
     /// Fails with `request.code`, or succeeds if it is 0.
-    async fn alpha(&self, ctx: &mut Context, request: Ping) -> Result<Ping, Status>;
+    async fn alpha(&self, ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status>;
     /// The same, counted apart.
-    async fn beta(&self, ctx: &mut Context, request: Ping) -> Result<Ping, Status>;
+    async fn beta(&self, ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status>;
     /// Never answers: a call that stays under way.
-    async fn gate(&self, ctx: &mut Context, request: Ping) -> Result<Ping, Status>;
+    async fn gate(&self, ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status>;
 }
 
 const ALPHA: &str = "/breaker.v1.Switch/Alpha";
@@ -66,17 +66,17 @@ fn answer(request: Ping) -> Result<Ping, Status> {
 }
 
 impl Switch for SwitchService {
-    async fn alpha(&self, _ctx: &mut Context, request: Ping) -> Result<Ping, Status> {
+    async fn alpha(&self, _ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status> {
         self.calls.alpha.fetch_add(1, Ordering::SeqCst);
         answer(request)
     }
 
-    async fn beta(&self, _ctx: &mut Context, request: Ping) -> Result<Ping, Status> {
+    async fn beta(&self, _ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status> {
         self.calls.beta.fetch_add(1, Ordering::SeqCst);
         answer(request)
     }
 
-    async fn gate(&self, _ctx: &mut Context, _request: Ping) -> Result<Ping, Status> {
+    async fn gate(&self, _ctx: &mut ServerContext, _request: Ping) -> Result<Ping, Status> {
         self.calls.gate.fetch_add(1, Ordering::SeqCst);
         std::future::pending().await
     }

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::interceptors::Deadlines;
+use rpc_core::middleware::Deadlines;
 use rpc_core::server::ServerBuilder;
-use rpc_core::{Channel, Code, Context, Server, Status};
+use rpc_core::{Channel, Code, Server, ServerContext, Status};
 
 use crate::common::eventually;
 
@@ -20,7 +20,7 @@ pub struct Hop {
 #[rpc_core::service(package = "test.v1")]
 pub trait Relay {
     /// Calls the next service if there is one; the last one sleeps a long time.
-    async fn hop(&self, ctx: &mut Context, request: Hop) -> Result<Hop, Status>;
+    async fn hop(&self, ctx: &mut ServerContext, request: Hop) -> Result<Hop, Status>;
 }
 
 /// What the last service of the chain saw.
@@ -33,6 +33,8 @@ struct Seen {
 struct RelayService {
     next: Option<RelayClient>,
     seen: Arc<Seen>,
+    /// Makes the next call from a task of its own, spawned in the call's context.
+    spawn: bool,
 }
 
 struct Guard<'a>(&'a Seen, bool);
@@ -46,9 +48,14 @@ impl Drop for Guard<'_> {
 }
 
 impl Relay for RelayService {
-    async fn hop(&self, ctx: &mut Context, request: Hop) -> Result<Hop, Status> {
+    async fn hop(&self, ctx: &mut ServerContext, request: Hop) -> Result<Hop, Status> {
         match &self.next {
             // No timeout of its own: only propagation can bound this call.
+            Some(next) if self.spawn => {
+                let next = next.clone();
+                let hop = async move { next.hop(Hop { trail: request.trail + ">" }).await };
+                rpc_core::middleware::spawn_in_call_context(hop).await.expect("the spawned task")
+            }
             Some(next) => next.hop(Hop { trail: request.trail + ">" }).await,
             None => {
                 *self.seen.remaining.lock().expect("lock") = Some(ctx.remaining());
@@ -71,6 +78,11 @@ async fn serve(configure: impl FnOnce(ServerBuilder) -> ServerBuilder, service: 
 
 /// A → B → C, each server and each hop's channel with `Deadlines` if `propagate`.
 async fn chain(propagate: bool) -> (RelayClient, Arc<Seen>) {
+    chain_spawning(propagate, false).await
+}
+
+/// [`chain`], with B making its call from a spawned task if `spawn`.
+async fn chain_spawning(propagate: bool, spawn: bool) -> (RelayClient, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     let with = |b: ServerBuilder| if propagate { b.interceptor(Deadlines::new()) } else { b };
     let channel = |addr: SocketAddr| async move {
@@ -78,9 +90,10 @@ async fn chain(propagate: bool) -> (RelayClient, Arc<Seen>) {
         let builder = if propagate { builder.interceptor(Deadlines::new()) } else { builder };
         RelayClient::new(builder.connect().await.expect("connect"))
     };
-    let c = serve(with, RelayService { next: None, seen: Arc::clone(&seen) }).await;
-    let b = serve(with, RelayService { next: Some(channel(c).await), seen: Arc::clone(&seen) }).await;
-    let a = serve(with, RelayService { next: Some(channel(b).await), seen: Arc::clone(&seen) }).await;
+    let c = serve(with, RelayService { next: None, seen: Arc::clone(&seen), spawn: false }).await;
+    let b = serve(with, RelayService { next: Some(channel(c).await), seen: Arc::clone(&seen), spawn }).await;
+    let a = serve(with, RelayService { next: Some(channel(b).await), seen: Arc::clone(&seen), spawn: false })
+        .await;
     (channel(a).await, seen)
 }
 
@@ -98,6 +111,16 @@ async fn a_deadline_set_at_a_bounds_the_calls_b_and_c_make() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_reaches_calls_made_from_a_task_spawned_in_the_call_context() {
+    let (client, seen) = chain_spawning(true, true).await;
+    let status = client.hop(Hop::default()).timeout(Duration::from_millis(300)).await.expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    let remaining = seen.remaining.lock().expect("lock").expect("C ran");
+    let remaining = remaining.expect("C received the deadline through B's spawned task");
+    assert!(remaining <= Duration::from_millis(300), "C's deadline is A's, or earlier: {remaining:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_interceptor_the_deadline_stops_at_the_first_hop() {
     let (client, seen) = chain(false).await;
     let status = client.hop(Hop::default()).timeout(Duration::from_millis(200)).await.expect_err("deadline");
@@ -109,7 +132,7 @@ async fn without_the_interceptor_the_deadline_stops_at_the_first_hop() {
 #[tokio::test]
 async fn a_channel_default_timeout_applies_to_calls_without_one() {
     let seen = Arc::new(Seen::default());
-    let addr = serve(|b| b, RelayService { next: None, seen: Arc::clone(&seen) }).await;
+    let addr = serve(|b| b, RelayService { next: None, seen: Arc::clone(&seen), spawn: false }).await;
     let channel = Channel::builder(addr)
         .interceptor(Deadlines::new().default_timeout(Duration::from_millis(150)))
         .connect()
@@ -126,7 +149,7 @@ async fn a_server_default_timeout_stops_calls_that_came_without_a_deadline() {
     let seen = Arc::new(Seen::default());
     let addr = serve(
         |b| b.interceptor(Deadlines::new().default_timeout(Duration::from_millis(150))),
-        RelayService { next: None, seen: Arc::clone(&seen) },
+        RelayService { next: None, seen: Arc::clone(&seen), spawn: false },
     )
     .await;
     let client = RelayClient::new(Channel::connect(addr).await.expect("connect"));

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use rpc_core::interceptors::Metrics;
-use rpc_core::{Channel, Code, Context, Server, Status, StreamSender};
+use rpc_core::middleware::Metrics;
+use rpc_core::{Channel, Code, Server, ServerContext, Status, StreamSender};
 use tokio::sync::Semaphore;
 
 use crate::common::eventually;
@@ -23,15 +23,20 @@ pub struct Msg {
 #[rpc_core::service(package = "metrics.v1")]
 pub trait Meter {
     /// Answers at once.
-    async fn ok(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
+    async fn ok(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
     /// Fails with the code asked for.
-    async fn fail(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
+    async fn fail(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
     /// Answers once the test opens the gate.
-    async fn wait(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
+    async fn wait(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
     /// Sends a message, waits for the gate, then ends with the code asked for.
-    async fn stream(&self, ctx: &mut Context, request: Msg, out: StreamSender<Msg>) -> Result<(), Status>;
+    async fn stream(
+        &self,
+        ctx: &mut ServerContext,
+        request: Msg,
+        out: StreamSender<Msg>,
+    ) -> Result<(), Status>;
     /// Panics.
-    async fn panic(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
+    async fn panic(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
 }
 
 #[derive(Clone)]
@@ -55,22 +60,22 @@ fn outcome(code: u32) -> Result<(), Status> {
 }
 
 impl Meter for MeterService {
-    async fn ok(&self, _ctx: &mut Context, request: Msg) -> Result<Msg, Status> {
+    async fn ok(&self, _ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status> {
         Ok(request)
     }
 
-    async fn fail(&self, _ctx: &mut Context, request: Msg) -> Result<Msg, Status> {
+    async fn fail(&self, _ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status> {
         outcome(request.code).map(|()| request)
     }
 
-    async fn wait(&self, _ctx: &mut Context, request: Msg) -> Result<Msg, Status> {
+    async fn wait(&self, _ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status> {
         self.pass_gate().await?;
         Ok(request)
     }
 
     async fn stream(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: Msg,
         mut out: StreamSender<Msg>,
     ) -> Result<(), Status> {
@@ -79,7 +84,7 @@ impl Meter for MeterService {
         outcome(request.code)
     }
 
-    async fn panic(&self, _ctx: &mut Context, _request: Msg) -> Result<Msg, Status> {
+    async fn panic(&self, _ctx: &mut ServerContext, _request: Msg) -> Result<Msg, Status> {
         panic!("the handler panicked on purpose");
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rpc_core::interceptors::{ConcurrencyLimit, RateLimit};
+use rpc_core::middleware::{ConcurrencyLimit, RateLimit};
 use rpc_core::server::ServerBuilder;
-use rpc_core::{Channel, Code, Context, Server, Status};
+use rpc_core::{Channel, Code, Server, ServerContext, Status};
 
 use crate::common::eventually;
 
@@ -19,8 +19,8 @@ pub struct Nap {
 
 #[rpc_core::service(package = "test.v1")]
 pub trait Limited {
-    async fn a(&self, ctx: &mut Context, request: Nap) -> Result<Nap, Status>;
-    async fn b(&self, ctx: &mut Context, request: Nap) -> Result<Nap, Status>;
+    async fn a(&self, ctx: &mut ServerContext, request: Nap) -> Result<Nap, Status>;
+    async fn b(&self, ctx: &mut ServerContext, request: Nap) -> Result<Nap, Status>;
 }
 
 #[derive(Clone, Default)]
@@ -29,13 +29,13 @@ struct LimitedService {
 }
 
 impl Limited for LimitedService {
-    async fn a(&self, _ctx: &mut Context, request: Nap) -> Result<Nap, Status> {
+    async fn a(&self, _ctx: &mut ServerContext, request: Nap) -> Result<Nap, Status> {
         self.ran.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(request.millis)).await;
         Ok(request)
     }
 
-    async fn b(&self, ctx: &mut Context, request: Nap) -> Result<Nap, Status> {
+    async fn b(&self, ctx: &mut ServerContext, request: Nap) -> Result<Nap, Status> {
         self.a(ctx, request).await
     }
 }

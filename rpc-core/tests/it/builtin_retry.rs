@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::interceptor::{ClientContext, ClientInterceptor, ClientNext};
-use rpc_core::interceptors::{ConcurrencyLimit, Retry};
+use rpc_core::middleware::{ConcurrencyLimit, Retry};
 use rpc_core::server::ServerBuilder;
-use rpc_core::{Channel, Code, Context, Server, Status, StreamSender};
+use rpc_core::{Channel, Code, Server, ServerContext, Status, StreamSender};
 use tokio::sync::Notify;
 
 use crate::common::eventually;
@@ -32,15 +32,15 @@ pub struct Reply {
 #[rpc_core::service(package = "retry.v1")]
 pub trait Flaky {
     /// Idempotent in these tests: fails while failures are left.
-    async fn read(&self, ctx: &mut Context, request: Attempt) -> Result<Reply, Status>;
+    async fn read(&self, ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status>;
     /// Not idempotent: fails while failures are left.
-    async fn write(&self, ctx: &mut Context, request: Attempt) -> Result<Reply, Status>;
+    async fn write(&self, ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status>;
     /// Waits until released, then succeeds; holds the server's only call slot meanwhile.
-    async fn hold(&self, ctx: &mut Context, request: Attempt) -> Result<Reply, Status>;
+    async fn hold(&self, ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status>;
     /// A stream that fails at once while failures are left.
     async fn watch(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: Attempt,
         out: StreamSender<Reply>,
     ) -> Result<(), Status>;
@@ -86,15 +86,15 @@ struct FlakyService {
 }
 
 impl Flaky for FlakyService {
-    async fn read(&self, _ctx: &mut Context, request: Attempt) -> Result<Reply, Status> {
+    async fn read(&self, _ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status> {
         self.counters.call(&self.counters.reads, &request)
     }
 
-    async fn write(&self, _ctx: &mut Context, request: Attempt) -> Result<Reply, Status> {
+    async fn write(&self, _ctx: &mut ServerContext, request: Attempt) -> Result<Reply, Status> {
         self.counters.call(&self.counters.writes, &request)
     }
 
-    async fn hold(&self, _ctx: &mut Context, _request: Attempt) -> Result<Reply, Status> {
+    async fn hold(&self, _ctx: &mut ServerContext, _request: Attempt) -> Result<Reply, Status> {
         let calls = self.counters.holds.fetch_add(1, Ordering::SeqCst) + 1;
         self.counters.release.notified().await;
         Ok(Reply { calls: calls as u64 })
@@ -102,7 +102,7 @@ impl Flaky for FlakyService {
 
     async fn watch(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: Attempt,
         out: StreamSender<Reply>,
     ) -> Result<(), Status> {
@@ -205,7 +205,7 @@ struct ReleaseOnRefusal {
 }
 
 impl ClientInterceptor for ReleaseOnRefusal {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let result = next.run(ctx).await;
         if result.as_ref().is_err_and(Status::is_refused) {
             self.refused.fetch_add(1, Ordering::SeqCst);
@@ -216,12 +216,13 @@ impl ClientInterceptor for ReleaseOnRefusal {
 }
 
 #[tokio::test]
-async fn a_refused_non_idempotent_call_is_retried() {
+async fn a_refused_call_is_retried_by_default_whatever_its_code_and_method() {
     // One call at a time: while `hold` runs, the server sheds other calls unprocessed. (A
     // connection limit would not do: the client waits for a slot under it instead.)
     let (addr, counters) = serve(0, |b| b.interceptor(ConcurrencyLimit::new(1))).await;
     let refused = Arc::new(AtomicUsize::new(0));
-    let retry = quick_retry().codes([Code::Unavailable, Code::ResourceExhausted]).max_attempts(20);
+    // Default codes (only `Unavailable`): the refusal is `ResourceExhausted`.
+    let retry = quick_retry().max_attempts(20);
     let channel = Channel::builder(addr)
         .interceptor(retry)
         .interceptor(ReleaseOnRefusal { counters: Arc::clone(&counters), refused: Arc::clone(&refused) })
@@ -285,7 +286,7 @@ struct Outcomes {
 }
 
 impl ClientInterceptor for Outcomes {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let result = next.run(ctx).await;
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         self.log.lock().expect("log").push(format!("{}: {code}", self.name));
@@ -315,4 +316,37 @@ async fn streams_pass_through_untouched() {
     eventually("the chain has ended", outer_done).await;
     assert_eq!(*log.lock().expect("log"), ["inner: UNAVAILABLE", "outer: UNAVAILABLE"], "one attempt");
     assert_eq!(counters.watches.load(Ordering::SeqCst), 1, "a stream is not sent again");
+}
+
+/// Refuses the first call it sees, unprocessed, and lets the rest in.
+struct RefuseFirst(std::sync::atomic::AtomicBool);
+
+impl rpc_core::interceptor::ServerInterceptor for RefuseFirst {
+    async fn intercept(
+        &self,
+        ctx: &mut ServerContext,
+        mut next: rpc_core::interceptor::ServerNext<'_>,
+    ) -> Result<(), Status> {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            return Err(Status::resource_exhausted("not now").refused());
+        }
+        next.run(ctx).await
+    }
+}
+
+#[tokio::test]
+async fn retry_refused_false_leaves_a_refusal_to_the_codes_and_idempotency() {
+    let (addr, counters) =
+        serve(0, |b| b.interceptor(RefuseFirst(std::sync::atomic::AtomicBool::new(false)))).await;
+    let strict = client(addr, quick_retry().retry_refused(false)).await;
+    let status = strict.write(Attempt::default()).await.expect_err("the refusal is returned");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.is_refused());
+    assert_eq!(counters.writes(), 0, "the handler never ran");
+
+    let (addr, counters) =
+        serve(0, |b| b.interceptor(RefuseFirst(std::sync::atomic::AtomicBool::new(false)))).await;
+    let client = client(addr, Retry::new().initial_backoff(Duration::from_millis(5))).await;
+    let reply = client.write(Attempt::default()).await.expect("the refusal is retried by default");
+    assert_eq!((reply.calls, counters.writes()), (1, 1), "sent again once, run once");
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use rpc_core::interceptor::{ClientContext, ClientInterceptor, ClientNext};
-use rpc_core::interceptors::{SpanId, TraceContext, TraceId, Tracing};
-use rpc_core::{Channel, Code, Context, Server, Status, StreamSender};
+use rpc_core::middleware::{SpanId, TraceContext, TraceId, Tracing};
+use rpc_core::{Channel, Code, Server, ServerContext, Status, StreamSender};
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -49,9 +49,10 @@ fn entries<T: Clone>(log: &Log<T>) -> Vec<T> {
 /// A service whose handlers record what they see, then call the next server, if any.
 #[rpc_core::service(package = "trace.v1")]
 pub trait Hop {
-    async fn hop(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
-    async fn hops(&self, ctx: &mut Context, request: Msg, out: StreamSender<Msg>) -> Result<(), Status>;
-    async fn fail(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status>;
+    async fn hop(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
+    async fn hops(&self, ctx: &mut ServerContext, request: Msg, out: StreamSender<Msg>)
+    -> Result<(), Status>;
+    async fn fail(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status>;
 }
 
 #[derive(Clone)]
@@ -62,7 +63,7 @@ struct HopService {
 }
 
 impl HopService {
-    fn record(&self, ctx: &Context) {
+    fn record(&self, ctx: &ServerContext) {
         self.seen.lock().expect("log").push(Seen {
             server: self.name,
             current: TraceContext::current(),
@@ -73,7 +74,7 @@ impl HopService {
 }
 
 impl Hop for HopService {
-    async fn hop(&self, ctx: &mut Context, request: Msg) -> Result<Msg, Status> {
+    async fn hop(&self, ctx: &mut ServerContext, request: Msg) -> Result<Msg, Status> {
         self.record(ctx);
         match &self.next {
             Some(next) => next.hop(request).await,
@@ -81,7 +82,12 @@ impl Hop for HopService {
         }
     }
 
-    async fn hops(&self, ctx: &mut Context, request: Msg, mut out: StreamSender<Msg>) -> Result<(), Status> {
+    async fn hops(
+        &self,
+        ctx: &mut ServerContext,
+        request: Msg,
+        mut out: StreamSender<Msg>,
+    ) -> Result<(), Status> {
         self.record(ctx);
         if let Some(next) = &self.next {
             let mut stream = next.hops(request.clone()).await?;
@@ -92,7 +98,7 @@ impl Hop for HopService {
         out.send(Msg { text: self.name.to_owned() }).await
     }
 
-    async fn fail(&self, ctx: &mut Context, _request: Msg) -> Result<Msg, Status> {
+    async fn fail(&self, ctx: &mut ServerContext, _request: Msg) -> Result<Msg, Status> {
         self.record(ctx);
         Err(Status::not_found("nothing here"))
     }
@@ -102,7 +108,7 @@ impl Hop for HopService {
 struct SeeOutgoing(Log<Sent>);
 
 impl ClientInterceptor for SeeOutgoing {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         self.0.lock().expect("log").push(Sent {
             context: ctx.extensions().get::<TraceContext>().copied(),
             traceparent: ctx.metadata().get_str("traceparent").map(str::to_owned),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rpc_core::server::ServerBuilder;
-use rpc_core::{Code, Context, Server, Status};
+use rpc_core::{Code, Server, ServerContext, Status};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -56,19 +56,19 @@ pub struct Size {
 #[rpc_core::service(package = "test.v1")]
 pub trait Test {
     /// Returns the payload; copies request metadata `x-echo` into the response metadata.
-    async fn echo(&self, ctx: &mut Context, request: Echo) -> Result<Echo, Status>;
+    async fn echo(&self, ctx: &mut ServerContext, request: Echo) -> Result<Echo, Status>;
     /// Sleeps, then returns the id. Records starts, finishes, and drops mid-sleep.
-    async fn sleep(&self, ctx: &mut Context, request: Sleep) -> Result<Sleep, Status>;
+    async fn sleep(&self, ctx: &mut ServerContext, request: Sleep) -> Result<Sleep, Status>;
     /// Fails with the code and message asked for, with metadata `x-detail: yes`.
-    async fn fail(&self, ctx: &mut Context, request: Fail) -> Result<Empty, Status>;
+    async fn fail(&self, ctx: &mut ServerContext, request: Fail) -> Result<Empty, Status>;
     /// Panics.
-    async fn panic(&self, ctx: &mut Context, request: Empty) -> Result<Empty, Status>;
+    async fn panic(&self, ctx: &mut ServerContext, request: Empty) -> Result<Empty, Status>;
     /// Reports the deadline the handler sees.
-    async fn deadline(&self, ctx: &mut Context, request: Empty) -> Result<DeadlineInfo, Status>;
+    async fn deadline(&self, ctx: &mut ServerContext, request: Empty) -> Result<DeadlineInfo, Status>;
     /// Answers a payload of the size asked for. Counts as a start.
-    async fn big(&self, ctx: &mut Context, request: Size) -> Result<Echo, Status>;
+    async fn big(&self, ctx: &mut ServerContext, request: Size) -> Result<Echo, Status>;
     /// Computes without ever yielding until the probe's `release` is set. Counts as a start.
-    async fn spin(&self, ctx: &mut Context, request: Empty) -> Result<Empty, Status>;
+    async fn spin(&self, ctx: &mut ServerContext, request: Empty) -> Result<Empty, Status>;
 }
 
 /// Counters the tests observe the handlers through.
@@ -109,14 +109,14 @@ impl Drop for AbandonGuard<'_> {
 }
 
 impl Test for TestService {
-    async fn echo(&self, ctx: &mut Context, request: Echo) -> Result<Echo, Status> {
+    async fn echo(&self, ctx: &mut ServerContext, request: Echo) -> Result<Echo, Status> {
         if let Some(value) = ctx.metadata().get("x-echo").cloned() {
             ctx.response_metadata_mut().insert("x-echo", value);
         }
         Ok(request)
     }
 
-    async fn sleep(&self, ctx: &mut Context, request: Sleep) -> Result<Sleep, Status> {
+    async fn sleep(&self, ctx: &mut ServerContext, request: Sleep) -> Result<Sleep, Status> {
         self.probe.peers.lock().expect("lock").insert(ctx.peer().clone());
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         let mut guard = AbandonGuard { probe: &self.probe, done: false };
@@ -126,29 +126,29 @@ impl Test for TestService {
         Ok(request)
     }
 
-    async fn fail(&self, _ctx: &mut Context, request: Fail) -> Result<Empty, Status> {
+    async fn fail(&self, _ctx: &mut ServerContext, request: Fail) -> Result<Empty, Status> {
         let mut status = Status::new(Code::from_u32(request.code), request.message);
         status.metadata_mut().insert("x-detail", "yes");
         Err(status)
     }
 
-    async fn panic(&self, _ctx: &mut Context, _request: Empty) -> Result<Empty, Status> {
+    async fn panic(&self, _ctx: &mut ServerContext, _request: Empty) -> Result<Empty, Status> {
         panic!("the handler panicked on purpose");
     }
 
-    async fn deadline(&self, ctx: &mut Context, _request: Empty) -> Result<DeadlineInfo, Status> {
+    async fn deadline(&self, ctx: &mut ServerContext, _request: Empty) -> Result<DeadlineInfo, Status> {
         Ok(DeadlineInfo {
             has_deadline: ctx.deadline().is_some(),
             remaining_millis: ctx.remaining().map_or(0, |d| d.as_millis() as u64),
         })
     }
 
-    async fn big(&self, _ctx: &mut Context, request: Size) -> Result<Echo, Status> {
+    async fn big(&self, _ctx: &mut ServerContext, request: Size) -> Result<Echo, Status> {
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         Ok(Echo { payload: Bytes::from(vec![7u8; request.bytes as usize]) })
     }
 
-    async fn spin(&self, _ctx: &mut Context, request: Empty) -> Result<Empty, Status> {
+    async fn spin(&self, _ctx: &mut ServerContext, request: Empty) -> Result<Empty, Status> {
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         // Synchronous work, as a handler that parses or hashes for long does: no await.
         while !self.probe.release.load(Ordering::SeqCst) {

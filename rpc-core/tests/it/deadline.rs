@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rpc_core::wire::{Frame, FrameKind};
+use rpc_core::internals::wire::{Frame, FrameKind};
 use rpc_core::{Channel, Code};
 
 use crate::common::{self, Empty, Sleep, TestClient, eventually};

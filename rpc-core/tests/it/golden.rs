@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::Metadata;
-use rpc_core::wire::{Frame, FrameCodec, FrameKind, PREFACE, flags};
+use rpc_core::internals::wire::{Frame, FrameCodec, FrameKind, PREFACE, flags};
 use tokio_util::codec::{Decoder, Encoder};
 
 const PROTOCOL_MD: &str = include_str!("../../../docs/PROTOCOL.md");

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use rpc_core::health::{HealthCheckRequest, HealthClient, ServingStatus};
-use rpc_core::interceptor::{Next, ServerInterceptor};
-use rpc_core::{Channel, Code, Context, Status};
+use rpc_core::interceptor::{ServerInterceptor, ServerNext};
+use rpc_core::{Channel, Code, ServerContext, Status};
 
 use crate::common::{self, Echo, TestClient};
 
@@ -16,7 +16,7 @@ fn ask(service: &str) -> HealthCheckRequest {
 struct DenyAll;
 
 impl ServerInterceptor for DenyAll {
-    async fn intercept(&self, _ctx: &mut Context, _next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, _ctx: &mut ServerContext, _next: ServerNext<'_>) -> Result<(), Status> {
         Err(Status::unauthenticated("no credentials"))
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc_core::wire::{Frame, FrameKind, PREFACE};
+use rpc_core::internals::wire::{Frame, FrameKind, PREFACE};
 use rpc_core::{Channel, Code};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc_core::wire::{Frame, FrameKind};
+use rpc_core::internals::wire::{Frame, FrameKind};
 use rpc_core::{Channel, Code};
 use tokio::net::TcpListener;
 
@@ -86,8 +86,8 @@ async fn calls_past_max_concurrent_calls_are_refused() {
     assert_eq!(refused.call_id, 100);
     assert_eq!(refused.header.status_code, Some(Code::ResourceExhausted as u32));
     assert_eq!(
-        refused.flags & rpc_core::wire::flags::REFUSED,
-        rpc_core::wire::flags::REFUSED,
+        refused.flags & rpc_core::internals::wire::flags::REFUSED,
+        rpc_core::internals::wire::flags::REFUSED,
         "not processed"
     );
     let message =
@@ -188,8 +188,12 @@ async fn a_burst_past_the_concurrency_limit_is_refused_and_every_call_is_answere
         request.header.method = Some(Bytes::from_static(b"/test.v1.Test/Sleep"));
         request.body = prost::Message::encode_to_vec(&common::Sleep { id, millis: 300 }).into();
         let mut buf = bytes::BytesMut::new();
-        tokio_util::codec::Encoder::encode(&mut rpc_core::wire::FrameCodec::new(), &request, &mut buf)
-            .expect("encode");
+        tokio_util::codec::Encoder::encode(
+            &mut rpc_core::internals::wire::FrameCodec::new(),
+            &request,
+            &mut buf,
+        )
+        .expect("encode");
         burst.extend_from_slice(&buf);
     }
     raw.send_bytes(&burst).await;
@@ -202,7 +206,7 @@ async fn a_burst_past_the_concurrency_limit_is_refused_and_every_call_is_answere
             None => answered += 1,
             Some(code) => {
                 assert_eq!(code, Code::ResourceExhausted as u32);
-                assert_ne!(response.flags & rpc_core::wire::flags::REFUSED, 0);
+                assert_ne!(response.flags & rpc_core::internals::wire::flags::REFUSED, 0);
                 refused += 1;
             }
         }
@@ -247,7 +251,9 @@ async fn an_unanswered_keepalive_fails_the_calls_in_flight_with_unavailable() {
     let addr = listener.local_addr().expect("addr");
     let silent = tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.expect("accept");
-        tokio::io::AsyncWriteExt::write_all(&mut socket, &rpc_core::wire::PREFACE).await.expect("preface");
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &rpc_core::internals::wire::PREFACE)
+            .await
+            .expect("preface");
         let mut sink = Vec::new();
         let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink).await;
     });

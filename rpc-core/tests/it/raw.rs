@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rpc_core::wire::{Frame, FrameCodec, FrameKind, PREFACE, WireError};
+use rpc_core::internals::wire::{Frame, FrameCodec, FrameKind, PREFACE, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use rpc_core::wire::{Frame, FrameKind, flags};
+use rpc_core::internals::wire::{Frame, FrameKind, flags};
 use rpc_core::{Channel, Code};
 
 use crate::common::{self, Echo, Running, Sleep, TestClient};

@@ -97,3 +97,25 @@ async fn busy_connections_are_closed_when_the_grace_period_ends() {
     assert_eq!(status.code(), Code::Unavailable);
     eventually("the handler is stopped", || probe.abandoned() == 1).await;
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn shutdown_signal_drains_the_server_on_sigterm() {
+    // Installed before the signal is sent: the SIGTERM goes to this handler, not the default.
+    let signal = rpc_core::server::shutdown_signal();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = common::TestServer::new(common::TestService::default());
+    let server =
+        tokio::spawn(rpc_core::Server::builder().add_service(service).serve_with_listener(listener, signal));
+    let client = TestClient::new(Channel::connect(addr).await.expect("connect"));
+    client.echo(Echo::default()).await.expect("serving");
+
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    server.await.expect("server task").expect("the server stopped cleanly");
+    assert_eq!(server_abandoned(&client).await, Code::Unavailable);
+}

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use rpc_core::codec::ProstCodec;
-use rpc_core::{Channel, Code, Context, Status};
+use rpc_core::{Channel, Code, ServerContext, Status};
 
 use crate::common::{self, Echo, Empty, Fail, TestClient};
 
@@ -29,6 +29,23 @@ async fn metadata_travels_both_ways() {
         .await
         .expect("echo");
     assert_eq!(response.metadata().get("x-echo").map(|v| v.as_ref()), Some(&[0, 159, 146, 150][..]));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_metadata_key_with_capitals_is_sent_lowercased_and_found_in_any_case() {
+    let server = common::serve().await;
+    let client = TestClient::new(Channel::connect(server.addr).await.expect("connect"));
+    let response = client
+        .echo(Echo::default())
+        .metadata("X-Echo", Bytes::from_static(b"caps"))
+        .full()
+        .await
+        .expect("a key with capitals does not panic");
+    // The server looked it up as `x-echo` and answered with it.
+    assert_eq!(response.metadata().get_str("x-echo"), Some("caps"));
+    assert_eq!(response.metadata().get_str("X-ECHO"), Some("caps"));
+    assert_eq!(response.metadata().iter().next().map(|(k, _)| k.as_str()), Some("x-echo"));
     server.shutdown().await;
 }
 
@@ -61,7 +78,7 @@ async fn every_status_code_round_trips() {
 /// A service the test server does not mount, sharing its package.
 #[rpc_core::service(package = "test.v1")]
 pub trait Missing {
-    async fn nothing(&self, ctx: &mut Context, request: Empty) -> Result<Empty, Status>;
+    async fn nothing(&self, ctx: &mut ServerContext, request: Empty) -> Result<Empty, Status>;
 }
 
 #[tokio::test]
@@ -197,7 +214,7 @@ impl rpc_core::codec::Codec<Empty> for PanicOnEncode {
 /// wherever the encoding runs.
 struct HandWritten;
 
-impl rpc_core::server::Service for HandWritten {
+impl rpc_core::codegen::Service for HandWritten {
     fn descriptor(&self) -> &'static rpc_core::method::ServiceDescriptor {
         use rpc_core::method::{MethodDescriptor, MethodKind, ServiceDescriptor};
         static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
@@ -260,4 +277,30 @@ async fn a_codec_panic_fails_only_its_call_and_the_connection_lives_on() {
         TestClient::new(channel.clone()).echo(Echo::default()).await.expect("the connection lives on");
     }
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_url_for_a_target_fails_at_connect_saying_what_to_write() {
+    let server = common::serve().await;
+    let url = format!("http://{}", server.addr);
+    let status = Channel::connect(url).await.expect_err("a URL is not an address");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("without a scheme such as http://"), "{status}");
+    let source = std::error::Error::source(&status).expect("the address error is kept");
+    assert!(source.to_string().contains("http://"), "{source}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_connect_keeps_the_io_error_as_its_source() {
+    // A port nobody listens on: bound, then closed.
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let status = Channel::connect(addr).await.expect_err("nobody listens");
+    assert_eq!(status.code(), Code::Unavailable);
+    let source = std::error::Error::source(&status).expect("the cause is kept");
+    let io = source.downcast_ref::<std::io::Error>().expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
 }

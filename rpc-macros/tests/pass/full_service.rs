@@ -1,6 +1,6 @@
 //! A service using every option compiles, and its generated names are as documented.
 
-use rpc_core::{Context, Status, StreamSender, Streaming};
+use rpc_core::{ServerContext, Status, StreamSender, Streaming};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {
@@ -14,20 +14,20 @@ pub struct Reply {}
 #[rpc_core::service(package = "acme.greet.v1", name = "Greeter")]
 pub trait Greetings {
     /// Says hello.
-    async fn say_hello(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    async fn say_hello(&self, ctx: &mut ServerContext, req: Req) -> Result<Reply, Status>;
     /// Renamed on the wire.
     #[rpc(name = "Bye")]
-    async fn say_goodbye(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    async fn say_goodbye(&self, ctx: &mut ServerContext, req: Req) -> Result<Reply, Status>;
     /// Raw identifiers work too.
-    async fn r#type(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    async fn r#type(&self, ctx: &mut ServerContext, req: Req) -> Result<Reply, Status>;
     /// Server streaming.
-    async fn watch(&self, ctx: &mut Context, req: Req, replies: StreamSender<Reply>) -> Result<(), Status>;
+    async fn watch(&self, ctx: &mut ServerContext, req: Req, replies: StreamSender<Reply>) -> Result<(), Status>;
     /// Client streaming.
-    async fn upload(&self, ctx: &mut Context, reqs: Streaming<Req>) -> Result<Reply, Status>;
+    async fn upload(&self, ctx: &mut ServerContext, reqs: Streaming<Req>) -> Result<Reply, Status>;
     /// Bidirectional streaming, with paths spelled out.
     async fn chat(
         &self,
-        ctx: &mut rpc_core::Context,
+        ctx: &mut rpc_core::ServerContext,
         reqs: rpc_core::Streaming<Req>,
         replies: rpc_core::StreamSender<Reply>,
     ) -> Result<(), rpc_core::Status>;
@@ -36,25 +36,25 @@ pub trait Greetings {
 struct Impl;
 
 impl Greetings for Impl {
-    async fn say_hello(&self, _ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
+    async fn say_hello(&self, _ctx: &mut ServerContext, _req: Req) -> Result<Reply, Status> {
         Ok(Reply {})
     }
-    async fn say_goodbye(&self, _ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
+    async fn say_goodbye(&self, _ctx: &mut ServerContext, _req: Req) -> Result<Reply, Status> {
         Err(Status::unimplemented("not yet"))
     }
-    async fn r#type(&self, _ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
+    async fn r#type(&self, _ctx: &mut ServerContext, _req: Req) -> Result<Reply, Status> {
         Ok(Reply {})
     }
-    async fn watch(&self, _ctx: &mut Context, _req: Req, mut replies: StreamSender<Reply>) -> Result<(), Status> {
+    async fn watch(&self, _ctx: &mut ServerContext, _req: Req, mut replies: StreamSender<Reply>) -> Result<(), Status> {
         replies.send(Reply {}).await
     }
-    async fn upload(&self, _ctx: &mut Context, mut reqs: Streaming<Req>) -> Result<Reply, Status> {
+    async fn upload(&self, _ctx: &mut ServerContext, mut reqs: Streaming<Req>) -> Result<Reply, Status> {
         while reqs.message().await?.is_some() {}
         Ok(Reply {})
     }
     async fn chat(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         _reqs: Streaming<Req>,
         _replies: StreamSender<Reply>,
     ) -> Result<(), Status> {
@@ -67,7 +67,7 @@ impl Greetings for Impl {
 trait Empty {}
 
 fn main() {
-    use rpc_core::server::Service;
+    use rpc_core::codegen::Service;
     assert_eq!(GreetingsClient::SERVICE_NAME, "acme.greet.v1.Greeter");
     let server = GreetingsServer::new(Impl);
     let descriptor = server.descriptor();

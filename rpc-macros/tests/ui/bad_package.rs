@@ -1,4 +1,4 @@
-use rpc_core::{Context, Status};
+use rpc_core::{ServerContext, Status};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {}
@@ -7,7 +7,7 @@ pub struct Reply {}
 
 #[rpc_core::service(package = "hello world")]
 pub trait Greeter {
-    async fn say_hello(&self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    async fn say_hello(&self, ctx: &mut ServerContext, req: Req) -> Result<Reply, Status>;
 }
 
 fn main() {}

@@ -1,4 +1,4 @@
-use rpc_core::{Context, Status};
+use rpc_core::{ServerContext, Status};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {}
@@ -7,8 +7,8 @@ pub struct Reply {}
 
 #[rpc_core::service]
 pub trait Greeter {
-    async fn by_value(self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
-    async fn by_mut(&mut self, ctx: &mut Context, req: Req) -> Result<Reply, Status>;
+    async fn by_value(self, ctx: &mut ServerContext, req: Req) -> Result<Reply, Status>;
+    async fn by_mut(&mut self, ctx: &mut ServerContext, req: Req) -> Result<Reply, Status>;
 }
 
 fn main() {}

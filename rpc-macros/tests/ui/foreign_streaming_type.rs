@@ -1,4 +1,4 @@
-use rpc_core::{Context, Status};
+use rpc_core::{ServerContext, Status};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {}
@@ -10,7 +10,7 @@ pub struct Streaming<T>(T);
 
 #[rpc_core::service]
 pub trait Greeter {
-    async fn many(&self, ctx: &mut Context, req: Streaming<Req>) -> Result<Reply, Status>;
+    async fn many(&self, ctx: &mut ServerContext, req: Streaming<Req>) -> Result<Reply, Status>;
 }
 
 fn main() {}

@@ -1,4 +1,4 @@
-use rpc_core::{Context, Status};
+use rpc_core::{ServerContext, Status};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {}
@@ -7,8 +7,8 @@ pub struct Reply {}
 
 #[rpc_core::service]
 pub trait Greeter {
-    async fn no_return(&self, ctx: &mut Context, req: Req);
-    async fn plain_return(&self, ctx: &mut Context, req: Req) -> Reply;
+    async fn no_return(&self, ctx: &mut ServerContext, req: Req);
+    async fn plain_return(&self, ctx: &mut ServerContext, req: Req) -> Reply;
 }
 
 fn main() {}

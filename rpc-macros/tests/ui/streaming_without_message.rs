@@ -1,4 +1,4 @@
-use rpc_core::{Context, Status, StreamSender, Streaming};
+use rpc_core::{ServerContext, Status, StreamSender, Streaming};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {}
@@ -7,7 +7,7 @@ pub struct Reply {}
 
 #[rpc_core::service]
 pub trait Greeter {
-    async fn many(&self, ctx: &mut Context, req: Streaming) -> Result<Reply, Status>;
+    async fn many(&self, ctx: &mut ServerContext, req: Streaming) -> Result<Reply, Status>;
 }
 
 fn main() {}

@@ -1,4 +1,4 @@
-use rpc_core::{Context, Status};
+use rpc_core::{ServerContext, Status};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Req {}

@@ -19,8 +19,9 @@ use proto_corpus::legacy::{Account, Directory, DirectoryClient, DirectoryServer,
 use proto_corpus::routeguide::{
     Feature, Point, Rectangle, RouteGuide, RouteGuideClient, RouteGuideServer, RouteNote, RouteSummary,
 };
-use rpc_core::server::{ServerBuilder, Service};
-use rpc_core::{Channel, Code, Context, Server, Status, StreamSender, Streaming};
+use rpc_core::codegen::Service;
+use rpc_core::server::ServerBuilder;
+use rpc_core::{Channel, Code, Server, ServerContext, Status, StreamSender, Streaming};
 
 /// Serves what `configure` mounts on a loopback port.
 async fn serve(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> SocketAddr {
@@ -39,13 +40,13 @@ async fn channel(addr: SocketAddr) -> Channel {
 struct ProtoGreeter;
 
 impl Greeter for ProtoGreeter {
-    async fn say_hello(&self, _ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(&self, _ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status> {
         Ok(HelloReply { message: format!("Hello {}", request.name) })
     }
 
     async fn lots_of_replies(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: HelloRequest,
         mut responses: StreamSender<HelloReply>,
     ) -> Result<(), Status> {
@@ -57,7 +58,7 @@ impl Greeter for ProtoGreeter {
 
     async fn lots_of_greetings(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<HelloRequest>,
     ) -> Result<HelloReply, Status> {
         let mut names = Vec::new();
@@ -69,7 +70,7 @@ impl Greeter for ProtoGreeter {
 
     async fn bidi_hello(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<HelloRequest>,
         mut responses: StreamSender<HelloReply>,
     ) -> Result<(), Status> {
@@ -117,21 +118,21 @@ async fn helloworld_every_kind_of_method() {
 /// `helloworld.Greeter` again, written as a Rust trait over the proto's messages.
 #[rpc_core::service(package = "helloworld", name = "Greeter")]
 pub trait MacroGreeter {
-    async fn say_hello(&self, ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status>;
+    async fn say_hello(&self, ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status>;
     async fn lots_of_replies(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: HelloRequest,
         responses: StreamSender<HelloReply>,
     ) -> Result<(), Status>;
     async fn lots_of_greetings(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         requests: Streaming<HelloRequest>,
     ) -> Result<HelloReply, Status>;
     async fn bidi_hello(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         requests: Streaming<HelloRequest>,
         responses: StreamSender<HelloReply>,
     ) -> Result<(), Status>;
@@ -140,13 +141,13 @@ pub trait MacroGreeter {
 struct RustGreeter;
 
 impl MacroGreeter for RustGreeter {
-    async fn say_hello(&self, _ctx: &mut Context, request: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(&self, _ctx: &mut ServerContext, request: HelloRequest) -> Result<HelloReply, Status> {
         Ok(HelloReply { message: format!("Hi {} (from the macro)", request.name) })
     }
 
     async fn lots_of_replies(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: HelloRequest,
         mut responses: StreamSender<HelloReply>,
     ) -> Result<(), Status> {
@@ -155,7 +156,7 @@ impl MacroGreeter for RustGreeter {
 
     async fn lots_of_greetings(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<HelloRequest>,
     ) -> Result<HelloReply, Status> {
         let mut count = 0;
@@ -167,7 +168,7 @@ impl MacroGreeter for RustGreeter {
 
     async fn bidi_hello(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         _requests: Streaming<HelloRequest>,
         _responses: StreamSender<HelloReply>,
     ) -> Result<(), Status> {
@@ -214,7 +215,7 @@ fn both_declarations_route_the_same_method_names() {
 struct Biller;
 
 impl Billing for Biller {
-    async fn charge(&self, _ctx: &mut Context, request: Money) -> Result<Invoice, Status> {
+    async fn charge(&self, _ctx: &mut ServerContext, request: Money) -> Result<Invoice, Status> {
         Ok(Invoice {
             id: "inv-1".into(),
             total: Some(request),
@@ -222,7 +223,7 @@ impl Billing for Biller {
         })
     }
 
-    async fn quote(&self, _ctx: &mut Context, request: Money) -> Result<Money, Status> {
+    async fn quote(&self, _ctx: &mut ServerContext, request: Money) -> Result<Money, Status> {
         Ok(request)
     }
 }
@@ -244,7 +245,7 @@ async fn billing_uses_messages_of_another_package() {
 struct Accounts;
 
 impl Directory for Accounts {
-    async fn find(&self, _ctx: &mut Context, request: Lookup) -> Result<Account, Status> {
+    async fn find(&self, _ctx: &mut ServerContext, request: Lookup) -> Result<Account, Status> {
         if request.login == "root" {
             Ok(Account { login: request.login, age: None, nickname: None, roles: vec!["admin".into()] })
         } else {
@@ -272,7 +273,7 @@ struct Healthy;
 impl Health for Healthy {
     async fn check(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: HealthCheckRequest,
     ) -> Result<HealthCheckResponse, Status> {
         match request.service.as_str() {
@@ -283,7 +284,7 @@ impl Health for Healthy {
 
     async fn watch(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         _request: HealthCheckRequest,
         mut responses: StreamSender<HealthCheckResponse>,
     ) -> Result<(), Status> {
@@ -316,13 +317,13 @@ async fn the_standard_health_service_checks_and_watches() {
 struct Guide;
 
 impl RouteGuide for Guide {
-    async fn get_feature(&self, _ctx: &mut Context, request: Point) -> Result<Feature, Status> {
+    async fn get_feature(&self, _ctx: &mut ServerContext, request: Point) -> Result<Feature, Status> {
         Ok(Feature { name: format!("{},{}", request.latitude, request.longitude), location: Some(request) })
     }
 
     async fn list_features(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: Rectangle,
         mut responses: StreamSender<Feature>,
     ) -> Result<(), Status> {
@@ -334,7 +335,7 @@ impl RouteGuide for Guide {
 
     async fn record_route(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<Point>,
     ) -> Result<RouteSummary, Status> {
         let mut summary = RouteSummary::default();
@@ -346,7 +347,7 @@ impl RouteGuide for Guide {
 
     async fn route_chat(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<RouteNote>,
         mut responses: StreamSender<RouteNote>,
     ) -> Result<(), Status> {
@@ -388,7 +389,7 @@ struct Everyone;
 macro_rules! pings {
     ($($name:ident),*) => {
         $(
-            async fn $name(&self, _ctx: &mut Context, request: Ping) -> Result<Ping, Status> {
+            async fn $name(&self, _ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status> {
                 Ok(Ping { n: request.n + 1 })
             }
         )*
@@ -396,35 +397,35 @@ macro_rules! pings {
 }
 
 impl Sink for Everyone {
-    async fn echo(&self, _ctx: &mut Context, request: Everything) -> Result<Everything, Status> {
+    async fn echo(&self, _ctx: &mut ServerContext, request: Everything) -> Result<Everything, Status> {
         Ok(request)
     }
 
-    async fn r#type(&self, _ctx: &mut Context, request: Ping) -> Result<Ping, Status> {
+    async fn r#type(&self, _ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status> {
         Ok(Ping { n: request.n + 100 })
     }
 
-    async fn r#match(&self, _ctx: &mut Context, request: Ping) -> Result<Ping, Status> {
+    async fn r#match(&self, _ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status> {
         Ok(Ping { n: request.n + 200 })
     }
 
-    async fn r#async(&self, _ctx: &mut Context, request: Ping) -> Result<Ping, Status> {
+    async fn r#async(&self, _ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status> {
         Ok(Ping { n: request.n + 300 })
     }
 
-    async fn nothing(&self, _ctx: &mut Context, _request: ()) -> Result<(), Status> {
+    async fn nothing(&self, _ctx: &mut ServerContext, _request: ()) -> Result<(), Status> {
         Ok(())
     }
 
-    async fn now(&self, _ctx: &mut Context, _request: ()) -> Result<prost_types::Timestamp, Status> {
+    async fn now(&self, _ctx: &mut ServerContext, _request: ()) -> Result<prost_types::Timestamp, Status> {
         Ok(prost_types::Timestamp { seconds: 42, nanos: 7 })
     }
 
-    pings!(m07, m08, m09, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, new_);
+    pings!(m07, m08, m09, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, new);
 
     async fn count(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: Ping,
         mut responses: StreamSender<Ping>,
     ) -> Result<(), Status> {
@@ -434,7 +435,7 @@ impl Sink for Everyone {
         Ok(())
     }
 
-    async fn total(&self, _ctx: &mut Context, mut requests: Streaming<Ping>) -> Result<Ping, Status> {
+    async fn total(&self, _ctx: &mut ServerContext, mut requests: Streaming<Ping>) -> Result<Ping, Status> {
         let mut total = 0;
         while let Some(ping) = requests.message().await? {
             total += ping.n;
@@ -444,7 +445,7 @@ impl Sink for Everyone {
 
     async fn relay(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<Ping>,
         mut responses: StreamSender<Ping>,
     ) -> Result<(), Status> {
@@ -456,7 +457,7 @@ impl Sink for Everyone {
 }
 
 impl Mirror for Everyone {
-    async fn reflect(&self, _ctx: &mut Context, request: Ping) -> Result<Ping, Status> {
+    async fn reflect(&self, _ctx: &mut ServerContext, request: Ping) -> Result<Ping, Status> {
         Ok(request)
     }
 }
@@ -534,5 +535,149 @@ async fn the_kitchen_sink_round_trips_every_field_and_calls_keyword_methods() {
         "/kitchen.sink.Sink/New",
     ] {
         assert!(paths.contains(&wire), "{wire} missing from {paths:?}");
+    }
+}
+
+// ---- hostile names: prelude types, keywords, the client's own names, a service `T` ----
+
+mod hostile_names {
+    use proto_corpus::hostile::{
+        Box, Future, Option, Option2, Option2Client, Option2Server, Result, Self_, Send, Status as Msg,
+        String, T, T1, TClient, TServer, Vec,
+    };
+    use rpc_core::{ServerContext, Status, StreamSender, Streaming};
+
+    use super::{channel, serve};
+
+    struct Hostile;
+
+    /// Methods answering their `Result` with `n + 1`.
+    macro_rules! incrementing {
+        ($($name:ident),*) => {
+            $(
+                async fn $name(&self, _ctx: &mut ServerContext, request: Result) -> std::result::Result<Result, Status> {
+                    Ok(Result { n: request.n + 1 })
+                }
+            )*
+        };
+    }
+
+    impl T for Hostile {
+        async fn clone(
+            &self,
+            _ctx: &mut ServerContext,
+            request: Result,
+        ) -> std::result::Result<Option, Status> {
+            Ok(Option { n: request.n })
+        }
+
+        async fn clone_from(
+            &self,
+            _ctx: &mut ServerContext,
+            request: String,
+        ) -> std::result::Result<Box, Status> {
+            Ok(Box { n: request.n })
+        }
+
+        async fn fmt(&self, _ctx: &mut ServerContext, request: Vec) -> std::result::Result<Self_, Status> {
+            Ok(Self_ { n: request.n })
+        }
+
+        async fn default(
+            &self,
+            _ctx: &mut ServerContext,
+            request: Send,
+        ) -> std::result::Result<Future, Status> {
+            Ok(Future { n: request.n })
+        }
+
+        async fn poll(&self, _ctx: &mut ServerContext, request: Msg) -> std::result::Result<T1, Status> {
+            Ok(T1 { n: request.n })
+        }
+
+        incrementing!(
+            into_future,
+            into,
+            try_into,
+            from,
+            new,
+            channel,
+            borrow,
+            to_owned,
+            type_id,
+            r#type,
+            self_,
+            super_,
+            crate_,
+            r#fn,
+            ok
+        );
+
+        async fn stream(
+            &self,
+            _ctx: &mut ServerContext,
+            mut requests: Streaming<Result>,
+            mut responses: StreamSender<Option>,
+        ) -> std::result::Result<(), Status> {
+            while let Some(request) = requests.message().await? {
+                responses.send(Option { n: request.n }).await?;
+            }
+            Ok(())
+        }
+    }
+
+    impl Option2 for Hostile {
+        async fn get(
+            &self,
+            _ctx: &mut ServerContext,
+            request: Option,
+        ) -> std::result::Result<Option, Status> {
+            Ok(request)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_hostile_name_compiles_and_calls_the_right_method() {
+        let addr =
+            serve(|b| b.add_service(TServer::new(Hostile)).add_service(Option2Server::new(Hostile))).await;
+        let client = TClient::new(channel(addr).await);
+        // The traits' own methods stay reachable on the client.
+        let copy = client.clone();
+        assert!(format!("{copy:?}").contains("TClient"));
+        assert_eq!(client.channel().target(), copy.channel().target());
+
+        assert_eq!(client.clone_(Result { n: 1 }).await.expect("Clone"), Option { n: 1 });
+        assert_eq!(client.clone_from_(String { n: 2 }).await.expect("CloneFrom"), Box { n: 2 });
+        assert_eq!(client.fmt_(Vec { n: 3 }).await.expect("Fmt"), Self_ { n: 3 });
+        assert_eq!(client.default(Send { n: 4 }).await.expect("Default"), Future { n: 4 });
+        assert_eq!(client.poll(Msg { n: 5 }).await.expect("Poll"), T1 { n: 5 });
+        let calls = [
+            client.into_future(Result { n: 0 }),
+            client.into_(Result { n: 0 }),
+            client.try_into_(Result { n: 0 }),
+            client.from_(Result { n: 0 }),
+            client.new_(Result { n: 0 }),
+            client.channel_(Result { n: 0 }),
+            client.borrow_(Result { n: 0 }),
+            client.to_owned_(Result { n: 0 }),
+            client.type_id_(Result { n: 0 }),
+            client.r#type(Result { n: 0 }),
+            client.self_(Result { n: 0 }),
+            client.super_(Result { n: 0 }),
+            client.crate_(Result { n: 0 }),
+            client.r#fn(Result { n: 0 }),
+            client.ok(Result { n: 0 }),
+        ];
+        for call in calls {
+            assert_eq!(call.await.expect("a method with a hostile name"), Result { n: 1 });
+        }
+
+        let (mut tx, mut rx) = client.stream().await.expect("Stream");
+        tx.send(Result { n: 7 }).await.expect("send");
+        drop(tx);
+        assert_eq!(rx.message().await.expect("message"), Some(Option { n: 7 }));
+
+        let other = Option2Client::new(client.channel().clone());
+        assert_eq!(other.get(Option { n: 9 }).await.expect("Get"), Option { n: 9 });
     }
 }

@@ -15,7 +15,7 @@ use rpc_core::{Channel, Code};
 use crate::common::{self, Echo, Running, TestClient, eventually};
 use crate::raw::RawClient;
 use rpc_core::codec::ProstCodec;
-use rpc_core::wire::{Frame, FrameKind};
+use rpc_core::internals::wire::{Frame, FrameKind};
 pub use service::*;
 
 /// A server with the unary test service and the stream service, and a channel to it.
@@ -45,6 +45,41 @@ async fn server_stream_delivers_every_message_in_order_then_ends() {
         assert_eq!(item.payload.len(), 10);
     }
     assert_eq!(items.message().await.expect("clean end"), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_stream_is_fed_from_any_stream() {
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let (mut requests, response) = client.sum().await.expect("open");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let producer = tokio::spawn(async move {
+        for n in 1..=10 {
+            tx.send(item(n)).await.expect("queue");
+        }
+    });
+    let rx = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    requests.send_stream(rx).await.expect("every message sent");
+    requests.close();
+    producer.await.expect("producer");
+    let total = response.await.expect("response");
+    assert_eq!((total.sum, total.count), (55, 10));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_sender_is_a_sink() {
+    use futures_util::SinkExt;
+    let (server, _, channel) = setup(|b| b).await;
+    let client = StreamsClient::new(channel);
+    let (mut requests, response) = client.sum().await.expect("open");
+    requests.send(item(1)).await.expect("send");
+    // Through the Sink: `feed` then `close`, which ends the requests.
+    SinkExt::feed(&mut requests, item(2)).await.expect("feed");
+    SinkExt::close(&mut requests).await.expect("close ends the stream");
+    let total = response.await.expect("the server saw the end of the requests");
+    assert_eq!((total.sum, total.count), (3, 2));
     server.shutdown().await;
 }
 
@@ -426,7 +461,7 @@ async fn an_active_stream_is_not_starved_by_idle_ones_holding_half_the_connectio
 /// connection credit must come back, or a compliant client runs dry.
 #[tokio::test]
 async fn discarded_stream_messages_are_granted_back_at_connection_level() {
-    use rpc_core::wire::{Frame, FrameKind};
+    use rpc_core::internals::wire::{Frame, FrameKind};
     let service = StreamService::default();
     let server =
         common::serve_with(|b| b.add_service(StreamsServer::new(service)).connection_window(1024 * 1024))
@@ -461,7 +496,7 @@ async fn discarded_stream_messages_are_granted_back_at_connection_level() {
 #[tokio::test]
 async fn stream_data_queued_behind_a_large_unary_response_is_not_stranded() {
     use bytes::BytesMut;
-    use rpc_core::wire::{Frame, FrameCodec, FrameKind};
+    use rpc_core::internals::wire::{Frame, FrameCodec, FrameKind};
     use tokio_util::codec::Encoder;
     let service = StreamService::default();
     let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
@@ -499,7 +534,7 @@ async fn stream_data_queued_behind_a_large_unary_response_is_not_stranded() {
 /// the stream is in" — including when its messages are waiting for credit.
 #[tokio::test]
 async fn the_server_ends_a_stream_at_its_deadline_even_with_messages_waiting_for_credit() {
-    use rpc_core::wire::{Frame, FrameKind};
+    use rpc_core::internals::wire::{Frame, FrameKind};
     let service = StreamService::default();
     let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
     let mut raw = crate::raw::RawClient::connect(server.addr).await;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc_core::{Code, Context, Status, StreamSender, Streaming};
+use rpc_core::{Code, ServerContext, Status, StreamSender, Streaming};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Item {
@@ -45,23 +45,23 @@ pub trait Streams {
     /// Sends `count` numbered items, then ends with `fail_code`.
     async fn count(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         request: CountRequest,
         responses: StreamSender<Item>,
     ) -> Result<(), Status>;
     /// Sums the numbers of the items it receives; sets trailer `x-count`.
-    async fn sum(&self, ctx: &mut Context, requests: Streaming<Item>) -> Result<Total, Status>;
+    async fn sum(&self, ctx: &mut ServerContext, requests: Streaming<Item>) -> Result<Total, Status>;
     /// Sends every item back as it arrives.
     async fn echo(
         &self,
-        ctx: &mut Context,
+        ctx: &mut ServerContext,
         requests: Streaming<Item>,
         responses: StreamSender<Item>,
     ) -> Result<(), Status>;
     /// Reads items slowly (1 ms each), then reports how many it read.
-    async fn slow_sum(&self, ctx: &mut Context, requests: Streaming<Item>) -> Result<Total, Status>;
+    async fn slow_sum(&self, ctx: &mut ServerContext, requests: Streaming<Item>) -> Result<Total, Status>;
     /// Never reads its requests; answers after a minute.
-    async fn ignore(&self, ctx: &mut Context, requests: Streaming<Item>) -> Result<Total, Status>;
+    async fn ignore(&self, ctx: &mut ServerContext, requests: Streaming<Item>) -> Result<Total, Status>;
 }
 
 /// What the tests observe of the handlers.
@@ -94,7 +94,7 @@ impl Drop for Guard<'_> {
 impl Streams for StreamService {
     async fn count(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         request: CountRequest,
         mut responses: StreamSender<Item>,
     ) -> Result<(), Status> {
@@ -115,7 +115,7 @@ impl Streams for StreamService {
         }
     }
 
-    async fn sum(&self, ctx: &mut Context, mut requests: Streaming<Item>) -> Result<Total, Status> {
+    async fn sum(&self, ctx: &mut ServerContext, mut requests: Streaming<Item>) -> Result<Total, Status> {
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         let mut total = Total::default();
         while let Some(item) = requests.message().await? {
@@ -129,7 +129,7 @@ impl Streams for StreamService {
 
     async fn echo(
         &self,
-        _ctx: &mut Context,
+        _ctx: &mut ServerContext,
         mut requests: Streaming<Item>,
         mut responses: StreamSender<Item>,
     ) -> Result<(), Status> {
@@ -144,13 +144,17 @@ impl Streams for StreamService {
         Ok(())
     }
 
-    async fn ignore(&self, _ctx: &mut Context, _requests: Streaming<Item>) -> Result<Total, Status> {
+    async fn ignore(&self, _ctx: &mut ServerContext, _requests: Streaming<Item>) -> Result<Total, Status> {
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(60)).await;
         Ok(Total::default())
     }
 
-    async fn slow_sum(&self, _ctx: &mut Context, mut requests: Streaming<Item>) -> Result<Total, Status> {
+    async fn slow_sum(
+        &self,
+        _ctx: &mut ServerContext,
+        mut requests: Streaming<Item>,
+    ) -> Result<Total, Status> {
         self.probe.started.fetch_add(1, Ordering::SeqCst);
         let mut total = Total::default();
         while let Some(item) = requests.message().await? {

@@ -84,7 +84,7 @@ async fn a_plaintext_client_of_a_tls_server_is_logged_as_such() {
 
 #[tokio::test]
 async fn rbac_by_spiffe_id_alone_needs_no_token() {
-    use rpc_core::interceptors::ClientCertAuth;
+    use rpc_core::middleware::ClientCertAuth;
 
     let ca = Ca::new("spiffe://prod.acme.internal");
     let config = ServerTlsConfig::new(ca.server().identity()).client_ca_root(ca.certificate());

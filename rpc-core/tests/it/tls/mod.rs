@@ -9,13 +9,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     SanType,
 };
-use rpc_core::interceptor::{Next, ServerInterceptor};
+use rpc_core::interceptor::{ServerInterceptor, ServerNext};
 use rpc_core::transport::TlsInfo;
 use rpc_core::transport::tls::rustls;
 use rpc_core::transport::tls::{
     ALPN_PROTOCOL, Certificate, ClientTlsConfig, Identity, ServerTlsConfig, TlsError,
 };
-use rpc_core::{Channel, Code, Context, Status};
+use rpc_core::{Channel, Code, ServerContext, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -97,7 +97,7 @@ impl Ca {
 struct SeenTls(Arc<Mutex<Vec<Option<TlsInfo>>>>);
 
 impl ServerInterceptor for SeenTls {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         self.0.lock().expect("lock").push(ctx.tls().cloned());
         next.run(ctx).await
     }
@@ -497,7 +497,7 @@ async fn balanced_channels_speak_tls_to_every_instance() {
 
 #[tokio::test]
 async fn client_cert_auth_admits_calls_by_the_names_in_the_client_certificate() {
-    use rpc_core::interceptors::ClientCertAuth;
+    use rpc_core::middleware::ClientCertAuth;
 
     let ca = Ca::new("test CA");
     let seen = SeenTls::default();

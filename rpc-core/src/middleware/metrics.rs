@@ -11,9 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::tracing::watch;
-use crate::interceptor::Context;
-use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::interceptor::ServerContext;
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Run, ServerInterceptor, ServerNext};
 use crate::status::{Code, Status};
 
 /// Per-method counts, errors, calls in flight and latencies, in the Prometheus text format
@@ -34,11 +33,11 @@ use crate::status::{Code, Status};
 /// counted then, and is in flight until then. A call abandoned before it ends (its deadline
 /// passed, the caller went away) counts as `DEADLINE_EXCEEDED` or `CANCELLED`; one whose
 /// handler panicked as `INTERNAL`. On a client, the place of `Metrics` in the chain decides
-/// what a call is: inside [`Retry`](crate::interceptors::Retry) each attempt counts, outside
+/// what a call is: inside [`Retry`](crate::middleware::Retry) each attempt counts, outside
 /// it the call as a whole.
 ///
 /// ```no_run
-/// use rpc_core::interceptors::Metrics;
+/// use rpc_core::middleware::Metrics;
 /// use rpc_core::{Channel, Server};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -96,7 +95,7 @@ impl Metrics {
     /// the first error).
     ///
     /// ```
-    /// use rpc_core::interceptors::Metrics;
+    /// use rpc_core::middleware::Metrics;
     ///
     /// let text = Metrics::new().render();
     /// assert_eq!(text, "# EOF\n", "no calls yet");
@@ -113,7 +112,7 @@ impl Metrics {
     ///
     /// ```
     /// use prometheus_client::registry::Registry;
-    /// use rpc_core::interceptors::Metrics;
+    /// use rpc_core::middleware::Metrics;
     ///
     /// let mut registry = Registry::default();
     /// let metrics = Metrics::new();
@@ -127,17 +126,15 @@ impl Metrics {
 
 impl ServerInterceptor for Metrics {
     /// Counts the call in the `rpc_server_*` series.
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
-        let deadline = ctx.deadline();
-        self.inner.server.observe(ctx.method(), deadline, next.run(ctx)).await
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
+        self.inner.server.observe(ctx.method(), next.run(ctx)).await
     }
 }
 
 impl ClientInterceptor for Metrics {
     /// Counts the call in the `rpc_client_*` series.
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
-        let deadline = ctx.deadline();
-        self.inner.client.observe(ctx.method(), deadline, next.run(ctx)).await
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
+        self.inner.client.observe(ctx.method(), next.run(ctx)).await
     }
 }
 
@@ -200,14 +197,12 @@ impl Series {
     }
 
     /// Runs `call`, counting it in flight until it ends, then counting its end.
-    async fn observe<F>(&self, method: &'static str, deadline: Option<Instant>, call: F) -> Result<(), Status>
-    where
-        F: Future<Output = Result<(), Status>> + Send,
-    {
+    async fn observe(&self, method: &'static str, call: Run<'_>) -> Result<(), Status> {
         let labels = MethodLabels { method };
         let started = Instant::now();
         self.in_flight.get_or_create(&labels).inc();
-        watch(call, deadline, move |code, _message| {
+        call.on_end(move |outcome| {
+            let code = outcome.as_ref().map_or_else(Status::code, |()| Code::Ok);
             self.in_flight.get_or_create(&labels).dec();
             self.requests.get_or_create(&labels).inc();
             if code != Code::Ok {

@@ -1,10 +1,11 @@
 //! [`Deadlines`]: a default timeout, and deadlines carried from a call into the calls its
 //! handler makes.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::interceptor::Context;
-use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::interceptor::ServerContext;
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, ServerInterceptor, ServerNext};
 use crate::status::Status;
 
 tokio::task_local! {
@@ -23,7 +24,7 @@ tokio::task_local! {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use rpc_core::interceptors::Deadlines;
+/// use rpc_core::middleware::Deadlines;
 /// use rpc_core::{Channel, Server};
 ///
 /// # async fn run() -> Result<(), rpc_core::Status> {
@@ -62,28 +63,30 @@ impl Deadlines {
 }
 
 impl ServerInterceptor for Deadlines {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
-        match ctx.deadline().or_else(|| self.default_deadline()) {
-            None => CURRENT.scope(None, next.run(ctx)).await,
-            Some(deadline) => {
-                let deadline = tokio::time::Instant::from_std(deadline);
-                let run = CURRENT.scope(Some(deadline), next.run(ctx));
-                // The runtime already stops a call at the deadline it came with; this also
-                // covers a default one.
-                match tokio::time::timeout_at(deadline, run).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
-                }
-            }
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
+        // A call that came without a deadline gets the default one: its handler is stopped
+        // there, as at a deadline the caller set.
+        if ctx.deadline().is_none()
+            && let Some(default) = self.default_deadline()
+        {
+            ctx.shorten_deadline(default);
         }
+        let deadline = ctx.deadline().map(tokio::time::Instant::from_std);
+        CURRENT.scope(deadline, next.run(ctx)).await
     }
 }
 
 impl ClientInterceptor for Deadlines {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let earliest =
             [ctx.deadline(), Deadlines::current(), self.default_deadline()].into_iter().flatten().min();
         ctx.set_deadline(earliest);
         next.run(ctx).await
     }
+}
+
+/// `future`, run under the deadline of the call this task is handling (if any).
+pub(super) fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let deadline = CURRENT.try_with(|deadline| *deadline).ok().flatten();
+    CURRENT.scope(deadline, future)
 }

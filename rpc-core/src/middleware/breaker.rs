@@ -60,7 +60,7 @@ type OnChange = Arc<dyn Fn(&str, BreakerState, BreakerState) + Send + Sync>;
 /// ```no_run
 /// use std::time::Duration;
 /// use rpc_core::Channel;
-/// use rpc_core::interceptors::{BreakerScope, BreakerState, CircuitBreaker, Retry};
+/// use rpc_core::middleware::{BreakerScope, BreakerState, CircuitBreaker, Retry};
 ///
 /// # async fn run() -> Result<(), rpc_core::Status> {
 /// let breaker = CircuitBreaker::new()
@@ -281,7 +281,7 @@ impl Default for CircuitBreaker {
 }
 
 impl ClientInterceptor for CircuitBreaker {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let cell = match self.config.scope {
             BreakerScope::Endpoint => self.cell(ctx.target()),
             BreakerScope::Method => self.cell(ctx.method()),

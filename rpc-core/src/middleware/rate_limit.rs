@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::interceptor::Context;
-use crate::interceptor::{Next, ServerInterceptor};
+use crate::interceptor::ServerContext;
+use crate::interceptor::{ServerInterceptor, ServerNext};
 use crate::status::Status;
 
 /// How many calls go between clean-ups of idle buckets.
@@ -32,7 +32,7 @@ type Key = (&'static str, String);
 /// tenant id) gets its own buckets; callers without the key share one.
 ///
 /// ```
-/// use rpc_core::interceptors::RateLimit;
+/// use rpc_core::middleware::RateLimit;
 /// use rpc_core::Server;
 ///
 /// let server = Server::builder().interceptor(
@@ -122,7 +122,7 @@ impl RateLimit {
     }
 
     /// Takes a token for a call to `method`, or says why not.
-    fn admit(&self, method: &'static str, ctx: &Context) -> Result<(), Status> {
+    fn admit(&self, method: &'static str, ctx: &ServerContext) -> Result<(), Status> {
         let caller = match &self.caller_key {
             Some(key) => {
                 let value =
@@ -158,7 +158,7 @@ impl Buckets {
 }
 
 impl ServerInterceptor for RateLimit {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         self.admit(ctx.method(), ctx)?;
         next.run(ctx).await
     }
@@ -168,7 +168,7 @@ impl ServerInterceptor for RateLimit {
 /// new calls are answered `ResourceExhausted` (refused) without running.
 ///
 /// ```
-/// use rpc_core::interceptors::ConcurrencyLimit;
+/// use rpc_core::middleware::ConcurrencyLimit;
 /// use rpc_core::Server;
 ///
 /// let server = Server::builder().interceptor(ConcurrencyLimit::new(256));
@@ -201,7 +201,7 @@ impl Drop for Slot<'_> {
 }
 
 impl ServerInterceptor for ConcurrencyLimit {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         let taken = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _slot = Slot(&self.in_flight);
         if taken >= self.limit {

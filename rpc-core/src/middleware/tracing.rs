@@ -4,16 +4,14 @@
 use std::fmt;
 use std::future::Future;
 use std::num::{NonZeroU64, NonZeroU128};
-use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use tracing::field::Empty;
 use tracing::{Instrument, Level, Span};
 
-use crate::interceptor::Context;
-use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::interceptor::ServerContext;
+use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, ServerInterceptor, ServerNext};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 
@@ -111,11 +109,11 @@ impl fmt::Debug for SpanId {
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`; [`Display`](fmt::Display) writes
 /// that form and [`parse`](TraceContext::parse) reads it. Inside a call served behind
 /// [`Tracing`], [`TraceContext::current`] is that call's context (it is also in the call's
-/// [extensions](crate::Context::extensions)); on the client, an interceptor inside `Tracing`
+/// [extensions](crate::ServerContext::extensions)); on the client, an interceptor inside `Tracing`
 /// finds the outgoing call's context in the [`ClientContext`] extensions.
 ///
 /// ```
-/// use rpc_core::interceptors::TraceContext;
+/// use rpc_core::middleware::TraceContext;
 ///
 /// let incoming = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 ///     .expect("a valid traceparent");
@@ -150,7 +148,7 @@ impl TraceContext {
     ///
     /// ```no_run
     /// # async fn job() {}
-    /// use rpc_core::interceptors::TraceContext;
+    /// use rpc_core::middleware::TraceContext;
     ///
     /// # async fn run() {
     /// // Every call `job` makes through a channel with `Tracing` joins this trace.
@@ -170,10 +168,10 @@ impl TraceContext {
     /// [`scope`](TraceContext::scope) it runs in); `None` outside of one.
     ///
     /// ```
-    /// use rpc_core::interceptors::TraceContext;
-    /// use rpc_core::{Context, Status};
+    /// use rpc_core::middleware::TraceContext;
+    /// use rpc_core::{ServerContext, Status};
     ///
-    /// async fn handler(_ctx: &mut Context) -> Result<(), Status> {
+    /// async fn handler(_ctx: &mut ServerContext) -> Result<(), Status> {
     ///     if let Some(trace) = TraceContext::current() {
     ///         tracing::info!(trace_id = %trace.trace_id(), "working on it");
     ///     }
@@ -192,7 +190,7 @@ impl TraceContext {
 
     /// Reads a `traceparent` value; `None` if it is not valid.
     ///
-    /// Follows the W3C Trace Context rules: lowercase hex only; a trace id and a span id that
+    /// Follows the W3C Trace ServerContext rules: lowercase hex only; a trace id and a span id that
     /// are not all zeros; version `ff` is invalid; version `00` is exactly 55 characters; a
     /// later version may carry more fields after a `-`, which are ignored. Surrounding spaces
     /// and tabs are allowed. The parsed context's span is the caller's: it has no parent.
@@ -316,7 +314,7 @@ fn trace_state(metadata: &Metadata) -> Option<Bytes> {
 /// sampled; spans are recorded whatever its value, for the subscriber to filter.
 ///
 /// ```no_run
-/// use rpc_core::interceptors::Tracing;
+/// use rpc_core::middleware::Tracing;
 /// use rpc_core::{Channel, Server};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -332,7 +330,7 @@ pub struct Tracing {
 }
 
 impl Tracing {
-    /// The longest `tracestate` passed on, in bytes: the length the W3C Trace Context
+    /// The longest `tracestate` passed on, in bytes: the length the W3C Trace ServerContext
     /// specification asks every participant to propagate. A longer one is dropped.
     pub const MAX_TRACESTATE_LEN: usize = 512;
 
@@ -345,7 +343,7 @@ impl Tracing {
 impl ServerInterceptor for Tracing {
     /// Continues the caller's trace (or starts one) and runs the call in an `rpc.server`
     /// span, with its [`TraceContext`] current.
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         let (context, state) = match TraceContext::from_metadata(ctx.metadata()) {
             Some((caller, state)) => (caller.child(), state),
             None => (TraceContext::root(), None),
@@ -361,10 +359,8 @@ impl ServerInterceptor for Tracing {
             latency_ms = Empty,
         );
         ctx.extensions_mut().insert(context);
-        let (deadline, started, ended) = (ctx.deadline(), Instant::now(), span.clone());
-        let call = watch(next.run(ctx), deadline, move |code, message| {
-            record_end(&ended, started, code, message);
-        });
+        let (started, ended) = (Instant::now(), span.clone());
+        let call = next.run(ctx).on_end(move |outcome| record_end(&ended, started, outcome));
         CURRENT.scope(Current { context, state }, call).instrument(span).await
     }
 }
@@ -373,7 +369,7 @@ impl ClientInterceptor for Tracing {
     /// Makes the call a child of the current trace context (or of a `traceparent` already
     /// in its metadata, or a new trace), sends it as `traceparent`, and runs the call in an
     /// `rpc.client` span.
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         let current = CURRENT.try_with(|current| (current.context, current.state.clone())).ok();
         let (parent, state) = match current {
             Some((context, state)) => (Some(context), state),
@@ -395,15 +391,17 @@ impl ClientInterceptor for Tracing {
             status = Empty,
             latency_ms = Empty,
         );
-        let (deadline, started, ended) = (ctx.deadline(), Instant::now(), span.clone());
-        watch(next.run(ctx), deadline, move |code, message| record_end(&ended, started, code, message))
-            .instrument(span)
-            .await
+        let (started, ended) = (Instant::now(), span.clone());
+        next.run(ctx).on_end(move |outcome| record_end(&ended, started, outcome)).instrument(span).await
     }
 }
 
 /// Records the end of a call on its span, and an event inside it.
-fn record_end(span: &Span, started: Instant, code: Code, message: &str) {
+fn record_end(span: &Span, started: Instant, outcome: &Result<(), Status>) {
+    let (code, message) = match outcome {
+        Ok(()) => (Code::Ok, ""),
+        Err(status) => (status.code(), status.message()),
+    };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("status", code.as_str());
     span.record("latency_ms", latency_ms);
@@ -428,59 +426,10 @@ fn points_at_server(code: Code) -> bool {
     )
 }
 
-/// Runs `call` and tells `on_end` how it ended, exactly once, also when it does not return:
-/// a panic is reported as `Internal` (and goes on unwinding); a future dropped before it ends
-/// as `DeadlineExceeded` if `deadline` has passed, `Cancelled` otherwise.
-///
-/// `on_end` is armed when this is called, not when the future is first polled, so a future
-/// dropped unpolled still reports.
-pub(super) fn watch<F, E>(
-    call: F,
-    deadline: Option<Instant>,
-    on_end: E,
-) -> impl Future<Output = Result<(), Status>> + Send
-where
-    F: Future<Output = Result<(), Status>> + Send,
-    E: FnOnce(Code, &str) + Send,
-{
-    let mut guard = EndGuard { on_end: Some(on_end), deadline };
-    async move {
-        match AssertUnwindSafe(call).catch_unwind().await {
-            Ok(outcome) => {
-                match &outcome {
-                    Ok(()) => guard.end(Code::Ok, ""),
-                    Err(status) => guard.end(status.code(), status.message()),
-                }
-                outcome
-            }
-            Err(panic) => {
-                guard.end(Code::Internal, "the call panicked");
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-}
-
-/// Reports the end of a call once: when told, or when dropped before.
-struct EndGuard<E: FnOnce(Code, &str)> {
-    on_end: Option<E>,
-    deadline: Option<Instant>,
-}
-
-impl<E: FnOnce(Code, &str)> EndGuard<E> {
-    fn end(&mut self, code: Code, message: &str) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(code, message);
-        }
-    }
-}
-
-impl<E: FnOnce(Code, &str)> Drop for EndGuard<E> {
-    fn drop(&mut self) {
-        if self.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            self.end(Code::DeadlineExceeded, "abandoned at its deadline");
-        } else {
-            self.end(Code::Cancelled, "abandoned before it ended");
-        }
+/// `future`, run in the trace context of the call this task is handling (if any).
+pub(super) fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    match CURRENT.try_with(Current::clone) {
+        Ok(current) => futures_util::future::Either::Left(CURRENT.scope(current, future)),
+        Err(_) => futures_util::future::Either::Right(future),
     }
 }

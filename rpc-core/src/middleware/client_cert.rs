@@ -1,6 +1,6 @@
 //! [`ClientCertAuth`]: authorization by the names in a client's certificate, under mutual TLS.
 
-use crate::interceptor::{Context, Next, ServerInterceptor};
+use crate::interceptor::{ServerContext, ServerInterceptor, ServerNext};
 use crate::method::MethodPatterns;
 use crate::status::Status;
 
@@ -14,7 +14,7 @@ use crate::status::Status;
 ///
 /// ```
 /// use rpc_core::Server;
-/// use rpc_core::interceptors::ClientCertAuth;
+/// use rpc_core::middleware::ClientCertAuth;
 ///
 /// let auth = ClientCertAuth::new()
 ///     .allow("/shop.v1.Orders/*", ["orders.clients.internal", "spiffe://acme.internal/billing"])
@@ -93,7 +93,7 @@ fn patterns(pattern: &str) -> MethodPatterns {
 }
 
 impl ServerInterceptor for ClientCertAuth {
-    async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
         let method = ctx.method();
         if self.public.matches(method) {
             return next.run(ctx).await;

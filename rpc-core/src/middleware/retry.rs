@@ -1,18 +1,27 @@
 //! Retries: a failed unary call is sent again, with exponential backoff and jitter, when
 //! that is safe, within a retry budget, and never past the call's deadline.
 //!
-//! A call is retried only if all of these hold:
+//! Exactly these are sent again:
 //!
-//! 1. it is unary (streams pass through untouched: their messages cannot be replayed);
-//! 2. it failed with one of the retryable codes (default `Unavailable`);
-//! 3. it is safe to send again: its method is marked idempotent, or the server refused it
-//!    without processing it ([`Status::is_refused`]);
-//! 4. it has attempts left (default 3 in total, the first included);
-//! 5. the backoff before the next attempt ends before the call's deadline;
-//! 6. the retry budget has room: retries may not exceed a fraction of the calls plus a small
+//! - a unary call the server **refused** ([`Status::is_refused`]: the `REFUSED` mark, which
+//!   says the call was not processed at all: shed under load, over a rate or concurrency
+//!   limit, rejected by an interceptor before its handler, or caught by a GOAWAY), whatever
+//!   its code and whatever its method: resending it cannot do anything twice. On by
+//!   default; [`Retry::retry_refused`] turns it off;
+//! - a unary call of a method marked **idempotent** ([`Retry::idempotent`]) that failed with
+//!   one of the retryable **codes** (default `Unavailable`; [`Retry::codes`]).
+//!
+//! and only while:
+//!
+//! 1. it has attempts left (default 3 in total, the first included);
+//! 2. the backoff before the next attempt ends before the call's deadline;
+//! 3. the retry budget has room: retries may not exceed a fraction of the calls plus a small
 //!    floor per second, over a sliding window (Finagle's retry budget), so that a failing
 //!    dependency is not hit by a retry storm.
 //!
+//! Streams pass through untouched: their messages cannot be replayed. Anything else (a
+//! method not marked idempotent that failed without the refusal mark, say with
+//! `Unavailable` after the connection broke mid-call) is not retried: it may have run.
 //! Otherwise the last error is returned as it is.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,7 +44,7 @@ use crate::status::{Code, Status};
 /// ```no_run
 /// use std::time::Duration;
 /// use rpc_core::{Channel, Code};
-/// use rpc_core::interceptors::Retry;
+/// use rpc_core::middleware::Retry;
 ///
 /// # async fn run() -> Result<(), rpc_core::Status> {
 /// let retry = Retry::new()
@@ -57,6 +66,7 @@ pub struct Retry {
     codes: CodeSet,
     backoff: Backoff,
     idempotent: MethodPatterns,
+    retry_refused: bool,
     budget: Arc<Budget>,
 }
 
@@ -83,10 +93,11 @@ impl Retry {
     /// The shortest [`budget_window`](Retry::budget_window); shorter ones are raised to it.
     pub const MIN_BUDGET_WINDOW: Duration = Duration::from_secs(1);
 
-    /// A retry policy with the defaults: up to 3 attempts of calls that failed with
-    /// `Unavailable`, 100 ms backoff doubling up to 2 s with 20 % jitter, no idempotent
-    /// methods (so only refused calls are retried until some are marked), and a budget of
-    /// 20 % of calls plus 10 retries a second over 10 s.
+    /// A retry policy with the defaults: up to 3 attempts of refused calls (whatever their
+    /// code) and of calls of idempotent methods that failed with `Unavailable`; no method
+    /// marked idempotent yet (so only refused calls are retried until some are); 100 ms
+    /// backoff doubling up to 2 s with 20 % jitter; a budget of 20 % of calls plus 10
+    /// retries a second over 10 s.
     pub fn new() -> Retry {
         Retry {
             max_attempts: Retry::DEFAULT_MAX_ATTEMPTS,
@@ -98,6 +109,7 @@ impl Retry {
                 jitter: Retry::DEFAULT_JITTER,
             },
             idempotent: MethodPatterns::default(),
+            retry_refused: true,
             budget: Arc::new(Budget::new(BudgetConfig::default())),
         }
     }
@@ -155,6 +167,14 @@ impl Retry {
         self
     }
 
+    /// Whether a call the server refused (not processed: [`Status::is_refused`]) is sent
+    /// again whatever its code and method (default `true`). With `false`, a refusal is
+    /// retried only as any other failure is: an idempotent method, a retryable code.
+    pub fn retry_refused(mut self, retry: bool) -> Retry {
+        self.retry_refused = retry;
+        self
+    }
+
     /// Marks every method as idempotent: every failed call with a retryable code is retried.
     pub fn all_idempotent(mut self) -> Retry {
         self.idempotent.all = true;
@@ -194,9 +214,11 @@ impl Retry {
     fn refusal(&self, ctx: &ClientContext, status: &Status, attempts: u32) -> Option<&'static str> {
         if attempts >= self.max_attempts {
             Some("no attempts left")
+        } else if self.retry_refused && status.is_refused() {
+            None
         } else if !self.codes.contains(status.code()) {
             Some("the code is not retryable")
-        } else if !status.is_refused() && !self.idempotent.matches(ctx.method()) {
+        } else if !self.idempotent.matches(ctx.method()) {
             Some("the method is not idempotent and the call may have been processed")
         } else {
             None
@@ -211,7 +233,7 @@ impl Default for Retry {
 }
 
 impl ClientInterceptor for Retry {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         if ctx.kind() != MethodKind::Unary {
             return next.run(ctx).await;
         }
@@ -225,7 +247,7 @@ impl ClientInterceptor for Retry {
             };
             let method = ctx.method();
             if let Some(reason) = self.refusal(ctx, &status, attempts) {
-                if attempts > 1 || self.codes.contains(status.code()) {
+                if attempts > 1 || self.codes.contains(status.code()) || status.is_refused() {
                     tracing::debug!(method, attempts, %status, reason, "not retrying");
                 }
                 return Err(status);

@@ -28,7 +28,7 @@ const BEARER: &str = "Bearer";
 ///
 /// ```
 /// use rpc_core::Channel;
-/// use rpc_core::interceptors::BearerToken;
+/// use rpc_core::middleware::BearerToken;
 ///
 /// # async fn run() -> Result<(), rpc_core::Status> {
 /// let channel = Channel::builder("127.0.0.1:50051")
@@ -64,12 +64,12 @@ impl BearerToken {
     /// `current` runs on the calling task, so it must be quick and must not block: return a
     /// token kept up to date elsewhere (a refresh task writing to a lock or an atomic swap),
     /// not fetch a new one. When it returns an empty string, the call goes without a token.
-    /// Registered inside a [`Retry`](crate::interceptors::Retry), it is asked again for each
+    /// Registered inside a [`Retry`](crate::middleware::Retry), it is asked again for each
     /// attempt.
     ///
     /// ```
     /// use std::sync::{Arc, RwLock};
-    /// use rpc_core::interceptors::BearerToken;
+    /// use rpc_core::middleware::BearerToken;
     ///
     /// let token = Arc::new(RwLock::new(String::from("first")));
     /// let shared = Arc::clone(&token);
@@ -110,7 +110,7 @@ impl fmt::Debug for BearerToken {
 }
 
 impl ClientInterceptor for BearerToken {
-    async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
+    async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
         if let Some(value) = self.value() {
             ctx.metadata_mut().insert(AUTHORIZATION, value);
         }
@@ -134,8 +134,8 @@ mod jwt {
     use serde_json::{Map, Value};
 
     use super::{AUTHORIZATION, BEARER};
-    use crate::interceptor::Context;
-    use crate::interceptor::{Next, ServerInterceptor};
+    use crate::interceptor::ServerContext;
+    use crate::interceptor::{ServerInterceptor, ServerNext};
     use crate::metadata::Metadata;
     use crate::status::Status;
 
@@ -145,12 +145,12 @@ mod jwt {
     /// `ctx.extensions().get::<Claims>()`:
     ///
     /// ```
-    /// use rpc_core::interceptors::Claims;
-    /// use rpc_core::{Context, Status};
+    /// use rpc_core::middleware::Claims;
+    /// use rpc_core::{ServerContext, Status};
     /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Req {}
     /// # #[derive(Clone, PartialEq, prost::Message)] pub struct Reply { #[prost(string, tag = "1")] pub owner: String }
     ///
-    /// async fn get_order(ctx: &mut Context, _req: Req) -> Result<Reply, Status> {
+    /// async fn get_order(ctx: &mut ServerContext, _req: Req) -> Result<Reply, Status> {
     ///     let claims = ctx.extensions().get::<Claims>().ok_or_else(|| Status::unauthenticated("no caller"))?;
     ///     if !claims.has_role("support") && claims.get_str("tenant") != Some("acme") {
     ///         return Err(Status::permission_denied("not your order"));
@@ -179,7 +179,7 @@ mod jwt {
         /// without tokens.
         ///
         /// ```
-        /// use rpc_core::interceptors::Claims;
+        /// use rpc_core::middleware::Claims;
         ///
         /// let payload = serde_json::json!({ "sub": "alice", "roles": ["admin"], "tenant": "acme" });
         /// let claims = Claims::from_map(payload.as_object().cloned().unwrap_or_default(), "roles");
@@ -295,7 +295,7 @@ mod jwt {
     /// ```
     /// use std::time::Duration;
     /// use rpc_core::Server;
-    /// use rpc_core::interceptors::JwtAuth;
+    /// use rpc_core::middleware::JwtAuth;
     ///
     /// let auth = JwtAuth::hs256(b"a secret shared with the token issuer")
     ///     .issuer("https://auth.example.com")
@@ -311,7 +311,7 @@ mod jwt {
     /// With an RSA public key, for tokens signed by an identity provider:
     ///
     /// ```no_run
-    /// use rpc_core::interceptors::JwtAuth;
+    /// use rpc_core::middleware::JwtAuth;
     ///
     /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let pem = std::fs::read("idp-public.pem")?;
@@ -483,7 +483,7 @@ mod jwt {
     }
 
     impl ServerInterceptor for JwtAuth {
-        async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+        async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
             let method = ctx.method();
             if self.public.iter().any(|p| p.matches(method)) {
                 return next.run(ctx).await;
