@@ -2,8 +2,16 @@
 //! (a declaration, a few statements); here each stands in enough context to compile, and
 //! `every_readme_snippet_is_compiled_here` fails if a block of the README is not found, as
 //! written, in this file (or, for the build script, in `build.rs`). A line `// ...` in a block
-//! stands for code the README leaves out.
-#![allow(dead_code, unused_imports, unused_variables, unused_mut, unreachable_code, unreachable_pub, clippy::unwrap_used)]
+//! stands for code the README leaves out. rustfmt leaves the snippets' modules as written.
+#![allow(
+    dead_code,
+    unused_imports,
+    unused_variables,
+    unused_mut,
+    unreachable_code,
+    unreachable_pub,
+    clippy::unwrap_used
+)]
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -13,6 +21,7 @@ use rpc_core::{Channel, Server, ServerContext, Status, StreamSender, Streaming};
 type BoxError = Box<dyn Error + Send + Sync>;
 
 /// The greeter of the README's opening and its operations sections.
+#[rustfmt::skip] // as the README writes it
 mod greeter {
     use super::*;
 
@@ -157,6 +166,7 @@ mod greeter {
 }
 
 /// The route guide of the streaming section.
+#[rustfmt::skip] // as the README writes it
 mod route_guide {
     use super::*;
 
@@ -248,6 +258,7 @@ mod route_guide {
 }
 
 /// A service from a `.proto` file (the examples' build script compiles helloworld.proto).
+#[rustfmt::skip] // as the README writes it
 mod from_proto {
     // src/lib.rs
     pub mod helloworld {
@@ -260,6 +271,7 @@ mod from_proto {
 }
 
 /// The interceptors section.
+#[rustfmt::skip] // as the README writes it
 mod interceptors {
     use rpc_core::interceptor::{ServerInterceptor, ServerNext};
     use rpc_core::middleware::{BearerToken, CircuitBreaker, Deadlines, JwtAuth, Metrics, RateLimit, Retry, Tracing};
@@ -345,9 +357,7 @@ fn every_readme_snippet_is_compiled_here() {
             Some((&"// build.rs", rest)) => (&build_script, rest.to_vec()),
             _ => (&here, lines),
         };
-        let found = lines
-            .split(|line| *line == "// ...")
-            .all(|part| contains_run(compiled, part));
+        let found = lines.split(|line| *line == "// ...").all(|part| contains_run(compiled, part));
         if !found {
             missing.push(*line);
         }
