@@ -23,7 +23,7 @@ use crate::codec::Codec;
 use crate::conn::{Answer, Note};
 use crate::interceptor::{ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
 use crate::metadata::Metadata;
-use crate::method::MethodKind;
+use crate::method::{MethodKind, MethodName};
 use crate::status::Status;
 use crate::wire::{Frame, FrameKind, Header, WireError};
 
@@ -92,7 +92,7 @@ impl<T> Response<T> {
 #[must_use = "a call does nothing until it is awaited"]
 pub struct UnaryCall<'a, Req, Resp, C> {
     channel: &'a Channel,
-    method: &'static str,
+    method: MethodName,
     request: Req,
     options: CallOptions,
     _marker: PhantomData<fn() -> (Resp, C)>,
@@ -102,7 +102,7 @@ impl<'a, Req, Resp, C> UnaryCall<'a, Req, Resp, C>
 where
     C: Codec<Req> + Codec<Resp>,
 {
-    pub(super) fn new(channel: &'a Channel, method: &'static str, request: Req) -> Self {
+    pub(super) fn new(channel: &'a Channel, method: MethodName, request: Req) -> Self {
         UnaryCall { channel, method, request, options: CallOptions::default(), _marker: PhantomData }
     }
 
@@ -171,7 +171,7 @@ where
 async fn intercepted(
     channel: &Channel,
     chain: Arc<[Arc<dyn DynClientInterceptor>]>,
-    method: &'static str,
+    method: MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
     body: Bytes,
@@ -192,7 +192,7 @@ struct UnaryEndpoint<'a> {
 impl ClientEndpoint for UnaryEndpoint<'_> {
     fn call<'b>(&'b self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
         Box::pin(async move {
-            let method = ctx.method();
+            let method = ctx.method_name().clone();
             let deadline = ctx.deadline_instant();
             let metadata = ctx.metadata().clone();
             let result = match &self.channel.shared.route {
@@ -271,7 +271,7 @@ pin_project_lite::pin_project! {
     /// completes cancels the call.
     struct RawCall<'a> {
         via: Option<Via<'a>>,
-        method: &'static str,
+        method: MethodName,
         deadline: Option<Instant>,
         state: State,
         #[pin]
@@ -315,7 +315,7 @@ enum NotSent {
 fn send_on(
     conn: &ClientConn,
     id: u64,
-    method: &'static str,
+    method: &MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
     body_len: usize,
@@ -332,12 +332,7 @@ fn send_on(
             Some(left)
         }
     };
-    let header = Header {
-        method: Some(Bytes::from_static(method.as_bytes())),
-        timeout,
-        metadata,
-        ..Header::default()
-    };
+    let header = Header { method: Some(method.to_bytes()), timeout, metadata, ..Header::default() };
     let (reply, answer) = oneshot::channel();
     conn.shared.with_outbox(|outbox| {
         if let Some(status) = &outbox.closed {
@@ -385,7 +380,7 @@ impl<'a> RawCall<'a> {
     /// connection is up with a slot free, else once there is one.
     fn start(
         via: Via<'a>,
-        method: &'static str,
+        method: MethodName,
         metadata: Metadata,
         deadline: Option<Instant>,
         mut body: Body<'_>,
@@ -398,11 +393,11 @@ impl<'a> RawCall<'a> {
             let id = endpoint.next_call_id();
             let sent = match &mut body {
                 Body::Message { len, write, .. } => {
-                    send_on(&conn, id, method, metadata, deadline, *len, &mut **write)
+                    send_on(&conn, id, &method, metadata, deadline, *len, &mut **write)
                 }
                 Body::Bytes(bytes) => {
                     let bytes = bytes.clone();
-                    send_on(&conn, id, method, metadata, deadline, bytes.len(), &mut |buf| {
+                    send_on(&conn, id, &method, metadata, deadline, bytes.len(), &mut |buf| {
                         buf.put_slice(&bytes)
                     })
                 }
@@ -437,7 +432,7 @@ impl<'a> RawCall<'a> {
     }
 
     /// A call that failed before it could be sent anywhere.
-    fn failed(status: Status, method: &'static str) -> RawCall<'a> {
+    fn failed(status: Status, method: MethodName) -> RawCall<'a> {
         RawCall { via: None, method, deadline: None, state: State::Failed(status), sleep: None }
     }
 
@@ -596,7 +591,7 @@ pin_project_lite::pin_project! {
     /// another one after a failure when that is safe (see [`crate::balance`]).
     struct BalancedCall<'a> {
         router: &'a Arc<dyn Router>,
-        method: &'static str,
+        method: MethodName,
         // Kept to send the call again.
         metadata: Metadata,
         body: Bytes,
@@ -612,16 +607,20 @@ pin_project_lite::pin_project! {
 impl<'a> BalancedCall<'a> {
     fn new(
         router: &'a Arc<dyn Router>,
-        method: &'static str,
+        method: MethodName,
         metadata: Metadata,
         body: Bytes,
         deadline: Option<Instant>,
     ) -> BalancedCall<'a> {
         let raw = match router.pick(&metadata, &[]) {
-            Ok(call) => {
-                RawCall::start(Via::Node(call), method, metadata.clone(), deadline, Body::Bytes(body.clone()))
-            }
-            Err(status) => RawCall::failed(status, method),
+            Ok(call) => RawCall::start(
+                Via::Node(call),
+                method.clone(),
+                metadata.clone(),
+                deadline,
+                Body::Bytes(body.clone()),
+            ),
+            Err(status) => RawCall::failed(status, method.clone()),
         };
         BalancedCall { router, method, metadata, body, deadline, tried: Vec::new(), attempts: 1, raw }
     }
@@ -645,19 +644,19 @@ impl Future for BalancedCall<'_> {
             };
             let Some(status) = status else { return Poll::Ready(result) };
             let time_left = this.deadline.is_none_or(|deadline| Instant::now() < deadline);
-            if !time_left || !this.router.may_fail_over(this.method, &status, *this.attempts) {
+            if !time_left || !this.router.may_fail_over(this.method.as_str(), &status, *this.attempts) {
                 return Poll::Ready(result);
             }
             this.tried.push(address);
             let Ok(next) = this.router.pick(this.metadata, this.tried) else {
                 return Poll::Ready(result);
             };
-            tracing::debug!(method = *this.method, failed = %status, next = %next.node().address(), "sending the call to another instance");
+            tracing::debug!(method = this.method.as_str(), failed = %status, next = %next.node().address(), "sending the call to another instance");
             *this.attempts += 1;
             let body = Body::Bytes(this.body.clone());
             this.raw.set(RawCall::start(
                 Via::Node(next),
-                this.method,
+                this.method.clone(),
                 this.metadata.clone(),
                 *this.deadline,
                 body,

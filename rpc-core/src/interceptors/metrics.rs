@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,6 +14,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::tracing::watch;
 use crate::interceptor::Context;
 use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Next, ServerInterceptor};
+use crate::method::MethodName;
 use crate::status::{Code, Status};
 
 /// Per-method counts, errors, calls in flight and latencies, in the Prometheus text format
@@ -129,7 +130,7 @@ impl ServerInterceptor for Metrics {
     /// Counts the call in the `rpc_server_*` series.
     async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
         let deadline = ctx.deadline();
-        self.inner.server.observe(ctx.method(), deadline, next.run(ctx)).await
+        self.inner.server.observe(MethodName::from_static(ctx.method()), deadline, next.run(ctx)).await
     }
 }
 
@@ -137,21 +138,32 @@ impl ClientInterceptor for Metrics {
     /// Counts the call in the `rpc_client_*` series.
     async fn intercept(&self, ctx: &mut ClientContext, next: ClientNext<'_>) -> Result<(), Status> {
         let deadline = ctx.deadline();
-        self.inner.client.observe(ctx.method(), deadline, next.run(ctx)).await
+        self.inner.client.observe(ctx.method_name().clone(), deadline, next.run(ctx)).await
     }
 }
 
 /// A method's label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MethodLabels {
-    method: &'static str,
+    method: MethodLabel,
 }
 
 /// A method's and an error code's labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ErrorLabels {
-    method: &'static str,
+    method: MethodLabel,
     code: &'static str,
+}
+
+/// A method name as a label value: copied (or, for a name made at run time, shared) per call,
+/// never formatted until the metrics are rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MethodLabel(MethodName);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.as_str().encode(encoder)
+    }
 }
 
 /// The four series of one side.
@@ -200,11 +212,12 @@ impl Series {
     }
 
     /// Runs `call`, counting it in flight until it ends, then counting its end.
-    async fn observe<F>(&self, method: &'static str, deadline: Option<Instant>, call: F) -> Result<(), Status>
+    async fn observe<F>(&self, method: MethodName, deadline: Option<Instant>, call: F) -> Result<(), Status>
     where
         F: Future<Output = Result<(), Status>> + Send,
     {
-        let labels = MethodLabels { method };
+        let method = MethodLabel(method);
+        let labels = MethodLabels { method: method.clone() };
         let started = Instant::now();
         self.in_flight.get_or_create(&labels).inc();
         watch(call, deadline, move |code, _message| {
