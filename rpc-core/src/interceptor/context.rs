@@ -57,6 +57,20 @@ impl Context {
         }
     }
 
+    /// A context for a call that reaches a [`ServerChain`](super::ServerChain) other than
+    /// through a server of this crate (an HTTP request at a gateway, say), to run the chain
+    /// around it with [`ServerChain::run`](super::ServerChain::run). `method` is the full
+    /// name, `/package.Service/Method`.
+    pub fn from_parts(
+        method: &'static str,
+        kind: MethodKind,
+        peer: PeerAddr,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+    ) -> Context {
+        Context::new(method, kind, peer, metadata, deadline.map(tokio::time::Instant::from_std))
+    }
+
     /// Moves the context out for the handler, leaving a shell with the call's identity
     /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
     /// it back (it panicked, or its deadline passed).

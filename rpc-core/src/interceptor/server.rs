@@ -180,6 +180,44 @@ impl ServerChain {
         self.interceptors.is_empty()
     }
 
+    /// Runs `handler` behind the chain, as a server runs a handler behind its interceptors:
+    /// for calls that arrive other than through a server of this crate, such as a gateway's
+    /// HTTP requests (see [`Context::from_parts`]). `handler` gets the context (after the
+    /// interceptors have seen it) and gives it back with its result; the outcome is the
+    /// chain's, and the context comes back with the response metadata set along the way.
+    ///
+    /// ```
+    /// use rpc_core::interceptor::{Next, ServerChain, ServerInterceptor};
+    /// use rpc_core::method::MethodKind;
+    /// use rpc_core::transport::PeerAddr;
+    /// use rpc_core::{Context, Metadata, Status};
+    ///
+    /// struct NeedsCaller;
+    /// impl ServerInterceptor for NeedsCaller {
+    ///     async fn intercept(&self, ctx: &mut Context, next: Next<'_>) -> Result<(), Status> {
+    ///         if !ctx.metadata().contains_key("x-caller") {
+    ///             return Err(Status::unauthenticated("who are you?"));
+    ///         }
+    ///         next.run(ctx).await
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let chain = ServerChain::new().with(NeedsCaller);
+    /// let ctx = Context::from_parts("/a.B/C", MethodKind::Unary, PeerAddr::Memory(1), Metadata::new(), None);
+    /// let (_ctx, result) = chain.run(ctx, |ctx| async move { (ctx, Ok::<_, Status>("forwarded")) }).await;
+    /// assert_eq!(result.unwrap_err().code(), rpc_core::Code::Unauthenticated);
+    /// # }
+    /// ```
+    pub async fn run<G, Fut, T>(&self, ctx: Context, handler: G) -> (Context, Result<T, Status>)
+    where
+        G: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = (Context, Result<T, Status>)> + Send,
+        T: Send + 'static,
+    {
+        run_chain(&self.interceptors, ctx, handler).await
+    }
+
     /// `outer` then this chain, as the list a call runs through; `None` when empty, so calls
     /// without interceptors pay nothing for them.
     pub(crate) fn behind(&self, outer: &ServerChain) -> Option<Arc<[Arc<dyn DynServerInterceptor>]>> {

@@ -26,6 +26,7 @@ mod interceptors;
 mod limits;
 mod raw;
 mod reconnect;
+mod reflection;
 mod shutdown;
 mod streams;
 mod transports;
