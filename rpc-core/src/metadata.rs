@@ -1,8 +1,9 @@
 //! Call metadata: ordered key/value pairs sent with a request and with a response.
 //!
 //! Keys are lowercase ASCII (`a-z`, `0-9`, `-`, `_`, `.`), 1 to 255 bytes, as in gRPC;
-//! values are arbitrary bytes. A key may repeat. Received metadata borrows the frame's
-//! buffer: reading it copies nothing.
+//! values are arbitrary bytes. A key may repeat. Received metadata is one allocation per
+//! frame, apart from the connection's read buffer (a call that keeps it does not keep the
+//! buffer alive); reading it copies nothing.
 //!
 //! ```
 //! use rpc_core::Metadata;
@@ -190,6 +191,15 @@ impl Metadata {
 
     pub(crate) fn push_wire(&mut self, key: MetadataKey, value: Bytes) {
         self.entries.push((key, value));
+    }
+
+    /// Replaces every key's and value's bytes with `rebase` of them (the same bytes, held
+    /// elsewhere).
+    pub(crate) fn rebase(&mut self, mut rebase: impl FnMut(&Bytes) -> Bytes) {
+        for (key, value) in &mut self.entries {
+            key.0 = rebase(&key.0);
+            *value = rebase(value);
+        }
     }
 }
 

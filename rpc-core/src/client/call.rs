@@ -314,13 +314,12 @@ enum NotSent {
 /// receiver.
 fn send_on(
     conn: &ClientConn,
-    id: u64,
     method: &MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
     body_len: usize,
     write_body: &mut dyn FnMut(&mut BytesMut),
-) -> Result<oneshot::Receiver<Result<Answer, Status>>, NotSent> {
+) -> Result<(u64, oneshot::Receiver<Result<Answer, Status>>), NotSent> {
     let timeout = match deadline {
         None => None,
         Some(deadline) => {
@@ -334,20 +333,22 @@ fn send_on(
     };
     let header = Header { method: Some(method.to_bytes()), timeout, metadata, ..Header::default() };
     let (reply, answer) = oneshot::channel();
-    conn.shared.with_outbox(|outbox| {
-        if let Some(status) = &outbox.closed {
-            return Err(NotSent::Failed(status.clone().refused()));
-        }
-        if !conn.shared.is_accepting() {
-            return Err(NotSent::Draining(header.metadata));
-        }
-        outbox
-            .queue_with(FrameKind::Request, 0, id, &header, body_len, write_body)
-            .map_err(|err| NotSent::Failed(not_encoded(err)))?;
-        outbox.note(Note::Sent { id, reply });
-        Ok(())
-    })?;
-    Ok(answer)
+    conn.shared
+        .with_outbox(|outbox| {
+            if let Some(status) = &outbox.closed {
+                return Err(NotSent::Failed(status.clone().refused()));
+            }
+            if !conn.shared.is_accepting() {
+                return Err(NotSent::Draining(header.metadata));
+            }
+            let id = outbox.next_call_id();
+            outbox
+                .queue_with(FrameKind::Request, 0, id, &header, body_len, write_body)
+                .map_err(|err| NotSent::Failed(not_encoded(err)))?;
+            outbox.note(Note::Sent { id, reply });
+            Ok(id)
+        })
+        .map(|id| (id, answer))
 }
 
 /// The status of a request that could not be encoded.
@@ -390,21 +391,18 @@ impl<'a> RawCall<'a> {
         if let Some(conn) = endpoint.ready()
             && conn.slots.try_acquire()
         {
-            let id = endpoint.next_call_id();
             let sent = match &mut body {
                 Body::Message { len, write, .. } => {
-                    send_on(&conn, id, &method, metadata, deadline, *len, &mut **write)
+                    send_on(&conn, &method, metadata, deadline, *len, &mut **write)
                 }
                 Body::Bytes(bytes) => {
                     let bytes = bytes.clone();
-                    send_on(&conn, id, &method, metadata, deadline, bytes.len(), &mut |buf| {
-                        buf.put_slice(&bytes)
-                    })
+                    send_on(&conn, &method, metadata, deadline, bytes.len(), &mut |buf| buf.put_slice(&bytes))
                 }
             };
             let sleep = deadline.map(tokio::time::sleep_until);
             match sent {
-                Ok(answer) => {
+                Ok((id, answer)) => {
                     return RawCall {
                         via: Some(via),
                         method,
@@ -466,18 +464,12 @@ impl Future for RawCall<'_> {
                             Some(via) => via.endpoint(),
                             None => return Poll::Ready(Err(Status::internal("a call without an endpoint"))),
                         };
-                        let id = endpoint.next_call_id();
-                        let sent = send_on(
-                            &conn,
-                            id,
-                            this.method,
-                            metadata,
-                            *this.deadline,
-                            body.len(),
-                            &mut |buf| buf.put_slice(&body),
-                        );
+                        let sent =
+                            send_on(&conn, this.method, metadata, *this.deadline, body.len(), &mut |buf| {
+                                buf.put_slice(&body)
+                            });
                         *this.state = match sent {
-                            Ok(answer) => State::Sent { conn, id, answer },
+                            Ok((id, answer)) => State::Sent { conn, id, answer },
                             Err(not_sent) => {
                                 conn.slots.release();
                                 match not_sent {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::endpoint::EndpointInner;
-use crate::conn::{Answer, Ended, Note, Peer, Reply, Shared, State, status_of};
+use crate::conn::{Answer, Ended, Note, Peer, Reply, Shared, State, alarm_status, status_of};
 use crate::status::Status;
 use crate::wire::{CallMap, Frame, FrameKind, WireError};
 
@@ -235,6 +235,19 @@ impl Peer for ClientPeer {
         self.leave_endpoint();
     }
 
+    fn in_flight(&self, state: &State) -> usize {
+        self.pending.len() + state.streams.len()
+    }
+
+    fn on_idle(&mut self, state: &mut State) -> Result<bool, WireError> {
+        // New calls go to a new connection; this one closes once nothing is in flight (at
+        // once, unless a call slipped in before it stopped taking them).
+        tracing::debug!(target = %self.target, "closing an idle connection");
+        state.shared.stop_accepting();
+        self.leave_endpoint();
+        Ok(false)
+    }
+
     fn is_done(&self, state: &State) -> bool {
         // Draining after a GOAWAY, or every handle on the channel is gone: done once every
         // call sent here has its answer.
@@ -259,6 +272,7 @@ impl Peer for ClientPeer {
             Ended::Unresponsive(timeout) => Status::unavailable(format!(
                 "keepalive ping unanswered for {timeout:?}: connection presumed dead"
             )),
+            Ended::TimedOut(alarm) => alarm_status(*alarm),
         }
     }
 

@@ -9,7 +9,6 @@
 //! the very next call. A connection that received `GOAWAY` finishes its calls on its own
 //! while new calls open a fresh one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
@@ -36,8 +35,6 @@ pub(crate) struct EndpointInner {
     /// It, parsed; or why it does not parse (every call fails with that).
     address: Result<Address, Status>,
     config: Arc<ChannelConfig>,
-    /// Call ids are unique for the endpoint's life, so they never repeat on any connection.
-    next_call_id: AtomicU64,
     /// The connection calls go to now, read without a lock by every call.
     current: ArcSwapOption<ClientConn>,
     state: Mutex<State>,
@@ -62,7 +59,6 @@ impl Endpoint {
                 target: target.into(),
                 address,
                 config,
-                next_call_id: AtomicU64::new(1),
                 current: ArcSwapOption::empty(),
                 state: Mutex::new(State::Idle { failures: 0 }),
                 changed: Notify::new(),
@@ -73,11 +69,6 @@ impl Endpoint {
     /// The address as given.
     pub(crate) fn target(&self) -> &Arc<str> {
         &self.inner.target
-    }
-
-    /// A fresh call id.
-    pub(crate) fn next_call_id(&self) -> u64 {
-        self.inner.next_call_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The connection calls go to now, if one is up and taking calls.
@@ -167,7 +158,7 @@ impl EndpointInner {
                 return self.failed(error, failures);
             }
         };
-        let shared = Shared::new(config.stream_window, config.connection_window);
+        let shared = Shared::new(config.stream_window, config.connection_window, None);
         let conn = ClientConn::new(Arc::clone(&shared));
         let conn_config = ConnConfig {
             max_frame_size: config.max_frame_size,
@@ -177,6 +168,7 @@ impl EndpointInner {
             connection_window: config.connection_window,
             handshake_timeout: limit,
             keepalive: config.keepalive_interval.map(|interval| (interval, config.keepalive_timeout)),
+            timeouts: config.timeouts,
         };
         let peer = ClientPeer::new(Arc::clone(&conn), Arc::downgrade(&self), Arc::clone(&self.target), limit);
         let driver = Connection::new(io, &conn_config, shared, peer);

@@ -75,6 +75,13 @@ macro_rules! channel_option_methods {
             self
         }
 
+        /// Sets `SO_KEEPALIVE` with the idle time before the kernel's first probe (default
+        /// 60 s); `None` turns it off.
+        pub fn tcp_keepalive(mut self, idle: Option<std::time::Duration>) -> Self {
+            self.config.tcp_keepalive = idle;
+            self
+        }
+
         /// Makes connections with `connector` instead of dialing TCP or Unix addresses: an
         /// [in-memory pipe](crate::transport::memory), a tunnel, a wrapped stream.
         pub fn connector(mut self, connector: impl $crate::transport::Connector) -> Self {
@@ -83,18 +90,19 @@ macro_rules! channel_option_methods {
             self
         }
 
-        /// The largest response frame accepted (default 4 MiB; at most 1 GiB); announced to the
+        /// The largest response frame accepted (default 4 MiB; at least 16 KiB, at most 1 GiB); announced to the
         /// server, which answers `ResourceExhausted` rather than send a larger one.
         pub fn max_frame_size(mut self, bytes: usize) -> Self {
-            self.config.max_frame_size = bytes.min($crate::wire::MAX_FRAME_SIZE_CAP);
+            self.config.max_frame_size =
+                bytes.clamp($crate::wire::MIN_MAX_FRAME_SIZE, $crate::wire::MAX_FRAME_SIZE_CAP);
             self
         }
 
-        /// The largest response header accepted (default 16 KiB): it bounds the response
+        /// The largest response header accepted (default 16 KiB; at least 1 KiB): it bounds the response
         /// metadata. Announced to the server, which answers `ResourceExhausted` rather than send
         /// a larger one.
         pub fn max_header_size(mut self, bytes: usize) -> Self {
-            self.config.max_header_size = bytes;
+            self.config.max_header_size = bytes.max($crate::wire::MIN_MAX_HEADER_SIZE);
             self
         }
 
@@ -108,6 +116,30 @@ macro_rules! channel_option_methods {
         /// and its calls fail with `Unavailable` (default 10 s).
         pub fn keepalive_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.config.keepalive_timeout = timeout;
+            self
+        }
+
+        /// Closes the connection after this long with no call in flight and none started
+        /// (default: never); the next call opens a new one. Keepalive pings do not count as
+        /// calls.
+        pub fn idle_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+            self.config.timeouts.idle = timeout;
+            self
+        }
+
+        /// How long the server may take to finish a frame it has begun to send (default 30 s;
+        /// `None`: no limit). A server that stops in the middle of a frame is disconnected, and
+        /// the calls on the connection fail with `Unavailable`.
+        pub fn read_stall_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+            self.config.timeouts.read_stall = timeout;
+            self
+        }
+
+        /// How long the server may go without reading anything of what the client has for it
+        /// (default 30 s; `None`: no limit). Then the connection is closed, and its calls fail
+        /// with `Unavailable`.
+        pub fn write_stall_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+            self.config.timeouts.write_stall = timeout;
             self
         }
 
@@ -164,6 +196,7 @@ pub(crate) use endpoint::Endpoint;
 pub(crate) use router::{InFlight, Node, Router};
 
 use crate::codec::Codec;
+use crate::conn::Timeouts;
 use crate::interceptor::{ClientChain, DynClientInterceptor};
 use crate::metadata::Metadata;
 use crate::method::MethodName;
@@ -181,6 +214,12 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// The default time a keepalive ping may go unanswered before the connection is dropped.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default time the server may take to finish a frame it has begun to send.
+pub const DEFAULT_READ_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time the server may go without reading what the client sends.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default delay before the first reconnection attempt after a failed connect.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 
@@ -193,10 +232,12 @@ pub(crate) struct ChannelConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) tcp_nodelay: bool,
+    pub(crate) tcp_keepalive: Option<Duration>,
     pub(crate) max_frame_size: usize,
     pub(crate) max_header_size: usize,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
+    pub(crate) timeouts: Timeouts,
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) stream_window: u64,
@@ -212,10 +253,12 @@ impl fmt::Debug for ChannelConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("default_timeout", &self.default_timeout)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("tcp_keepalive", &self.tcp_keepalive)
             .field("max_frame_size", &self.max_frame_size)
             .field("max_header_size", &self.max_header_size)
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("timeouts", &self.timeouts)
             .field("stream_window", &self.stream_window)
             .field("connection_window", &self.connection_window)
             .finish_non_exhaustive()
@@ -228,10 +271,16 @@ impl Default for ChannelConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             default_timeout: None,
             tcp_nodelay: true,
+            tcp_keepalive: Some(crate::transport::DEFAULT_TCP_KEEPALIVE),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            timeouts: Timeouts {
+                idle: None,
+                read_stall: Some(DEFAULT_READ_STALL_TIMEOUT),
+                write_stall: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+            },
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
             backoff_max: DEFAULT_BACKOFF_MAX,
             stream_window: DEFAULT_STREAM_WINDOW,
@@ -440,7 +489,9 @@ impl ChannelConfig {
     /// user's replaced it).
     pub(crate) fn with_connector_options(mut self) -> ChannelConfig {
         if self.connector_is_default {
-            self.connector = Arc::new(DefaultConnector::new().tcp_nodelay(self.tcp_nodelay));
+            self.connector = Arc::new(
+                DefaultConnector::new().tcp_nodelay(self.tcp_nodelay).tcp_keepalive(self.tcp_keepalive),
+            );
         }
         self
     }

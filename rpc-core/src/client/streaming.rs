@@ -192,7 +192,7 @@ where
     if let Some(conn) = endpoint.ready()
         && conn.slots.try_acquire()
     {
-        match open_on(&conn, endpoint.next_call_id(), &method, metadata, deadline) {
+        match open_on(&conn, &method, metadata, deadline) {
             Ok(core) => return Opening::Opened(Ok(ends(core, record))),
             Err((status, None)) => {
                 conn.slots.release();
@@ -228,7 +228,7 @@ where
                 if !conn.slots.acquire().await {
                     continue;
                 }
-                match open_on(&conn, endpoint.next_call_id(), &method, metadata, deadline) {
+                match open_on(&conn, &method, metadata, deadline) {
                     Ok(core) => return Ok(core),
                     Err((status, None)) => {
                         conn.slots.release();
@@ -267,7 +267,6 @@ where
 /// another connection.
 fn open_on(
     conn: &ClientConn,
-    id: u64,
     method: &MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
@@ -286,7 +285,6 @@ fn open_on(
         }
     };
     let header = Header { method: Some(method.to_bytes()), timeout, metadata, ..Header::default() };
-    let core = StreamCore::new(id, Arc::clone(&conn.shared));
     conn.shared.with_outbox(|outbox| {
         if let Some(status) = &outbox.closed {
             return Err((status.clone().refused(), None));
@@ -294,13 +292,14 @@ fn open_on(
         if !conn.shared.is_accepting() {
             return Err((Status::unavailable("the connection is draining"), Some(header.metadata)));
         }
+        let id = outbox.next_call_id();
+        let core = StreamCore::new(id, Arc::clone(&conn.shared));
         outbox.queue_with(FrameKind::StreamOpen, 0, id, &header, 0, |_| {}).map_err(|err| {
             (Status::resource_exhausted(format!("the stream could not be opened: {err}")), None)
         })?;
         outbox.note(Note::Opened(Arc::clone(&core)));
-        Ok(())
-    })?;
-    Ok(core)
+        Ok(core)
+    })
 }
 
 /// The end of a client chain for a streaming call: opens the stream as the context says,

@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -62,6 +63,8 @@ pub struct ServerCall {
     pub(crate) conn: Arc<Shared>,
     pub(crate) payload: Payload,
     pub(crate) interceptors: Option<Arc<[Arc<dyn DynServerInterceptor>]>>,
+    /// How long a server-streaming call waits for its request.
+    pub(crate) request_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -98,7 +101,7 @@ impl ServerCall {
         F: FnOnce(Context, Req) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
     {
-        let ServerCall { id, context, conn, payload, interceptors } = self;
+        let ServerCall { id, context, conn, payload, interceptors, .. } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
         let Payload::Unary(body) = payload else {
             return responder.mismatched(context.method());
@@ -122,7 +125,7 @@ impl ServerCall {
         F: FnOnce(Context, Req) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<Resp, Status>)> + Send + 'static,
     {
-        let ServerCall { id, context, conn, payload, interceptors } = self;
+        let ServerCall { id, context, conn, payload, interceptors, .. } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
         let Payload::Unary(body) = payload else {
             return responder.mismatched(context.method());
@@ -143,7 +146,8 @@ impl ServerCall {
 
     /// Spawns a server-streaming handler: one request in, a stream of responses out.
     ///
-    /// The single request is read (and decoded) inside the task; the stream ends, after the
+    /// The single request is read (and decoded) inside the task, within the server's request
+    /// timeout; the stream ends, after the
     /// messages the handler sent, with the status it returned. Deadline, cancellation and
     /// panics are handled as for [`spawn_unary`](Self::spawn_unary).
     pub fn spawn_server_streaming<Req, Resp, C, F, Fut>(self, handler: F) -> Spawned
@@ -154,10 +158,19 @@ impl ServerCall {
         F: FnOnce(Context, Req, StreamSender<Resp>) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
     {
+        let wait = self.request_timeout;
         self.spawn_stream::<Req, Resp, C, _, _>(move |ctx, requests, responses| async move {
-            match requests.single("request").await {
-                Ok(request) => handler(ctx, request, responses).await,
-                Err(status) => (ctx, Err(status)),
+            // The handler starts once the request is complete: a client that never completes
+            // it holds the call only this long.
+            match tokio::time::timeout(wait, requests.single("request")).await {
+                Ok(Ok(request)) => handler(ctx, request, responses).await,
+                Ok(Err(status)) => (ctx, Err(status)),
+                Err(_) => {
+                    let status = Status::deadline_exceeded(format!(
+                        "the request (one message, then the end of the client's stream) did not arrive within {wait:?}"
+                    ));
+                    (ctx, Err(status))
+                }
             }
         })
     }
@@ -204,7 +217,7 @@ impl ServerCall {
         F: FnOnce(Context, Streaming<Req>, StreamSender<Resp>) -> Fut + Send + 'static,
         Fut: Future<Output = (Context, Result<(), Status>)> + Send + 'static,
     {
-        let ServerCall { id, context, conn, payload, interceptors } = self;
+        let ServerCall { id, context, conn, payload, interceptors, .. } = self;
         let responder = Responder { id, method: context.method(), conn: Some(conn) };
         let Payload::Stream(core) = payload else {
             return responder.mismatched(context.method());

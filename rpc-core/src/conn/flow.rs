@@ -120,6 +120,7 @@ impl Streams {
         if entry.pending.is_empty() {
             self.dirty.push(call_id);
         }
+        shared.input.add(messages.held_bytes());
         entry.pending.push(messages);
         entry.pending_cost += cost;
         if entry.pending_cost >= INBOUND_BATCH_BYTES {
@@ -155,29 +156,43 @@ impl Streams {
         }
     }
 
-    /// The peer granted credit: for stream `id`, or for the connection (id 0).
-    pub(crate) fn on_window_update(&mut self, id: u64, increment: u64) {
+    /// The peer granted credit: for stream `id`, or for the connection (id 0). Credit past
+    /// 2^63 - 1 bytes at either level is a violation.
+    pub(crate) fn on_window_update(
+        &mut self,
+        id: u64,
+        increment: u64,
+        shared: &Shared,
+    ) -> Result<(), WireError> {
+        const OVERFLOW: WireError = WireError::FlowControl { what: "credit granted past 2^63 - 1 bytes" };
+        let increment = i64::try_from(increment).map_err(|_| OVERFLOW)?;
         if id == 0 {
-            let increment = i64::try_from(increment).unwrap_or(i64::MAX);
-            self.conn_send_credit = self.conn_send_credit.saturating_add(increment);
+            self.conn_send_credit = self.conn_send_credit.checked_add(increment).ok_or(OVERFLOW)?;
             if self.conn_send_credit > 0 {
                 self.ready.extend(self.blocked.drain(..));
             }
-            return;
+            return Ok(());
         }
         if let Some(entry) = self.entries.get(&id) {
-            entry.core.add_credit(increment);
+            let window = shared.peer_window.load(Ordering::Acquire);
+            entry.core.add_credit(increment, window).ok_or(OVERFLOW)?;
         }
+        Ok(())
     }
 
-    /// The peer announced a stream window: a larger one applies to every stream at once
-    /// (their credit counts from it), and their senders are woken after the read.
-    pub(crate) fn set_peer_window(&mut self, window: u64, shared: &Shared) {
-        let window = i64::try_from(window).unwrap_or(i64::MAX);
+    /// The peer announced a stream window: it applies to every stream at once (their credit
+    /// counts from it), and their senders are woken after the read. It may not shrink.
+    pub(crate) fn set_peer_window(&mut self, window: u64, shared: &Shared) -> Result<(), WireError> {
+        let window = i64::try_from(window)
+            .map_err(|_| WireError::FlowControl { what: "INITIAL_WINDOW past 2^63 - 1 bytes" })?;
         let old = shared.peer_window.fetch_max(window, Ordering::AcqRel);
+        if window < old {
+            return Err(WireError::Protocol("INITIAL_WINDOW lowered"));
+        }
         if window > old {
             self.window_grew = true;
         }
+        Ok(())
     }
 
     /// Streams whose senders have data for the socket.
@@ -209,8 +224,9 @@ impl Streams {
     }
 
     /// Ends every stream with `status` (the connection is over).
-    pub(crate) fn close_all(&mut self, status: &Status) {
+    pub(crate) fn close_all(&mut self, status: &Status, shared: &Shared) {
         for (_, entry) in self.entries.drain() {
+            shared.release_input(entry.pending.iter().map(StreamMessages::held_bytes).sum());
             entry.core.abort(status.clone());
         }
         for core in self.ready.drain(..).chain(self.blocked.drain(..)) {

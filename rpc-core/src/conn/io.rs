@@ -24,6 +24,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// message.
 const MESSAGE_RUN: usize = 32 * 1024;
 
+/// A read buffer with more room than this was grown for a large frame, and counts in the
+/// connection's input. Once a large frame is taken, what follows it goes to a new buffer of
+/// the usual size, so that small frames (whose metadata or bodies calls may keep) do not keep
+/// the large allocation alive.
+const LARGE_READ_BUFFER: usize = 2 * READ_CHUNK;
+
 /// An idle write buffer larger than this is released rather than kept for reuse.
 const WRITE_BUF_RETAIN: usize = 1024 * 1024;
 
@@ -60,6 +66,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
         !self.codec.is_awaiting_preface()
     }
 
+    /// The read buffer's room beyond the usual: what a large frame being read takes, counted
+    /// in the connection's input.
+    pub(crate) fn large_read_buffer(&self) -> usize {
+        self.read_buf.capacity().saturating_sub(LARGE_READ_BUFFER)
+    }
+
+    /// Whether part of a frame (or of the peer's preface) has been read and waits for the
+    /// rest.
+    pub(crate) fn has_partial_frame(&self) -> bool {
+        !self.read_buf.is_empty()
+    }
+
     /// Bytes handed to the socket since the start.
     pub(crate) fn written_total(&self) -> u64 {
         self.written
@@ -75,7 +93,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
     /// between frames.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Incoming>, WireError>> {
         loop {
+            let before = self.read_buf.len();
             if let Some(incoming) = self.codec.decode_incoming(&mut self.read_buf, MESSAGE_RUN)? {
+                if before - self.read_buf.len() > READ_CHUNK {
+                    // A large frame was taken: the rest goes to a buffer of its own.
+                    let mut fresh =
+                        BytesMut::with_capacity(READ_CHUNK.max(self.read_buf.len() + READ_RESERVE));
+                    fresh.extend_from_slice(&self.read_buf);
+                    self.read_buf = fresh;
+                }
                 return Poll::Ready(Ok(Some(incoming)));
             }
             if self.read_eof {
@@ -122,6 +148,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use tokio::io::AsyncWriteExt;
 
     use super::*;
@@ -156,6 +183,33 @@ mod tests {
         };
         let (_, ids) = tokio::join!(writer, reader);
         assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn frames_after_a_large_one_are_read_into_a_buffer_of_their_own() {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut io = FrameIo::new(b, FrameCodec::new());
+        let mut wire = BytesMut::from(&PREFACE[..]);
+        let mut large = Frame::new(FrameKind::Ping, 0);
+        large.body = Bytes::from(vec![1u8; 300 * 1024]);
+        large.encode_unchecked(&mut wire);
+        let mut small = Frame::new(FrameKind::Ping, 0);
+        small.body = Bytes::from_static(b"12345678");
+        small.encode_unchecked(&mut wire);
+        a.write_all(&wire).await.expect("write");
+        let Some(Incoming::Frame(first)) = std::future::poll_fn(|cx| io.poll_next(cx)).await.expect("ok")
+        else {
+            panic!("the large frame")
+        };
+        let Some(Incoming::Frame(second)) = std::future::poll_fn(|cx| io.poll_next(cx)).await.expect("ok")
+        else {
+            panic!("the small frame")
+        };
+        assert_eq!((first.body.len(), second.body.as_ref()), (300 * 1024, &b"12345678"[..]));
+        // The small frame is not in the large frame's allocation (nor its spare room).
+        let start = first.body.as_ptr() as usize;
+        let small_at = second.body.as_ptr() as usize;
+        assert!(!(start..start + 600 * 1024).contains(&small_at), "the small frame shares the large buffer");
     }
 
     #[tokio::test]

@@ -14,12 +14,14 @@
 //! messages into their stream's buffer) and the driver writes them. See docs/ARCHITECTURE.md
 //! for the life of a call through it.
 
+mod budget;
 mod flow;
 mod io;
 mod keepalive;
 mod shared;
 mod status;
 mod stream;
+mod watchdog;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,13 +33,16 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
+pub(crate) use budget::InputBudget;
 pub(crate) use flow::Streams;
 pub(crate) use shared::{Answer, Note, Outbox, Reply, Shared, window_update};
-pub(crate) use status::{goaway_for, ok_end, status_frame, status_of};
+pub(crate) use status::{alarm_status, goaway_for, goaway_for_alarm, ok_end, status_frame, status_of};
 pub(crate) use stream::{Messages, Received, Recv, StreamCore};
+pub(crate) use watchdog::{Alarm, Timeouts};
 
 use self::io::FrameIo;
 use self::keepalive::Keepalive;
+use self::watchdog::{Progress, Watchdog};
 use crate::status::Status;
 use crate::wire::{Frame, FrameCodec, FrameKind, Incoming, WireError};
 
@@ -70,6 +75,8 @@ pub(crate) struct ConnConfig {
     /// Ping after this much silence, and give up on the connection if nothing comes back in
     /// the second duration.
     pub(crate) keepalive: Option<(Duration, Duration)>,
+    /// Idle and stall timeouts.
+    pub(crate) timeouts: Timeouts,
 }
 
 /// The driver's state that the [`Peer`] works with: the shared outbox, and the streams.
@@ -108,6 +115,13 @@ pub(crate) trait Peer: Send + 'static {
 
     /// The peer sent `GOAWAY`.
     fn on_goaway(&mut self, state: &mut State, status: Status);
+
+    /// How many calls are in flight: while there are none, the connection is idle.
+    fn in_flight(&self, state: &State) -> usize;
+
+    /// The connection has been idle for its idle timeout: wind it down (the driver ends it
+    /// once [`is_done`](Self::is_done)), or, returning `true`, end it now.
+    fn on_idle(&mut self, state: &mut State) -> Result<bool, WireError>;
 
     /// A `PONG` that is not the keepalive's.
     fn on_pong(&mut self, _body: &Bytes) {}
@@ -155,6 +169,8 @@ pub(crate) enum Ended {
     Failed(WireError),
     /// Keepalive: the peer stopped answering.
     Unresponsive(Duration),
+    /// The watchdog: idle, or the peer stalled (docs/PROTOCOL.md §12).
+    TimedOut(Alarm),
 }
 
 /// One connection: a byte stream and the driver's state, run by [`run`].
@@ -163,6 +179,11 @@ pub(crate) struct Connection<T, P: Peer> {
     state: State,
     peer: P,
     keepalive: Option<Keepalive>,
+    watchdog: Option<Watchdog>,
+    /// Frames of calls read and calls started, for the watchdog's idle check.
+    call_activity: u64,
+    /// The read buffer's room for a large frame, as counted in the connection's input.
+    large_read: usize,
     /// Until the peer's preface arrives: when to give up on it.
     handshake: Option<Pin<Box<Sleep>>>,
     established: bool,
@@ -207,6 +228,9 @@ where
             state: State { shared, streams },
             peer,
             keepalive: config.keepalive.map(|(interval, timeout)| Keepalive::new(interval, timeout)),
+            watchdog: Watchdog::new(config.timeouts),
+            call_activity: 0,
+            large_read: 0,
             handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
             established: false,
             frames_read: 0,
@@ -222,6 +246,7 @@ where
     fn take_outbox(&mut self, cx: &mut Context<'_>) {
         let base = self.io.queued_total();
         self.state.shared.take(cx.waker(), &mut self.io.write_buf, &mut self.notes, &mut self.ready);
+        self.call_activity += self.notes.len() as u64;
         for note in self.notes.drain(..) {
             self.peer.on_note(&mut self.state, note, base);
         }
@@ -229,32 +254,25 @@ where
     }
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), WireError> {
+        if frame.call_id != 0
+            && matches!(
+                frame.kind,
+                FrameKind::Settings | FrameKind::Ping | FrameKind::Pong | FrameKind::GoAway
+            )
+        {
+            return Err(WireError::Protocol(
+                "a connection-level frame (SETTINGS, PING, PONG, GOAWAY) on a call id",
+            ));
+        }
         match frame.kind {
             FrameKind::StreamMessage => self.state.streams.on_message(frame.into(), &self.state.shared),
-            FrameKind::Settings => {
-                let header = &frame.header;
-                let mut limits = self.state.shared.lock().limits;
-                if let Some(max) = header.max_frame_size {
-                    limits.max_frame =
-                        usize::try_from(max).unwrap_or(usize::MAX).min(crate::wire::MAX_FRAME_SIZE_CAP);
+            FrameKind::Settings => self.on_settings(&frame.header),
+            FrameKind::WindowUpdate => match frame.header.window_increment {
+                Some(increment) if increment > 0 => {
+                    self.state.streams.on_window_update(frame.call_id, increment, &self.state.shared)
                 }
-                if let Some(max) = header.max_header_size {
-                    limits.max_header = usize::try_from(max).unwrap_or(usize::MAX);
-                }
-                self.state.shared.set_limits(limits);
-                if let Some(window) = header.initial_window {
-                    self.state.streams.set_peer_window(window, &self.state.shared);
-                }
-                if let Some(max) = header.max_concurrent_calls {
-                    self.peer.on_max_concurrent_calls(max);
-                }
-                Ok(())
-            }
-            FrameKind::WindowUpdate => {
-                let increment = frame.header.window_increment.unwrap_or(0);
-                self.state.streams.on_window_update(frame.call_id, increment);
-                Ok(())
-            }
+                _ => Err(WireError::Protocol("WINDOW_UPDATE without a positive WINDOW_INCREMENT")),
+            },
             FrameKind::Ping => {
                 let mut pong = Frame::new(FrameKind::Pong, frame.call_id);
                 pong.body = frame.body;
@@ -278,15 +296,55 @@ where
             | FrameKind::Response
             | FrameKind::StreamOpen
             | FrameKind::StreamEnd
-            | FrameKind::Cancel => self.peer.on_call_frame(&mut self.state, frame),
+            | FrameKind::Cancel => {
+                self.call_activity += 1;
+                self.peer.on_call_frame(&mut self.state, frame)
+            }
         }
+    }
+
+    /// Applies the peer's `SETTINGS`, after checking them against the protocol's minimums
+    /// (docs/PROTOCOL.md §6.1).
+    fn on_settings(&mut self, header: &crate::wire::Header) -> Result<(), WireError> {
+        use crate::wire::{MAX_FRAME_SIZE_CAP, MIN_MAX_FRAME_SIZE, MIN_MAX_HEADER_SIZE, MIN_STREAM_WINDOW};
+        if header.max_frame_size.is_some_and(|max| max < MIN_MAX_FRAME_SIZE as u64) {
+            return Err(WireError::Protocol("MAX_FRAME_SIZE below the minimum of 16,384"));
+        }
+        if header.max_header_size.is_some_and(|max| max < MIN_MAX_HEADER_SIZE as u64) {
+            return Err(WireError::Protocol("MAX_HEADER_SIZE below the minimum of 1,024"));
+        }
+        if let Some(window) = header.initial_window {
+            if window < MIN_STREAM_WINDOW {
+                return Err(WireError::Protocol("INITIAL_WINDOW below the minimum of 65,536"));
+            }
+            self.state.streams.set_peer_window(window, &self.state.shared)?;
+        }
+        let mut limits = self.state.shared.lock().limits;
+        if let Some(max) = header.max_frame_size {
+            limits.max_frame = usize::try_from(max).unwrap_or(usize::MAX).min(MAX_FRAME_SIZE_CAP);
+        }
+        if let Some(max) = header.max_header_size {
+            limits.max_header = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        self.state.shared.set_limits(limits);
+        if let Some(max) = header.max_concurrent_calls {
+            self.peer.on_max_concurrent_calls(max);
+        }
+        Ok(())
     }
 
     /// Reads and handles frames while the budget lasts, the socket has some, and the peer
     /// reads what we owe it.
     fn read(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<Result<Ended, WireError>> {
         while *budget > 0 && !self.peer.read_paused(self.unwritten()) {
-            match self.io.poll_next(cx) {
+            // Holding too much of what was read: not another byte until the tasks it is for
+            // have taken some (they wake the driver).
+            if self.state.shared.input.is_over(cx.waker()) {
+                break;
+            }
+            let polled = self.io.poll_next(cx);
+            self.count_large_read();
+            match polled {
                 Poll::Ready(Ok(Some(incoming))) => {
                     self.frames_read += 1;
                     if !self.established && self.io.peer_preface_received() {
@@ -324,6 +382,41 @@ where
             *budget -= 1;
         }
         Poll::Pending
+    }
+
+    /// Polls the watchdog: how the connection ends, if it must.
+    fn watch(&mut self, cx: &mut Context<'_>, paused: bool) -> Result<Option<Ended>, WireError> {
+        let Some(watchdog) = &mut self.watchdog else { return Ok(None) };
+        let alarm = watchdog.poll(cx, || Progress {
+            calls: self.peer.in_flight(&self.state),
+            call_activity: self.call_activity,
+            frames_read: self.frames_read,
+            partial_frame: !paused && self.io.has_partial_frame(),
+            written: self.io.written_total(),
+            unwritten: self.io.write_buf.len() + self.state.shared.queued_len(),
+        });
+        match alarm {
+            None => Ok(None),
+            Some(Alarm::Idle(limit)) => {
+                if self.peer.on_idle(&mut self.state)? {
+                    return Ok(Some(Ended::TimedOut(Alarm::Idle(limit))));
+                }
+                watchdog.idle_grace(IDLE_GRACE.min(limit));
+                Ok(None)
+            }
+            Some(alarm) => Ok(Some(Ended::TimedOut(alarm))),
+        }
+    }
+
+    /// Counts the read buffer's room for a large frame in the connection's input.
+    fn count_large_read(&mut self) {
+        let large = self.io.large_read_buffer();
+        if large > self.large_read {
+            self.state.shared.input.add(large - self.large_read);
+        } else if large < self.large_read {
+            self.state.shared.release_input(self.large_read - large);
+        }
+        self.large_read = large;
     }
 
     /// Bytes queued and not yet written.
@@ -433,6 +526,9 @@ where
             }
         }
         let paused = self.peer.read_paused(self.unwritten());
+        if let Some(ended) = self.watch(cx, paused)? {
+            return Poll::Ready(Ok(Step::Ended(ended)));
+        }
         if let Poll::Ready(Err(err)) = self.write(cx) {
             return Poll::Ready(Err(err));
         }
@@ -473,7 +569,8 @@ impl<T, P: Peer> Connection<T, P> {
         }
         self.state.shared.stop_accepting();
         self.peer.on_closed(&mut self.state, status);
-        self.state.streams.close_all(status);
+        self.state.streams.close_all(status, &self.state.shared);
+        self.state.shared.release_input(std::mem::take(&mut self.large_read));
     }
 }
 
@@ -488,6 +585,10 @@ impl<T, P: Peer> Drop for Connection<T, P> {
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a peer told that its connection is idle (by a `GOAWAY`) has to close it before
+/// it is closed.
+const IDLE_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs `conn` until it ends; then tells the peer why (a `GOAWAY`, where the error calls for
 /// one), flushes and closes the byte stream, and ends every call still on it with the
 /// status the [`Peer`] gives for how it ended. Returns how it ended.
@@ -501,12 +602,14 @@ where
     conn.close(&status);
     let goaway = match &ended {
         Ended::Failed(err) => goaway_for(err),
+        Ended::TimedOut(alarm) => goaway_for_alarm(*alarm),
         _ => None,
     };
     if let Some(goaway) = goaway {
         goaway.encode_unchecked(&mut conn.io.write_buf);
     }
-    if !matches!(ended, Ended::Failed(WireError::Io(_))) {
+    // A peer that does not read would hold the flush for its whole timeout.
+    if !matches!(ended, Ended::Failed(WireError::Io(_)) | Ended::TimedOut(Alarm::WriteStall(_))) {
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, conn.io.close()).await;
     }
     ended

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::sync::oneshot;
 
+use super::budget::{ConnInput, InputBudget};
 use super::stream::StreamCore;
 use crate::metadata::Metadata;
 use crate::status::Status;
@@ -89,6 +90,9 @@ pub(crate) struct Outbox {
     pub(crate) closed: Option<Status>,
     /// Whether anything was added since the driver last took the outbox.
     dirty: bool,
+    /// The id of the next call a client opens here: ids go out in increasing order because
+    /// they are taken under the lock the frames are queued under.
+    next_call_id: u64,
     /// Whether the driver needs no waking: it has been woken already, or it is running and
     /// will look again before it waits.
     notified: bool,
@@ -104,7 +108,16 @@ impl Outbox {
             closed: None,
             dirty: false,
             notified: false,
+            next_call_id: 1,
         }
+    }
+
+    /// A client's id for the call it is about to queue here: greater than every id queued
+    /// before it (docs/PROTOCOL.md §7).
+    pub(crate) fn next_call_id(&mut self) -> u64 {
+        let id = self.next_call_id;
+        self.next_call_id += 1;
+        id
     }
 
     /// Queues a frame; fails, queuing nothing, if it is over the peer's limits.
@@ -176,10 +189,20 @@ pub(crate) struct Shared {
     peer_max_frame: AtomicUsize,
     /// The outbox's length as of its last change, readable without the lock.
     queued: AtomicUsize,
+    /// Received bytes held for the tasks that use the connection (docs/PROTOCOL.md §8.5).
+    pub(crate) input: ConnInput,
 }
 
 impl Shared {
-    pub(crate) fn new(stream_window: u64, connection_window: u64) -> Arc<Shared> {
+    /// The state of a connection granting `stream_window` and `connection_window`, within
+    /// the server-wide input budget `server`, if any. The connection holds at most twice its
+    /// window of received bytes for its consumers (real bytes, bookkeeping included).
+    pub(crate) fn new(
+        stream_window: u64,
+        connection_window: u64,
+        server: Option<Arc<InputBudget>>,
+    ) -> Arc<Shared> {
+        let input_limit = usize::try_from(connection_window.saturating_mul(2)).unwrap_or(usize::MAX);
         Arc::new(Shared {
             outbox: Mutex::new(Outbox::new()),
             driver: AtomicWaker::new(),
@@ -192,7 +215,16 @@ impl Shared {
             accepting: AtomicBool::new(true),
             peer_max_frame: AtomicUsize::new(DEFAULT_MAX_FRAME_SIZE),
             queued: AtomicUsize::new(0),
+            input: ConnInput::new(input_limit, server),
         })
+    }
+
+    /// `bytes` of received input are no longer held; wakes the driver if it stopped reading
+    /// for holding too much.
+    pub(crate) fn release_input(&self, bytes: usize) {
+        if self.input.sub(bytes) {
+            self.driver.wake();
+        }
     }
 
     /// The peer's frame limit.

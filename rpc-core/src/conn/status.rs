@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::watchdog::Alarm;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::wire::{Frame, FrameKind, Header, WireError, flags};
@@ -66,6 +67,28 @@ pub(crate) fn goaway_for(err: &WireError) -> Option<Frame> {
         | WireError::Protocol(_) => Code::Internal,
     };
     Some(status_frame(FrameKind::GoAway, 0, Status::new(code, err.to_string())))
+}
+
+/// What a watchdog's alarm means for the calls still on the connection.
+pub(crate) fn alarm_status(alarm: Alarm) -> Status {
+    match alarm {
+        Alarm::Idle(limit) => Status::unavailable(format!("the connection was idle for {limit:?}")),
+        Alarm::ReadStall(limit) => {
+            Status::unavailable(format!("the peer stopped in the middle of a frame for {limit:?}"))
+        }
+        Alarm::WriteStall(limit) => {
+            Status::unavailable(format!("the peer read nothing of what was sent to it for {limit:?}"))
+        }
+    }
+}
+
+/// The `GOAWAY` that tells a peer why the watchdog closes its connection (one that does not
+/// read is told nothing).
+pub(crate) fn goaway_for_alarm(alarm: Alarm) -> Option<Frame> {
+    match alarm {
+        Alarm::WriteStall(_) => None,
+        Alarm::Idle(_) | Alarm::ReadStall(_) => Some(status_frame(FrameKind::GoAway, 0, alarm_status(alarm))),
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,8 @@ struct SendHalf {
 #[derive(Debug)]
 struct RecvHalf {
     queue: VecDeque<Received>,
+    /// The memory the queue holds, counted in the connection's input.
+    held: usize,
     end: Option<Result<Metadata, Status>>,
     waiter: Option<Waker>,
     /// The consumer is gone: what arrives is consumed at once.
@@ -122,7 +124,13 @@ impl StreamCore {
                 closed: None,
                 end: None,
             }),
-            recv: Mutex::new(RecvHalf { queue: VecDeque::new(), end: None, waiter: None, detached: false }),
+            recv: Mutex::new(RecvHalf {
+                queue: VecDeque::new(),
+                held: 0,
+                end: None,
+                waiter: None,
+                detached: false,
+            }),
             granted: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             outcome: OnceLock::new(),
@@ -238,13 +246,17 @@ impl StreamCore {
 
     // --- The driver's side of sending. ---
 
-    /// The peer granted `increment` more bytes of credit for this stream.
-    pub(crate) fn add_credit(&self, increment: u64) {
+    /// The peer granted `increment` more bytes of credit for this stream, whose window is
+    /// `window`. `None` if the credit would pass 2^63 - 1 bytes.
+    pub(crate) fn add_credit(&self, increment: i64, window: i64) -> Option<()> {
         let mut send = lock(&self.send);
-        send.balance = send.balance.saturating_add(i64::try_from(increment).unwrap_or(i64::MAX));
+        let balance = send.balance.checked_add(increment)?;
+        window.checked_add(balance)?;
+        send.balance = balance;
         if let Some(waker) = send.waiter.take() {
             waker.wake();
         }
+        Some(())
     }
 
     /// Wakes a sender waiting for credit (the peer's window for every stream grew).
@@ -299,10 +311,14 @@ impl StreamCore {
     /// For the driver: hands `batch` to the consumer, leaving it empty. If the consumer is
     /// gone, returns the credit the messages used, for the driver to release.
     pub(crate) fn deliver(&self, batch: &mut Vec<Received>) -> Result<(), u64> {
+        let held: usize = batch.iter().map(Received::held_bytes).sum();
         let mut recv = lock(&self.recv);
         if recv.detached || recv.end.is_some() {
+            drop(recv);
+            self.shared.release_input(held);
             return Err(batch.drain(..).map(|run| run.cost).sum());
         }
+        recv.held += held;
         recv.queue.extend(batch.drain(..));
         if let Some(waker) = recv.waiter.take() {
             waker.wake();
@@ -332,6 +348,10 @@ impl StreamCore {
             } else {
                 local.extend(recv.queue.drain(..));
             }
+            // Taken: the consumer reads them now.
+            let held = std::mem::take(&mut recv.held);
+            drop(recv);
+            self.shared.release_input(held);
             return Poll::Ready(Recv::Messages);
         }
         if let Some(end) = recv.end.take() {
@@ -357,7 +377,11 @@ impl StreamCore {
         let mut recv = lock(&self.recv);
         recv.detached = true;
         recv.waiter = None;
-        recv.queue.drain(..).map(|run| run.cost).sum()
+        let held = std::mem::take(&mut recv.held);
+        let credit = recv.queue.drain(..).map(|run| run.cost).sum();
+        drop(recv);
+        self.shared.release_input(held);
+        credit
     }
 
     /// For the consumer: it has taken `bytes` of messages. They are granted back to the peer
@@ -413,6 +437,14 @@ impl StreamCore {
             }
             notified.await;
         }
+    }
+}
+
+impl Drop for StreamCore {
+    /// Messages nobody took are no longer held.
+    fn drop(&mut self) {
+        let recv = self.recv.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.shared.release_input(std::mem::take(&mut recv.held));
     }
 }
 

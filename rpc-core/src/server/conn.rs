@@ -13,7 +13,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::ServerConfig;
 use super::routes::Routes;
 use crate::codegen::{Payload, ServerCall};
-use crate::conn::{ConnConfig, Connection, Ended, Note, Peer, Shared, State, StreamCore, run, status_frame};
+use crate::conn::{
+    ConnConfig, Connection, Ended, InputBudget, Note, Peer, Shared, State, StreamCore, Timeouts,
+    alarm_status, run, status_frame,
+};
 use crate::interceptor::Context;
 use crate::method::MethodKind;
 use crate::status::Status;
@@ -36,6 +39,7 @@ pub(crate) async fn serve_connection<T: Io>(
     peer: PeerAddr,
     routes: Arc<Routes>,
     config: Arc<ServerConfig>,
+    input: Arc<InputBudget>,
     shutdown: CancellationToken,
 ) {
     let conn_config = ConnConfig {
@@ -45,24 +49,35 @@ pub(crate) async fn serve_connection<T: Io>(
         stream_window: config.stream_window,
         connection_window: config.connection_window,
         handshake_timeout: config.preface_timeout,
-        keepalive: None,
+        keepalive: config.keepalive_interval.map(|interval| (interval, config.keepalive_timeout)),
+        timeouts: Timeouts {
+            idle: config.idle_timeout,
+            read_stall: config.read_stall_timeout,
+            write_stall: config.write_stall_timeout,
+        },
     };
-    let shared = Shared::new(config.stream_window, config.connection_window);
+    let shared = Shared::new(config.stream_window, config.connection_window, Some(input));
     let server = ServerPeer {
         peer: peer.clone(),
         routes,
         max_concurrent_calls: config.max_concurrent_calls,
+        request_timeout: config.request_timeout,
         calls: CallMap::default(),
         owed: VecDeque::new(),
         shutdown: Some(Box::pin(shutdown.cancelled_owned())),
         draining: false,
         drain_acked: false,
+        last_call_id: 0,
+        client_leaving: false,
     };
     match run(Connection::new(io, &conn_config, shared, server)).await {
         Ended::Drained | Ended::Closed => tracing::debug!(%peer, "connection closed"),
         Ended::Failed(err) if is_disconnect(&err) => tracing::debug!(%peer, %err, "the client went away"),
         Ended::Failed(err) => tracing::warn!(%peer, %err, "closing connection"),
         Ended::Unresponsive(timeout) => tracing::info!(%peer, ?timeout, "closing an unresponsive connection"),
+        Ended::TimedOut(alarm) => {
+            tracing::info!(%peer, reason = %alarm_status(alarm).message(), "closing connection")
+        }
     }
 }
 
@@ -88,6 +103,7 @@ struct ServerPeer {
     peer: PeerAddr,
     routes: Arc<Routes>,
     max_concurrent_calls: usize,
+    request_timeout: std::time::Duration,
     calls: CallMap<CallEntry>,
     /// Where each answered call's answer ends in the output, until it has been written:
     /// those calls still count against the concurrency limit.
@@ -95,6 +111,10 @@ struct ServerPeer {
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     draining: bool,
     drain_acked: bool,
+    /// The highest call id seen: each new call's must be higher.
+    last_call_id: u64,
+    /// The client sent `GOAWAY`: it opens no more calls here.
+    client_leaving: bool,
 }
 
 impl ServerPeer {
@@ -105,11 +125,16 @@ impl ServerPeer {
         if id == 0 {
             return Err(WireError::Protocol("call opened with call id 0"));
         }
+        if id <= self.last_call_id {
+            return Err(WireError::Protocol("call id not greater than every earlier one on the connection"));
+        }
+        self.last_call_id = id;
         let Some(method) = frame.header.method else {
             return Err(WireError::Protocol("call opened without a method"));
         };
-        if self.calls.contains_key(&id) || state.streams.contains(id) {
-            return Err(WireError::Protocol("call id reused while its call is in flight"));
+        if self.client_leaving {
+            let status = Status::unavailable("the client said it was going away (GOAWAY)").refused();
+            return answer(state, id, streaming, status);
         }
         if self.draining {
             return answer(state, id, streaming, Status::unavailable("server is shutting down").refused());
@@ -129,6 +154,15 @@ impl ServerPeer {
                 if streaming { ("unary", "a stream") } else { ("a streaming method", "unary") };
             let status = Status::unimplemented(format!("{} is {is}, called as {opened}", route.path));
             return answer(state, id, streaming, status);
+        }
+        if frame.header.timeout.is_some_and(|timeout| timeout.is_zero()) {
+            // No time left: the handler does not run.
+            return answer(
+                state,
+                id,
+                streaming,
+                Status::deadline_exceeded("the call arrived with no time left (TIMEOUT 0)"),
+            );
         }
         // A timeout beyond the protocol's cap is no deadline at all.
         let deadline = frame
@@ -151,17 +185,21 @@ impl ServerPeer {
             conn: Arc::clone(&state.shared),
             payload,
             interceptors: route.interceptors.clone(),
+            request_timeout: self.request_timeout,
         };
         let spawned = route.service.call(route.index, call);
         self.calls.insert(id, CallEntry { abort: spawned.0, streaming });
         Ok(())
     }
 
-    /// Tells the client to stop sending calls, and asks it to prove it heard.
-    fn start_drain(&mut self, state: &State) -> Result<(), WireError> {
+    /// Tells the client to stop sending calls (saying why), and asks it to prove it heard.
+    fn start_drain(&mut self, state: &State, why: Status) -> Result<(), WireError> {
+        if self.draining {
+            return Ok(());
+        }
         self.draining = true;
         state.shared.stop_accepting();
-        state.queue(&status_frame(FrameKind::GoAway, 0, Status::unavailable("server is shutting down")))?;
+        state.queue(&status_frame(FrameKind::GoAway, 0, why))?;
         let mut ping = Frame::new(FrameKind::Ping, 0);
         ping.body = Bytes::from_static(&DRAIN_PING);
         state.queue(&ping)
@@ -226,8 +264,25 @@ impl Peer for ServerPeer {
         state.streams.remove(id, &state.shared);
     }
 
-    fn on_goaway(&mut self, _state: &mut State, _status: Status) {
-        // The client is leaving; it closes the connection when its calls are done.
+    fn on_goaway(&mut self, state: &mut State, status: Status) {
+        // The client opens no more calls here: the connection closes once those in flight are
+        // answered (docs/PROTOCOL.md §12).
+        tracing::debug!(peer = %self.peer, %status, "the client sent GOAWAY");
+        self.client_leaving = true;
+        state.shared.stop_accepting();
+    }
+
+    fn in_flight(&self, _state: &State) -> usize {
+        self.calls.len() + self.owed.len()
+    }
+
+    fn on_idle(&mut self, state: &mut State) -> Result<bool, WireError> {
+        if self.draining {
+            // Told to leave, and still here.
+            return Ok(true);
+        }
+        self.start_drain(state, Status::unavailable("the connection is idle"))?;
+        Ok(false)
     }
 
     fn on_pong(&mut self, body: &Bytes) {
@@ -247,7 +302,7 @@ impl Peer for ServerPeer {
             && signal.as_mut().poll(cx).is_ready()
         {
             self.shutdown = None;
-            self.start_drain(state)?;
+            self.start_drain(state, Status::unavailable("server is shutting down"))?;
         }
         Ok(())
     }
@@ -257,11 +312,14 @@ impl Peer for ServerPeer {
     }
 
     fn is_done(&self, _state: &State) -> bool {
-        self.draining && self.drain_acked && self.calls.is_empty()
+        ((self.draining && self.drain_acked) || self.client_leaving) && self.calls.is_empty()
     }
 
-    fn end_status(&self, _ended: &Ended) -> Status {
-        Status::unavailable("the connection closed")
+    fn end_status(&self, ended: &Ended) -> Status {
+        match ended {
+            Ended::TimedOut(alarm) => alarm_status(*alarm),
+            _ => Status::unavailable("the connection closed"),
+        }
     }
 
     fn on_closed(&mut self, _state: &mut State, _status: &Status) {

@@ -28,6 +28,7 @@
 //! ```
 
 mod conn;
+mod limits;
 mod registration;
 mod routes;
 
@@ -43,15 +44,18 @@ pub use crate::codegen::Service;
 pub use crate::interceptor::Context;
 pub use registration::Registration;
 
+use crate::conn::InputBudget;
 use crate::discovery::{AnyRegistry, Registry};
 use crate::health::{HealthReporter, HealthServer, HealthService};
 use crate::interceptor::{ServerChain, ServerInterceptor};
+use crate::status::Status;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::transport::{self, Address, AnyListener, Listener, SocketOptions};
 use crate::wire::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_SIZE, MAX_FRAME_SIZE_CAP, MIN_CONNECTION_WINDOW,
-    MIN_STREAM_WINDOW,
+    MIN_MAX_FRAME_SIZE, MIN_MAX_HEADER_SIZE, MIN_STREAM_WINDOW,
 };
+use limits::PeerCounts;
 use routes::Routes;
 
 /// The default cap on calls in flight on one connection, running or with an answer not yet
@@ -66,6 +70,36 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The default time a new connection gets to send its preface.
 pub const DEFAULT_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default time a connection may go without calls before it is closed (gracefully: a
+/// `GOAWAY`, then the close).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The default time a peer may take to finish a frame it has begun to send.
+pub const DEFAULT_READ_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a peer may go without reading anything of what the server must send it.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default silence after which the server pings a client.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The default time a client has to answer a keepalive ping.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The default time a server-streaming call may wait for its request (the one message and
+/// the client's `STREAM_END`) before its handler runs.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default cap on connections a server holds at once; past it, it accepts no more until
+/// one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The default budget for received bytes a server holds for its calls, over all its
+/// connections together: stream messages its handlers have not read yet, and large frames
+/// being received. Past it, the connections holding the most stop being read until the
+/// handlers catch up.
+pub const DEFAULT_INPUT_BUDGET: usize = 512 * 1024 * 1024;
+
 /// A pause after an accept error such as running out of file descriptors, so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -78,7 +112,17 @@ pub(crate) struct ServerConfig {
     pub(crate) max_concurrent_calls: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) preface_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) read_stall_timeout: Option<Duration>,
+    pub(crate) write_stall_timeout: Option<Duration>,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     pub(crate) tcp_nodelay: bool,
+    pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_peer: Option<usize>,
+    pub(crate) input_budget: usize,
     pub(crate) stream_window: u64,
     pub(crate) connection_window: u64,
 }
@@ -91,7 +135,17 @@ impl Default for ServerConfig {
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             preface_timeout: DEFAULT_PREFACE_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            read_stall_timeout: Some(DEFAULT_READ_STALL_TIMEOUT),
+            write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tcp_nodelay: true,
+            tcp_keepalive: Some(crate::transport::DEFAULT_TCP_KEEPALIVE),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
+            input_budget: DEFAULT_INPUT_BUDGET,
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
         }
@@ -250,17 +304,17 @@ impl ServerBuilder {
     }
 
     /// The largest frame accepted from a client (default 4 MiB, [`DEFAULT_MAX_FRAME_SIZE`];
-    /// at most 1 GiB). It is announced to clients, which refuse to send larger requests.
+    /// at least 16 KiB, at most 1 GiB). It is announced to clients, which refuse to send larger requests.
     pub fn max_frame_size(mut self, bytes: usize) -> ServerBuilder {
-        self.config.max_frame_size = bytes.min(MAX_FRAME_SIZE_CAP);
+        self.config.max_frame_size = bytes.clamp(MIN_MAX_FRAME_SIZE, MAX_FRAME_SIZE_CAP);
         self
     }
 
     /// The largest frame header accepted from a client (default 16 KiB,
-    /// [`DEFAULT_MAX_HEADER_SIZE`]): it bounds the method name and metadata of a call. It is
+    /// [`DEFAULT_MAX_HEADER_SIZE`]; at least 1 KiB): it bounds the method name and metadata of a call. It is
     /// announced to clients, which fail calls with larger metadata locally.
     pub fn max_header_size(mut self, bytes: usize) -> ServerBuilder {
-        self.config.max_header_size = bytes;
+        self.config.max_header_size = bytes.max(MIN_MAX_HEADER_SIZE);
         self
     }
 
@@ -285,6 +339,57 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a connection may go with no call in flight and none started (default 5 min,
+    /// [`DEFAULT_IDLE_TIMEOUT`]; `None`: no limit). Then the server sends a `GOAWAY`; the
+    /// client, which opens its next call on a new connection, gets 10 s to close it before
+    /// the server does. Keepalive pings do not count as calls.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to finish a frame it has begun to send (default 30 s,
+    /// [`DEFAULT_READ_STALL_TIMEOUT`]; `None`: no limit). A client that stops in the middle
+    /// of a frame, or trickles it in, is disconnected with a `GOAWAY` that says why.
+    pub fn read_stall_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.config.read_stall_timeout = timeout;
+        self
+    }
+
+    /// How long a client may go without reading anything of what the server has for it
+    /// (default 30 s, [`DEFAULT_WRITE_STALL_TIMEOUT`]; `None`: no limit). Then it is
+    /// disconnected.
+    pub fn write_stall_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder {
+        self.config.write_stall_timeout = timeout;
+        self
+    }
+
+    /// Pings a client after this much silence (default 60 s,
+    /// [`DEFAULT_KEEPALIVE_INTERVAL`]; `None`: never), and disconnects it if the ping goes
+    /// unanswered for the [keepalive timeout](Self::keepalive_timeout): a client that
+    /// vanished (a host gone, a network cut) does not keep its calls and memory forever. A
+    /// busy connection is never pinged.
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> ServerBuilder {
+        self.config.keepalive_interval = interval;
+        self
+    }
+
+    /// How long a keepalive ping may go unanswered (default 20 s,
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`]).
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.keepalive_timeout = timeout;
+        self
+    }
+
+    /// How long a server-streaming call may wait for its request (its one message and the
+    /// client's `STREAM_END`) before the handler runs (default 30 s,
+    /// [`DEFAULT_REQUEST_TIMEOUT`], or the call's deadline if sooner). Past it, the call
+    /// ends with `DeadlineExceeded`.
+    pub fn request_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.request_timeout = timeout;
+        self
+    }
+
     /// The flow-control window granted to a client for each stream it sends on: how many
     /// bytes of its messages may be in flight or waiting to be read by the handler
     /// (default 1 MiB, [`DEFAULT_STREAM_WINDOW`]; at least 64 KiB). It is also the budget of
@@ -304,6 +409,41 @@ impl ServerBuilder {
     /// Sets `TCP_NODELAY` on accepted sockets (default on: no 40 ms delayed-ACK stalls).
     pub fn tcp_nodelay(mut self, enabled: bool) -> ServerBuilder {
         self.config.tcp_nodelay = enabled;
+        self
+    }
+
+    /// The most connections the server holds at once (default 10,000,
+    /// [`DEFAULT_MAX_CONNECTIONS`]). At the limit it stops accepting (new connections wait in
+    /// the listener's backlog, then are refused by the operating system) until one closes,
+    /// and says so in the log.
+    pub fn max_connections(mut self, connections: usize) -> ServerBuilder {
+        self.config.max_connections = connections.max(1);
+        self
+    }
+
+    /// The most connections the server holds at once from one IP address (default: no
+    /// limit). A connection past it is answered with a `GOAWAY` (`ResourceExhausted`, saying
+    /// why) and closed; the first refusal for an address is logged. Unix-socket and
+    /// in-memory connections are not counted.
+    pub fn max_connections_per_peer(mut self, connections: Option<usize>) -> ServerBuilder {
+        self.config.max_connections_per_peer = connections.map(|n| n.max(1));
+        self
+    }
+
+    /// The budget, in bytes, for received data the server holds for its calls across all its
+    /// connections (default 512 MiB, [`DEFAULT_INPUT_BUDGET`]): stream messages the handlers
+    /// have not read yet, and large frames being received. Past it, connections holding more
+    /// than 1 MiB of it are not read until their handlers catch up (those holding less go
+    /// on). Each connection also holds at most twice its [connection window](Self::connection_window).
+    pub fn input_budget(mut self, bytes: usize) -> ServerBuilder {
+        self.config.input_budget = bytes;
+        self
+    }
+
+    /// Sets `SO_KEEPALIVE` on accepted sockets, with the idle time before the kernel's first
+    /// probe (default 60 s); `None` turns it off.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> ServerBuilder {
+        self.config.tcp_keepalive = idle;
         self
     }
 
@@ -381,8 +521,11 @@ impl ServerBuilder {
         let local = local.map_or_else(|_| "(no address)".to_owned(), |address| address.to_string());
         let routes = Arc::new(routes);
         let config = Arc::new(self.config);
-        let options = SocketOptions { nodelay: config.tcp_nodelay, ..SocketOptions::default() };
+        let options = SocketOptions { nodelay: config.tcp_nodelay, keepalive: config.tcp_keepalive };
         let shutdown = CancellationToken::new();
+        let input = Arc::new(InputBudget::new(config.input_budget));
+        let per_peer = config.max_connections_per_peer.map(PeerCounts::new);
+        let mut at_limit = false;
         let mut connections = JoinSet::new();
         tracing::info!(%local, services = ?routes.service_names(), "serving");
 
@@ -390,15 +533,37 @@ impl ServerBuilder {
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                accepted = transport::accept(&mut listener) => match accepted {
+                accepted = transport::accept(&mut listener), if connections.len() < config.max_connections => match accepted {
                     Ok((io, peer)) => {
                         if let Err(err) = listener.configure(&io, &options) {
                             tracing::warn!(%peer, %err, "cannot configure accepted socket");
                         }
+                        let admitted = match per_peer.as_ref().map(|counts| counts.admit(&peer)) {
+                            None | Some(Ok(None)) => None,
+                            Some(Ok(Some(admitted))) => Some(admitted),
+                            Some(Err(open)) => {
+                                tracing::debug!(%peer, open, "refusing a connection over the limit per address");
+                                let why = Status::resource_exhausted(format!(
+                                    "too many connections from this address ({open} open, the limit)"
+                                ));
+                                connections.spawn(limits::refuse(io, why));
+                                continue;
+                            }
+                        };
                         let conn = conn::serve_connection(
-                            io, peer, Arc::clone(&routes), Arc::clone(&config), shutdown.clone(),
+                            io, peer, Arc::clone(&routes), Arc::clone(&config), Arc::clone(&input), shutdown.clone(),
                         );
-                        connections.spawn(conn);
+                        connections.spawn(async move {
+                            let _admitted = admitted;
+                            conn.await;
+                        });
+                        if connections.len() >= config.max_connections && !at_limit {
+                            at_limit = true;
+                            tracing::warn!(
+                                limit = config.max_connections,
+                                "connection limit reached: accepting no more until one closes"
+                            );
+                        }
                     }
                     Err(err) => {
                         // Per-connection failures (a reset before accept, no descriptors
@@ -408,6 +573,10 @@ impl ServerBuilder {
                     }
                 },
                 Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if at_limit && connections.len() < config.max_connections {
+                        at_limit = false;
+                        tracing::info!(open = connections.len(), "below the connection limit: accepting again");
+                    }
                     if let Err(err) = joined
                         && err.is_panic()
                     {

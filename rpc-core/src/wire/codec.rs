@@ -325,6 +325,12 @@ impl StreamMessages {
     pub(crate) fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
+
+    /// The memory these messages hold while they wait for their consumer: their bytes, and
+    /// the record that holds them.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.frames.len() + std::mem::size_of::<StreamMessages>()
+    }
 }
 
 impl From<Frame> for StreamMessages {

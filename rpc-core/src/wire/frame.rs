@@ -250,7 +250,8 @@ impl Frame {
             return Err(WireError::TruncatedHeader { what: "header fields" });
         }
         let header_bytes = payload.split_to(header_len as usize);
-        let header = Header::decode(header_bytes)?;
+        let mut header = Header::decode(header_bytes.clone())?;
+        header.detach_from(&header_bytes);
         Ok(Some(Frame { kind, flags, call_id, header, body: payload }))
     }
 }
@@ -328,6 +329,30 @@ impl Header {
         if let Some(max) = self.max_header_size {
             put_varint_field(dst, tag::MAX_HEADER_SIZE, max);
         }
+    }
+
+    /// Moves the fields a call may keep for its whole life (metadata, a status message) out
+    /// of `source`, the received bytes they were parsed from, into one allocation of their
+    /// own: they must not keep the connection's read buffer (which may be megabytes, shared
+    /// with other frames) alive for as long as a call holds them. The method name is not
+    /// kept past routing, and stays a slice.
+    fn detach_from(&mut self, source: &Bytes) {
+        if self.metadata.is_empty() && self.status_message.is_none() {
+            return;
+        }
+        let owned = Bytes::copy_from_slice(source);
+        let rebase = |part: &Bytes| {
+            if part.is_empty() {
+                return Bytes::new();
+            }
+            // Every field is a slice of `source`.
+            let offset = part.as_ptr() as usize - source.as_ptr() as usize;
+            owned.slice(offset..offset + part.len())
+        };
+        if let Some(message) = &mut self.status_message {
+            *message = rebase(message);
+        }
+        self.metadata.rebase(rebase);
     }
 
     /// Parses TLV fields; unknown tags are skipped, a repeated singular field keeps the last.
@@ -465,6 +490,26 @@ mod tests {
         };
         frame.body = Bytes::from_static(b"\x0a\x01x");
         assert_eq!(round_trip(&frame), frame);
+    }
+
+    #[test]
+    fn kept_header_fields_do_not_point_into_the_received_bytes() {
+        let mut frame = Frame::new(FrameKind::StreamOpen, 1);
+        frame.header.method = Some(Bytes::from_static(b"/a.B/C"));
+        frame.header.status_message = Some(Bytes::from_static(b"why"));
+        frame.header.metadata = [("trace", "abc"), ("empty", "")].into_iter().collect();
+        let mut buf = BytesMut::new();
+        frame.encode_unchecked(&mut buf);
+        let (_, prefix) = varint::decode(&buf).expect("length prefix");
+        let received = buf.freeze().slice(prefix..);
+        let range = received.as_ptr_range();
+        let decoded = Frame::decode_payload(received.clone(), usize::MAX).expect("decodes").expect("known");
+        assert_eq!(decoded, frame);
+        let inside = |bytes: &Bytes| !bytes.is_empty() && range.contains(&bytes.as_ptr());
+        assert!(!inside(decoded.header.status_message.as_ref().expect("message")));
+        for (key, value) in decoded.header.metadata.iter() {
+            assert!(!inside(key.as_bytes()) && !inside(value), "{key:?} still points into the read buffer");
+        }
     }
 
     #[test]

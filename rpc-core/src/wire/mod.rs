@@ -48,6 +48,14 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 4 * 1024 * 1024;
 /// clamped to it.
 pub const MAX_FRAME_SIZE_CAP: usize = 1024 * 1024 * 1024;
 
+/// The least frame limit a peer may announce: 16 KiB. A smaller `MAX_FRAME_SIZE` is a
+/// protocol violation, and configured limits are raised to it.
+pub const MIN_MAX_FRAME_SIZE: usize = 16 * 1024;
+
+/// The least header limit a peer may announce: 1 KiB. A smaller `MAX_HEADER_SIZE` is a
+/// protocol violation, and configured limits are raised to it.
+pub const MIN_MAX_HEADER_SIZE: usize = 1024;
+
 /// The default largest header (the TLV fields: method, status, metadata...) a peer accepts:
 /// 16 KiB. It bounds the metadata a call can carry.
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;

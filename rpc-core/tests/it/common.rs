@@ -242,3 +242,121 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// What a [`TrackedListener`] saw happen to the connections it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEvent {
+    Accepted,
+    /// The server dropped the connection's byte stream: it closed it.
+    Closed,
+}
+
+/// A TCP listener that reports each connection it accepts and each the server closes: what
+/// tests of the server's timeouts and limits wait on.
+pub struct TrackedListener {
+    inner: TcpListener,
+    events: tokio::sync::mpsc::UnboundedSender<ConnEvent>,
+}
+
+/// An accepted socket that reports its close.
+pub struct Tracked {
+    io: tokio::net::TcpStream,
+    events: tokio::sync::mpsc::UnboundedSender<ConnEvent>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let _ = self.events.send(ConnEvent::Closed);
+    }
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl rpc_core::transport::Listener for TrackedListener {
+    type Io = Tracked;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<(Tracked, rpc_core::transport::PeerAddr)>> {
+        self.inner.poll_accept(cx).map_ok(|(io, peer)| {
+            let _ = self.events.send(ConnEvent::Accepted);
+            (Tracked { io, events: self.events.clone() }, rpc_core::transport::PeerAddr::Tcp(peer))
+        })
+    }
+
+    fn local_addr(&self) -> std::io::Result<rpc_core::transport::Address> {
+        self.inner.local_addr().map(Into::into)
+    }
+
+    fn configure(&self, io: &Tracked, options: &rpc_core::transport::SocketOptions) -> std::io::Result<()> {
+        options.apply(&io.io)
+    }
+}
+
+/// The connection events of a [`TrackedListener`], as the test waits for them.
+pub struct ConnEvents(tokio::sync::mpsc::UnboundedReceiver<ConnEvent>);
+
+impl ConnEvents {
+    /// The next event, failing the test after ten seconds.
+    pub async fn next(&mut self) -> ConnEvent {
+        tokio::time::timeout(Duration::from_secs(10), self.0.recv())
+            .await
+            .expect("a connection event within the wait")
+            .expect("the listener is alive")
+    }
+
+    /// Waits for `event`, failing the test on any other first.
+    pub async fn expect(&mut self, event: ConnEvent) {
+        assert_eq!(self.next().await, event);
+    }
+}
+
+/// Serves the test service (and whatever `configure` mounts) on a loopback port, reporting
+/// each connection accepted and closed.
+pub async fn serve_tracked(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> (Running, ConnEvents) {
+    let inner = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = inner.local_addr().expect("addr");
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
+    let service = TestService::default();
+    let probe = Arc::clone(&service.probe);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let builder = configure(Server::builder().add_service(TestServer::new(service)));
+    let listener = TrackedListener { inner, events };
+    let handle = tokio::spawn(builder.serve_with_listener(listener, async {
+        let _ = stopped.await;
+    }));
+    (Running { addr, probe, stop: Some(stop), handle }, ConnEvents(received))
+}
