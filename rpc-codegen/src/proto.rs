@@ -222,7 +222,9 @@ impl Builder {
         }
         let descriptors = compiler.file_descriptor_set();
         check_names(&descriptors)?;
-        let encoded = prost::Message::encode_to_vec(&descriptors);
+        // Encoded by protox itself, which keeps custom options (`google.api.http`) that the
+        // `prost_types` form drops.
+        let encoded = compiler.encode_file_descriptor_set();
         if let Some(path) = &self.file_descriptor_set_path {
             write(path, &encoded)?;
         }

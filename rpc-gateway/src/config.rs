@@ -38,8 +38,9 @@ pub struct Config {
     /// The address to serve HTTP on (default `127.0.0.1:8080`).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// `.proto` files that declare the services; when empty, the schema is asked of the
-    /// upstreams' reflection service.
+    /// `.proto` files that declare the services, named as under an import path (or by a
+    /// path from the working directory); when empty, the schema is asked of the upstreams'
+    /// reflection service (the first upstream answers for every service).
     #[serde(default)]
     pub protos: Vec<PathBuf>,
     /// Where the `.proto` files and their imports are found (default: the directory of the
@@ -148,8 +149,8 @@ impl Config {
         toml::from_str(text).map_err(|err| Error::Config(err.to_string()))
     }
 
-    /// Reads a configuration file; relative `.proto` paths and import paths are taken from
-    /// the file's directory.
+    /// Reads a configuration file; relative import paths are taken from the file's
+    /// directory, which is the import path when none is given.
     ///
     /// # Errors
     /// [`Error::Config`] when the file cannot be read or does not parse.
@@ -160,9 +161,6 @@ impl Config {
         let mut config =
             Config::from_toml(&text).map_err(|err| Error::Config(format!("{}: {err}", path.display())))?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));
-        for file in &mut config.protos {
-            *file = base.join(&*file);
-        }
         for dir in &mut config.import_paths {
             *dir = base.join(&*dir);
         }

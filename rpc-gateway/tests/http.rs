@@ -10,8 +10,9 @@ use examples::route_guide::Guide;
 use http_body_util::{BodyExt, Full};
 use hyper::http::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
+use rpc_core::discovery::MemoryRegistry;
 use rpc_core::interceptor::{Next, ServerInterceptor};
-use rpc_core::server::ServerBuilder;
+use rpc_core::server::{Registration, ServerBuilder};
 use rpc_core::{Channel, Code, Context, Server, Status};
 use rpc_dynamic::Schema;
 use rpc_gateway::{Config, Gateway, GatewayBuilder};
@@ -417,4 +418,86 @@ async fn calls_go_on_to_the_instances_left_when_one_dies_and_fail_503_when_none_
     let answer = get(gateway, "/v1/features/1/2").await;
     assert_eq!(answer.status, 503, "{answer:?}");
     assert_eq!(answer.error().0, "UNAVAILABLE");
+}
+
+#[path = "../../rpc-core/tests/support/etcd.rs"]
+mod etcd_server;
+
+#[tokio::test]
+async fn instances_are_found_in_etcd_and_in_the_in_process_registry() {
+    let get_feature = "/v1/features/407000000/-744000000";
+
+    let etcd = etcd_server::Etcd::start().await;
+    let registered = Upstream::start({
+        let registry = etcd.registry().await;
+        move |s| s.register(registry, Registration::new())
+    })
+    .await;
+    let gateway = gateway_from_config("", &format!("etcd://127.0.0.1:{}", etcd.client_port)).await;
+    let answer = get(gateway, get_feature).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, LANDMARK), "{answer:?}");
+    drop(registered);
+
+    let memory = MemoryRegistry::new();
+    let _in_process = Upstream::start({
+        let memory = memory.clone();
+        move |s| s.register(memory, Registration::new())
+    })
+    .await;
+    let channel =
+        Channel::balanced(memory, "routeguide.RouteGuide").connect().await.expect("a balanced channel");
+    let gateway = serve(
+        Gateway::builder(schema()).upstream("routeguide.RouteGuide", channel).build().expect("gateway"),
+    )
+    .await;
+    let answer = get(gateway, get_feature).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, LANDMARK), "{answer:?}");
+}
+
+#[tokio::test]
+async fn without_proto_files_the_schema_and_its_routes_come_from_reflection() {
+    let upstream = Upstream::start(ServerBuilder::reflection).await;
+    let config = Config::from_toml(&format!(
+        "[[upstream]]\nservice = \"routeguide.RouteGuide\"\ntarget = \"{}\"\n",
+        upstream.addr
+    ))
+    .expect("config");
+    let gateway = serve(Gateway::from_config(&config).await.expect("a gateway by reflection")).await;
+    let answer = get(gateway, "/v1/features/407000000/-744000000").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, LANDMARK), "{answer:?}");
+}
+
+#[tokio::test]
+async fn the_binary_serves_what_its_configuration_file_says() {
+    use tokio::io::AsyncBufReadExt;
+
+    let upstream = Upstream::start(|s| s).await;
+    let dir = std::env::temp_dir().join(format!("rpc-gateway-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let file = dir.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "protos = [\"route_guide.proto\"]\nimport_paths = [{dir:?}]\n[[upstream]]\nservice = \"routeguide.RouteGuide\"\ntarget = \"{}\"\n",
+            upstream.addr,
+            dir = proto_dir().display().to_string(),
+        ),
+    )
+    .expect("write the configuration");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpc-gateway"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rpc-gateway runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = lines.next_line().await.expect("read stdout").expect("a first line");
+    let addr: SocketAddr =
+        line.strip_prefix("listening on ").expect("where it listens").parse().expect("an address");
+    let answer = get(addr, "/v1/features/407000000/-744000000").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, LANDMARK), "{answer:?}");
+    child.kill().await.expect("stop the gateway");
+    let _ = std::fs::remove_dir_all(&dir);
 }
