@@ -118,9 +118,13 @@ pub struct AllowRule {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Calls a second per method, on average.
-    pub per_second: u32,
-    /// Calls at once over the average (default: `per_second`).
+    /// Calls a second per method, on average (this or `per_minute`).
+    #[serde(default)]
+    pub per_second: Option<u32>,
+    /// Calls a minute per method, on average (this or `per_second`).
+    #[serde(default)]
+    pub per_minute: Option<u32>,
+    /// Calls at once over the average (default: the rate's own figure).
     #[serde(default)]
     pub burst: Option<u32>,
     /// A header whose values each get their own buckets (an API key).

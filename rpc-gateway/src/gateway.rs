@@ -275,10 +275,15 @@ impl Gateway {
             builder = builder.interceptor(jwt);
         }
         if let Some(limit) = &config.rate_limit {
-            if limit.per_second == 0 {
-                return Err(Error::Config("rate_limit.per_second must be at least 1".into()));
-            }
-            let mut rate = rpc_core::interceptors::RateLimit::per_second(limit.per_second);
+            let mut rate = match (limit.per_second, limit.per_minute) {
+                (Some(rate), None) if rate > 0 => rpc_core::interceptors::RateLimit::per_second(rate),
+                (None, Some(rate)) if rate > 0 => rpc_core::interceptors::RateLimit::per_minute(rate),
+                _ => {
+                    return Err(Error::Config(
+                        "rate_limit: give one of per_second and per_minute, at least 1".into(),
+                    ));
+                }
+            };
             if let Some(burst) = limit.burst {
                 rate = rate.burst(burst.max(1));
             }
@@ -510,8 +515,8 @@ fn invalid(
     n: Option<usize>,
     err: &rpc_dynamic::JsonError,
 ) -> Status {
-    let which = n.map(|n| format!("request {n} ")).unwrap_or_default();
-    Status::invalid_argument(format!("{which}({}): {err}", input.full_name()))
+    let which = n.map(|n| format!("request {n}: ")).unwrap_or_default();
+    Status::invalid_argument(format!("{which}invalid {}: {err}", input.full_name()))
 }
 
 /// The metadata a call goes on with: the caller's, with the trace continued from the

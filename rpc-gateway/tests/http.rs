@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use examples::route_guide::Guide;
+use examples::routeguide::{
+    Feature, Point, Rectangle, RouteGuide, RouteGuideServer, RouteNote, RouteSummary,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::http::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
 use rpc_core::discovery::MemoryRegistry;
 use rpc_core::interceptor::{Next, ServerInterceptor};
 use rpc_core::server::{Registration, ServerBuilder};
-use rpc_core::{Channel, Code, Context, Server, Status};
+use rpc_core::{Channel, Code, Context, Server, Status, StreamSender, Streaming};
 use rpc_dynamic::Schema;
 use rpc_gateway::{Config, Gateway, GatewayBuilder};
 use serde_json::{Value, json};
@@ -340,9 +343,9 @@ async fn jwt_auth_and_access_rules_run_at_the_edge() {
 #[tokio::test]
 async fn a_rate_limit_at_the_edge_answers_429_per_caller() {
     let upstream = Upstream::start(|s| s).await;
-    // One call a second with a burst of two: a third call at once is over, whatever the
-    // speed of the machine (the bucket refills one call a second).
-    let limit = "[rate_limit]\nper_second = 1\nburst = 2\nper_caller = \"x-api-key\"\n";
+    // One call a minute with a burst of two: a third call is over, however slow the machine
+    // (the bucket refills one call a minute).
+    let limit = "[rate_limit]\nper_minute = 1\nburst = 2\nper_caller = \"x-api-key\"\n";
     let gateway = gateway_from_config(limit, &upstream.addr.to_string()).await;
     let call = |key: &'static str| async move {
         send(gateway, "GET", "/v1/features/1/2", &[("x-api-key", key)], "").await
@@ -500,4 +503,71 @@ async fn the_binary_serves_what_its_configuration_file_says() {
     assert_eq!((answer.status, answer.body.as_str()), (200, LANDMARK), "{answer:?}");
     child.kill().await.expect("stop the gateway");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A route guide whose feature list breaks after its first feature.
+struct BrokenGuide;
+
+impl RouteGuide for BrokenGuide {
+    async fn get_feature(&self, _ctx: &mut Context, request: Point) -> Result<Feature, Status> {
+        Ok(Feature { name: "somewhere".into(), location: Some(request) })
+    }
+
+    async fn list_features(
+        &self,
+        _ctx: &mut Context,
+        request: Rectangle,
+        mut responses: StreamSender<Feature>,
+    ) -> Result<(), Status> {
+        responses.send(Feature { name: "the first".into(), location: request.lo }).await?;
+        Err(Status::new(Code::DataLoss, "the map tore here"))
+    }
+
+    async fn record_route(
+        &self,
+        _ctx: &mut Context,
+        _requests: Streaming<Point>,
+    ) -> Result<RouteSummary, Status> {
+        Err(Status::unimplemented("not in this guide"))
+    }
+
+    async fn route_chat(
+        &self,
+        _ctx: &mut Context,
+        _requests: Streaming<RouteNote>,
+        _responses: StreamSender<RouteNote>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not in this guide"))
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_after_it_began_ends_with_an_error_line_or_event() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        Server::builder()
+            .add_service(RouteGuideServer::new(BrokenGuide))
+            .serve_with_listener(listener, std::future::pending()),
+    );
+    let channel = Channel::builder(addr.to_string()).connect().await.expect("connect upstream");
+    let gateway = serve(
+        Gateway::builder(schema()).upstream("routeguide.RouteGuide", channel).build().expect("gateway"),
+    )
+    .await;
+
+    let lines = get(gateway, "/v1/features?lo.latitude=1&lo.longitude=2").await;
+    assert_eq!(lines.status, 200, "the head went out with the first feature");
+    let lines = lines.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["name"], "the first");
+    assert_eq!(lines[1]["error"]["status"], "DATA_LOSS");
+    assert_eq!(lines[1]["error"]["message"], "the map tore here");
+
+    let events =
+        send(gateway, "GET", "/v1/features?lo.latitude=1", &[("accept", "text/event-stream")], "").await;
+    let events: Vec<&str> = events.body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[0].starts_with("data: {\"name\":\"the first\""), "{events:?}");
+    assert!(events[1].starts_with("event: error\ndata: {\"code\":15,"), "{events:?}");
 }
