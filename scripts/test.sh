@@ -118,8 +118,10 @@ cargo run --locked --quiet --example route_guide
 cargo run --locked --quiet --example proto_greeter
 cargo run --locked --quiet --example interceptors
 cargo run --locked --quiet --example discovery
+cargo run --locked --quiet --example gateway
 run_discovery_on_etcd
 
-step "benchmark harness (a --quick run of the comparison with tonic, tarpc and raw TCP)"
+step "benchmark harnesses (--quick runs: the comparison with tonic, tarpc and raw TCP; the gateway's added latency)"
 cargo run --locked --quiet -p benches --bin compare -- --quick >/dev/null
+cargo run --locked --quiet -p benches --bin gateway -- --quick >/dev/null
 echo "ok"
