@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The script builds everything once: incremental state would only cost time and disk.
+export CARGO_INCREMENTAL=0
+
 # What the tests need beyond the Rust toolchain: only etcd's server (the etcd registry is
 # tested against a real one), from Debian's `etcd-server` if it is missing. Each tool is
 # checked by running it, not by looking for a file.
@@ -97,6 +100,36 @@ run_discovery_on_etcd() {
     return "$status"
 }
 
+# The fuzz targets of rpc-core/fuzz, each for FUZZ_SECONDS (default 15), from a seed corpus
+# made of PROTOCOL.md's golden vectors. They need the nightly toolchain and cargo-fuzz; the
+# latter is installed here if missing. A crash fails the script and leaves its input in
+# rpc-core/fuzz/artifacts.
+run_fuzz_targets() {
+    cargo +nightly --version >/dev/null 2>&1 || {
+        echo "the fuzz targets need Rust's nightly toolchain: rustup toolchain install nightly" >&2
+        exit 1
+    }
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "installing cargo-fuzz"
+        cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+        cargo fuzz --version >/dev/null 2>&1 || { echo "cargo-fuzz was installed but does not run" >&2; exit 1; }
+    fi
+    local corpus
+    corpus="$(mktemp -d)"
+    python3 rpc-core/fuzz/seeds.py "$corpus"
+    local target
+    for target in frame_decoder header server_connection; do
+        if ! (cd rpc-core && cargo +nightly fuzz run --sanitizer none --debug-assertions "$target" "$corpus/$target" -- \
+            -max_total_time="${FUZZ_SECONDS:-15}" -rss_limit_mb=2048 -print_final_stats=1) >"$corpus/$target.log" 2>&1; then
+            tail -n 40 "$corpus/$target.log" >&2
+            echo "fuzz target $target failed: its input is in rpc-core/fuzz/artifacts/$target" >&2
+            exit 1
+        fi
+        echo "  $target: $(grep -m1 -o 'number_of_executed_units: [0-9]*' "$corpus/$target.log" | cut -d' ' -f2) inputs, no failure"
+    done
+    rm -rf "$corpus"
+}
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
@@ -112,6 +145,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --lock
 step "tests (cargo test --workspace --all-features)"
 cargo test --workspace --all-features --locked
 
+step "fuzzing (each target for a short run from the golden vectors: cargo fuzz, on nightly)"
+run_fuzz_targets
+
 step "examples"
 cargo run --locked --quiet --example quickstart
 cargo run --locked --quiet --example route_guide
@@ -124,4 +160,6 @@ run_discovery_on_etcd
 step "benchmark harnesses (--quick runs: the comparison with tonic, tarpc and raw TCP; the gateway's added latency)"
 cargo run --locked --quiet -p benches --bin compare -- --quick >/dev/null
 cargo run --locked --quiet -p benches --bin gateway -- --quick >/dev/null
+step "stress benchmark (a --quick run: slow, silent and hostile peers against a server, a canary client beside them)"
+cargo run --locked --quiet -p benches --bin stress -- --quick | tail -n 14
 echo "ok"

@@ -60,8 +60,11 @@ pub mod method;
 pub mod status;
 pub mod wire;
 
-// Layer 2: byte streams, and registries.
+// Layer 2: byte streams, and registries; the fuzz targets' entry points into the wire format.
 pub mod discovery;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod transport;
 
 // Layer 3: the connection core.

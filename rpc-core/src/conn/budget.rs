@@ -14,7 +14,7 @@ use std::task::Waker;
 /// A connection holding no more than this is never paused for the server-wide budget: a
 /// server over its budget stops reading from the connections that hold the most, not from
 /// every client (whose small calls go on).
-pub(crate) const FAIR_SHARE: usize = 1024 * 1024;
+pub(crate) const FAIR_SHARE: usize = 256 * 1024;
 
 /// The budget all of a server's connections share.
 #[derive(Debug)]

@@ -11,12 +11,18 @@ use tokio_util::io::poll_read_buf;
 
 use crate::wire::{FrameCodec, Incoming, PREFACE, WireError};
 
-/// Free space guaranteed in the read buffer before each read.
+/// The read buffer's first size, and the least it grows by.
 const READ_RESERVE: usize = 4 * 1024;
 
-/// How much the read buffer grows by when it runs short. Frames are slices of it that live
-/// on after the read, so a grown buffer is a new allocation: growing by a large chunk makes
-/// that one allocation per many small frames, instead of one per read.
+/// Free space below which the read buffer grows before a read.
+const READ_MIN_SPARE: usize = 1024;
+
+/// The most the read buffer grows by at a time. Frames are slices of it that live on after
+/// the read, so a grown buffer is a new allocation: growing by a large chunk makes that one
+/// allocation per many small frames, instead of one per read. The step adapts: it doubles
+/// while reads fill all the room there was, up to this, and halves while they take little,
+/// so an idle or lightly used connection holds a few KiB, and a busy one reads in large
+/// gulps.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Plain stream messages of one stream that follow each other in the read buffer are taken
@@ -42,6 +48,8 @@ pub(crate) struct FrameIo<T> {
     /// Bytes on their way to the socket.
     pub(crate) write_buf: BytesMut,
     read_eof: bool,
+    /// How much the read buffer grows by next (see [`READ_CHUNK`]).
+    read_step: usize,
     /// Bytes handed to the socket since the start.
     written: u64,
 }
@@ -57,6 +65,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
             read_buf: BytesMut::with_capacity(READ_RESERVE),
             write_buf,
             read_eof: false,
+            read_step: READ_RESERVE,
             written: 0,
         }
     }
@@ -98,7 +107,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
                 if before - self.read_buf.len() > READ_CHUNK {
                     // A large frame was taken: the rest goes to a buffer of its own.
                     let mut fresh =
-                        BytesMut::with_capacity(READ_CHUNK.max(self.read_buf.len() + READ_RESERVE));
+                        BytesMut::with_capacity(self.read_step.max(self.read_buf.len() + READ_RESERVE));
                     fresh.extend_from_slice(&self.read_buf);
                     self.read_buf = fresh;
                 }
@@ -107,12 +116,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
             if self.read_eof {
                 return Poll::Ready(self.codec.decode_incoming_eof(&mut self.read_buf));
             }
-            if self.read_buf.capacity() - self.read_buf.len() < READ_RESERVE {
-                self.read_buf.reserve(READ_CHUNK);
+            if self.read_buf.capacity() - self.read_buf.len() < READ_MIN_SPARE {
+                self.read_buf.reserve(self.read_step);
             }
+            let room = self.read_buf.capacity() - self.read_buf.len();
             let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf))?;
             if n == 0 {
                 self.read_eof = true;
+            } else if n == room {
+                self.read_step = (self.read_step * 2).min(READ_CHUNK);
+            } else if n < self.read_step / 8 {
+                self.read_step = (self.read_step / 2).max(READ_RESERVE);
             }
         }
     }

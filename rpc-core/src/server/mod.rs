@@ -433,7 +433,7 @@ impl ServerBuilder {
     /// The budget, in bytes, for received data the server holds for its calls across all its
     /// connections (default 512 MiB, [`DEFAULT_INPUT_BUDGET`]): stream messages the handlers
     /// have not read yet, and large frames being received. Past it, connections holding more
-    /// than 1 MiB of it are not read until their handlers catch up (those holding less go
+    /// than 256 KiB of it are not read until their handlers catch up (those holding less go
     /// on). Each connection also holds at most twice its [connection window](Self::connection_window).
     pub fn input_budget(mut self, bytes: usize) -> ServerBuilder {
         self.config.input_budget = bytes;
