@@ -147,3 +147,65 @@ fn set(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use rpc_dynamic::Schema;
+    use serde_json::json;
+
+    use super::*;
+
+    fn message(name: &str) -> MessageDescriptor {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/proto");
+        let schema = Schema::from_protos(&[dir.join("route_guide.proto")], &[dir]).expect("the route guide");
+        schema.pool().get_message_by_name(name).expect("the message")
+    }
+
+    #[test]
+    fn path_and_query_values_take_their_fields_json_types_and_nest_by_dots() {
+        let rectangle = message("routeguide.Rectangle");
+        let path = vec![("lo.latitude".to_owned(), "-5".to_owned())];
+        let query = Some("lo.longitude=7&hi.latitude=1&hi.longitude=%2B2");
+        let value = request_json(&rectangle, &BodyMapping::None, None, path, query).expect("transcoded");
+        assert_eq!(
+            value,
+            json!({"lo": {"latitude": -5, "longitude": 7}, "hi": {"latitude": 1, "longitude": 2}})
+        );
+    }
+
+    #[test]
+    fn a_body_mapped_to_one_field_leaves_the_rest_to_the_query() {
+        let note = message("routeguide.RouteNote");
+        let body = Some(json!({"latitude": 1, "longitude": 2}));
+        let value = request_json(
+            &note,
+            &BodyMapping::Field("location".into()),
+            body,
+            Vec::new(),
+            Some("message=hi+there"),
+        )
+        .expect("transcoded");
+        assert_eq!(value, json!({"location": {"latitude": 1, "longitude": 2}, "message": "hi there"}));
+    }
+
+    #[test]
+    fn a_whole_body_must_be_an_object_and_the_path_is_set_over_it() {
+        let point = message("routeguide.Point");
+        let path = vec![("latitude".to_owned(), "9".to_owned())];
+        let value = request_json(
+            &point,
+            &BodyMapping::Whole,
+            Some(json!({"latitude": 1, "longitude": 2})),
+            path,
+            None,
+        )
+        .expect("transcoded");
+        assert_eq!(value, json!({"latitude": 9, "longitude": 2}));
+        let refused = request_json(&point, &BodyMapping::Whole, Some(json!([1])), Vec::new(), None);
+        assert_eq!(refused, Err("the body must be a JSON object, not an array".to_owned()));
+        let unknown = request_json(&point, &BodyMapping::None, None, Vec::new(), Some("altitude=3"));
+        assert!(unknown.is_err_and(|e| e.contains("altitude")));
+    }
+}
