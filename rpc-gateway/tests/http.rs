@@ -571,3 +571,29 @@ async fn a_stream_that_fails_after_it_began_ends_with_an_error_line_or_event() {
     assert!(events[0].starts_with("data: {\"name\":\"the first\""), "{events:?}");
     assert!(events[1].starts_with("event: error\ndata: {\"code\":15,"), "{events:?}");
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused_without_a_declared_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = Upstream::start(|s| s).await;
+    let gateway = gateway_for(&upstream, |g| g.max_body_bytes(1024)).await;
+    let mut stream = tokio::net::TcpStream::connect(gateway).await.expect("connect");
+    let chunk = " ".repeat(1000);
+    let request = format!(
+        "POST /routeguide.RouteGuide/GetFeature HTTP/1.1\r\nhost: gateway\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         {len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n2\r\n{{}}\r\n0\r\n\r\n",
+        len = chunk.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    // The gateway answers without reading the rest, and closes: a reset may follow the
+    // answer, so keep what arrived before it.
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+        received.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&received);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("larger than the limit of 1024 bytes"), "{answer}");
+}
