@@ -154,6 +154,7 @@ cargo run --locked --quiet --example route_guide
 cargo run --locked --quiet --example proto_greeter
 cargo run --locked --quiet --example interceptors
 cargo run --locked --quiet --example discovery
+cargo run --locked --quiet --example tls
 cargo run --locked --quiet --example gateway
 run_discovery_on_etcd
 

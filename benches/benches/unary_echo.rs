@@ -1,4 +1,4 @@
-//! Latency of one unary call at a time: a 64-byte echo over one loopback connection.
+//! One unary echo call at a time, client and server in one process: in clear, and over TLS.
 //!
 //! Run with `cargo bench -p benches --bench unary_echo`.
 
@@ -6,25 +6,27 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rpc_core::Channel;
 
-use benches::{EchoClient, EchoMessage, spawn_echo_server};
+use benches::{EchoClient, EchoMessage, spawn_echo_server, tls_echo_client};
 
 fn unary_echo(c: &mut Criterion) {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let client = runtime.block_on(async {
+    let (plain, tls) = runtime.block_on(async {
         let addr = spawn_echo_server().await.expect("server");
-        EchoClient::new(Channel::connect(addr).await.expect("connect"))
+        (EchoClient::new(Channel::connect(addr).await.expect("connect")), tls_echo_client().await)
     });
     let payload = Bytes::from(vec![0xab; 64]);
 
     let mut group = c.benchmark_group("unary_echo");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("64B", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let reply = client.echo(EchoMessage { payload: payload.clone() }).await.expect("echo");
-            debug_assert_eq!(reply.payload.len(), 64);
-        })
-    });
+    for (name, client) in [("64B", &plain), ("64B_tls", &tls)] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                let reply = client.echo(EchoMessage { payload: payload.clone() }).await.expect("echo");
+                debug_assert_eq!(reply.payload.len(), 64);
+            })
+        });
+    }
     group.finish();
 }
 

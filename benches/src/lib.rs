@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use rpc_core::{Context, Server, Status, StreamSender};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rpc_core::{Channel, Context, Server, Status, StreamSender};
 use tokio::net::TcpListener;
 
 /// The benchmark message: an opaque payload, echoed back.
@@ -149,6 +151,36 @@ pub async fn spawn_echo_server() -> std::io::Result<SocketAddr> {
     let server = Server::builder().add_service(EchoServer::new(EchoService));
     tokio::spawn(server.serve_with_listener(listener, std::future::pending()));
     Ok(addr)
+}
+
+/// An echo server over TLS on a loopback port, in the current runtime, and a client of it (a CA and a certificate for
+/// `localhost` made on the spot).
+pub async fn tls_echo_client() -> EchoClient {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("certificate");
+    let identity = Identity::from_pem(cert.pem(), key.serialize_pem()).expect("identity");
+    let ca = Certificate::from_pem(ca.pem()).expect("CA certificate");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new(identity))
+        .expect("server TLS")
+        .add_service(EchoServer::new(EchoService));
+    tokio::spawn(server.serve_with_listener(listener, std::future::pending()));
+    let channel = Channel::builder(format!("localhost:{port}"))
+        .tls_config(ClientTlsConfig::new().ca_certificate(ca))
+        .expect("client TLS")
+        .connect()
+        .await
+        .expect("connect");
+    EchoClient::new(channel)
 }
 
 #[cfg(test)]

@@ -116,6 +116,21 @@ impl BalancedBuilder {
 
     channel_option_methods!();
 
+    /// Speaks TLS (with `config`, as [`tls_config`](Self::tls_config) does) only to the
+    /// instances whose registration says they serve it (the tag
+    /// [`Instance::TLS_TAG`](crate::discovery::Instance::TLS_TAG), which servers with TLS
+    /// add), and plaintext to the others: for a service part-way through moving to TLS.
+    /// Without it, the channel's TLS configuration applies to every instance.
+    #[cfg(feature = "tls")]
+    pub fn tls_where_registered(
+        self,
+        config: crate::transport::tls::ClientTlsConfig,
+    ) -> Result<BalancedBuilder, crate::transport::tls::TlsError> {
+        let mut builder = self.tls_config(config)?;
+        builder.options.tls_where_registered = true;
+        Ok(builder)
+    }
+
     /// Resolves the service: watches it in the registry and waits for its first list of
     /// instances, for at most the connect timeout if the list is empty. Connections to the
     /// instances are opened on their first calls. Fails with `Unavailable` if the registry
@@ -128,9 +143,11 @@ impl BalancedBuilder {
             .watch(&service)
             .await
             .map_err(|err| Status::unavailable(format!("cannot resolve {service}: {err}")))?;
+        let plaintext_config = self.options.tls_where_registered.then(|| Arc::new(self.config.without_tls()));
         let config = Arc::new(self.config.with_connector_options());
         let balancer =
-            Balancer::start(Arc::clone(&service), watch, self.options, Arc::clone(&config)).await?;
+            Balancer::start(Arc::clone(&service), watch, self.options, Arc::clone(&config), plaintext_config)
+                .await?;
         Ok(Channel::routed(balancer as Arc<dyn Router>, service, config, self.chain))
     }
 }

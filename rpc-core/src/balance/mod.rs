@@ -117,6 +117,8 @@ pub(crate) struct BalanceOptions {
     pub(crate) ejection: Duration,
     pub(crate) max_ejection: Duration,
     pub(crate) health_check: Option<Duration>,
+    /// Whether the channel's TLS applies only to instances registered as serving TLS.
+    pub(crate) tls_where_registered: bool,
 }
 
 impl Default for BalanceOptions {
@@ -128,6 +130,7 @@ impl Default for BalanceOptions {
             ejection: DEFAULT_EJECTION,
             max_ejection: DEFAULT_MAX_EJECTION,
             health_check: None,
+            tls_where_registered: false,
         }
     }
 }
@@ -153,6 +156,9 @@ pub(crate) struct Balancer {
     snapshot: ArcSwap<Snapshot>,
     options: BalanceOptions,
     config: Arc<ChannelConfig>,
+    /// The configuration for instances not registered as serving TLS, when the channel's TLS
+    /// applies only to those that are (`config` is for those).
+    plaintext_config: Option<Arc<ChannelConfig>>,
     /// The zero of the instances' ejection clocks.
     epoch: Instant,
     /// Stops the background tasks (the watch, the health checks) when the balancer goes.
@@ -276,6 +282,7 @@ impl Balancer {
         mut watch: Watch,
         options: BalanceOptions,
         config: Arc<ChannelConfig>,
+        plaintext_config: Option<Arc<ChannelConfig>>,
     ) -> Result<Arc<Balancer>, Status> {
         let stop = CancellationToken::new();
         let empty = Snapshot { nodes: Box::new([]), picker: Picker::new(&options.policy, &[]), drained: 0 };
@@ -284,6 +291,7 @@ impl Balancer {
             snapshot: ArcSwap::from_pointee(empty),
             options,
             config: Arc::clone(&config),
+            plaintext_config,
             epoch: Instant::now(),
             _tasks: stop.clone().drop_guard(),
         });
@@ -330,12 +338,17 @@ impl Balancer {
             .instances()
             .iter()
             .filter(|instance| instance.weight() > 0)
-            .map(|instance| Listed {
-                instance: instance.clone(),
-                state: match known.get(instance.address()) {
-                    Some(state) => Arc::clone(state),
-                    None => Arc::new(NodeState::new(instance.address(), &self.config)),
-                },
+            .map(|instance| {
+                let config = self.config_for(instance);
+                Listed {
+                    instance: instance.clone(),
+                    // An instance that starts or stops serving TLS needs a connection of the
+                    // other kind.
+                    state: match known.get(instance.address()) {
+                        Some(state) if Arc::ptr_eq(&state.config, config) => Arc::clone(state),
+                        _ => Arc::new(NodeState::new(instance.address(), config)),
+                    },
+                }
             })
             .collect();
         let drained = update.instances().len() - nodes.len();
@@ -351,6 +364,15 @@ impl Balancer {
             tracing::info!(service = %self.service, address = instance.address(), "instance removed");
         }
         self.snapshot.store(Arc::new(Snapshot { nodes, picker, drained }));
+    }
+
+    /// The connection options for `instance`: with the channel's TLS, unless that applies
+    /// only to instances registered as serving TLS and this one is not.
+    fn config_for(&self, instance: &Instance) -> &Arc<ChannelConfig> {
+        match &self.plaintext_config {
+            Some(plaintext) if !instance.serves_tls() => plaintext,
+            _ => &self.config,
+        }
     }
 
     /// The instance for a call with `metadata`, other than the addresses `tried`: one in
@@ -589,7 +611,7 @@ mod tests {
             .iter()
             .fold(StaticRegistry::new(), |registry, address| registry.with(SERVICE, *address));
         let watch = registry.watch(SERVICE).await.expect("watch");
-        Balancer::start(SERVICE.into(), watch, options, Arc::new(ChannelConfig::default()))
+        Balancer::start(SERVICE.into(), watch, options, Arc::new(ChannelConfig::default()), None)
             .await
             .expect("start")
     }

@@ -90,6 +90,33 @@ macro_rules! channel_option_methods {
             self
         }
 
+        /// Speaks TLS to the server (feature `tls`), over TCP, a Unix socket, or the
+        /// [`connector`](Self::connector) set: checks the server's certificate against the
+        /// configured CAs and name, and with an
+        /// [`identity`](crate::transport::tls::ClientTlsConfig::identity) presents a client
+        /// certificate for mutual TLS. The handshake counts against the
+        /// [connect timeout](Self::connect_timeout). Fails if the configuration does (no
+        /// trusted CA, a key that does not match its certificate).
+        #[cfg(feature = "tls")]
+        pub fn tls_config(
+            self,
+            config: $crate::transport::tls::ClientTlsConfig,
+        ) -> Result<Self, $crate::transport::tls::TlsError> {
+            Ok(self.tls(config.build()?))
+        }
+
+        /// Speaks TLS with a connector made beforehand (with
+        /// [`ClientTlsConfig::build`](crate::transport::tls::ClientTlsConfig::build), or from a
+        /// `rustls` configuration of your own); see [`tls_config`](Self::tls_config). Its own
+        /// inner connector is replaced by the channel's. Keep a clone of the connector to
+        /// rotate the client's identity and CAs without a restart
+        /// ([`TlsConnector::reload`](crate::transport::tls::TlsConnector::reload)).
+        #[cfg(feature = "tls")]
+        pub fn tls(mut self, connector: $crate::transport::tls::TlsConnector) -> Self {
+            self.config.tls = Some(connector);
+            self
+        }
+
         /// The largest response frame accepted (default 4 MiB; at least 16 KiB, at most 1 GiB); announced to the
         /// server, which answers `ResourceExhausted` rather than send a larger one.
         pub fn max_frame_size(mut self, bytes: usize) -> Self {
@@ -245,6 +272,9 @@ pub(crate) struct ChannelConfig {
     /// How connections are made: by default, TCP and Unix sockets.
     pub(crate) connector: Arc<dyn Connector>,
     pub(crate) connector_is_default: bool,
+    /// TLS over the connector's streams, when set.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::transport::tls::TlsConnector>,
 }
 
 impl fmt::Debug for ChannelConfig {
@@ -261,7 +291,25 @@ impl fmt::Debug for ChannelConfig {
             .field("timeouts", &self.timeouts)
             .field("stream_window", &self.stream_window)
             .field("connection_window", &self.connection_window)
+            .field("tls", &self.tls_enabled())
             .finish_non_exhaustive()
+    }
+}
+
+impl ChannelConfig {
+    /// The config without TLS, its connector's options applied.
+    pub(crate) fn without_tls(&self) -> ChannelConfig {
+        #[cfg(feature = "tls")]
+        return ChannelConfig { tls: None, ..self.clone() }.with_connector_options();
+        #[cfg(not(feature = "tls"))]
+        self.clone().with_connector_options()
+    }
+
+    fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -287,6 +335,8 @@ impl Default for ChannelConfig {
             connection_window: DEFAULT_CONNECTION_WINDOW,
             connector: Arc::new(DefaultConnector::new()),
             connector_is_default: true,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -486,12 +536,16 @@ impl ChannelBuilder {
 
 impl ChannelConfig {
     /// The config with the default connector's options applied (unless a connector of the
-    /// user's replaced it).
+    /// user's replaced it), and TLS over it if asked for.
     pub(crate) fn with_connector_options(mut self) -> ChannelConfig {
         if self.connector_is_default {
             self.connector = Arc::new(
                 DefaultConnector::new().tcp_nodelay(self.tcp_nodelay).tcp_keepalive(self.tcp_keepalive),
             );
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            self.connector = Arc::new(tls.clone().over_arc(self.connector));
         }
         self
     }

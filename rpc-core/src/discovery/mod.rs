@@ -84,6 +84,12 @@ impl Instance {
     /// The weight of an instance that sets none.
     pub const DEFAULT_WEIGHT: u32 = 100;
 
+    /// The tag that says an instance serves TLS: `tls` = `true`. Servers with TLS add it to
+    /// their registrations; balanced channels built with
+    /// [`tls_where_registered`](crate::balance::BalancedBuilder::tls_where_registered) speak
+    /// TLS to the instances that have it, and plaintext to the others.
+    pub const TLS_TAG: &str = "tls";
+
     /// An instance of `service` (its full name, e.g. `acme.users.v1.Users`) listening on
     /// `address` (`host:port`), with the default weight, no version and no tags.
     pub fn new(service: impl Into<String>, address: impl Into<String>) -> Instance {
@@ -139,6 +145,11 @@ impl Instance {
     /// The instance's tags.
     pub fn tags(&self) -> &BTreeMap<String, String> {
         &self.tags
+    }
+
+    /// Whether the instance says it serves TLS (its [`TLS_TAG`](Self::TLS_TAG) is `true`).
+    pub fn serves_tls(&self) -> bool {
+        self.tags.get(Instance::TLS_TAG).is_some_and(|value| value == "true")
     }
 
     /// Checks what a registry needs: a service name, and an address of the form `host:port`.

@@ -1,12 +1,13 @@
 //! [`Context`]: what a handler knows about the call it is serving.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 use crate::method::MethodKind;
-use crate::transport::PeerAddr;
+use crate::transport::{PeerAddr, TlsInfo};
 
 /// The call a handler is serving: who called, which method, the caller's metadata and
 /// deadline, and the metadata to send back.
@@ -32,6 +33,7 @@ pub struct Context {
     method: &'static str,
     kind: MethodKind,
     peer: PeerAddr,
+    tls: Option<Arc<TlsInfo>>,
     metadata: Metadata,
     deadline: Option<tokio::time::Instant>,
     response_metadata: Metadata,
@@ -43,6 +45,7 @@ impl Context {
         method: &'static str,
         kind: MethodKind,
         peer: PeerAddr,
+        tls: Option<Arc<TlsInfo>>,
         metadata: Metadata,
         deadline: Option<tokio::time::Instant>,
     ) -> Context {
@@ -50,6 +53,7 @@ impl Context {
             method,
             kind,
             peer,
+            tls,
             metadata,
             deadline,
             response_metadata: Metadata::new(),
@@ -60,7 +64,7 @@ impl Context {
     /// A context for a call that reaches a [`ServerChain`](super::ServerChain) other than
     /// through a server of this crate (an HTTP request at a gateway, say), to run the chain
     /// around it with [`ServerChain::run`](super::ServerChain::run). `method` is the full
-    /// name, `/package.Service/Method`.
+    /// name, `/package.Service/Method`. Such a context has no [TLS information](Context::tls).
     pub fn from_parts(
         method: &'static str,
         kind: MethodKind,
@@ -68,14 +72,21 @@ impl Context {
         metadata: Metadata,
         deadline: Option<Instant>,
     ) -> Context {
-        Context::new(method, kind, peer, metadata, deadline.map(tokio::time::Instant::from_std))
+        Context::new(method, kind, peer, None, metadata, deadline.map(tokio::time::Instant::from_std))
     }
 
     /// Moves the context out for the handler, leaving a shell with the call's identity
     /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
     /// it back (it panicked, or its deadline passed).
     pub(crate) fn lend(&mut self) -> Context {
-        let shell = Context::new(self.method, self.kind, self.peer.clone(), Metadata::new(), self.deadline);
+        let shell = Context::new(
+            self.method,
+            self.kind,
+            self.peer.clone(),
+            self.tls.clone(),
+            Metadata::new(),
+            self.deadline,
+        );
         std::mem::replace(self, shell)
     }
 
@@ -103,6 +114,21 @@ impl Context {
     /// Who called: a TCP address, a Unix socket, or an in-memory pipe.
     pub fn peer(&self) -> &PeerAddr {
         &self.peer
+    }
+
+    /// What the TLS handshake established about the caller (its certificate chain, under
+    /// mutual TLS), when the server serves TLS; `None` on a plaintext connection.
+    ///
+    /// ```
+    /// # use rpc_core::{Context, Status};
+    /// fn caller_certificate(ctx: &Context) -> Result<&[u8], Status> {
+    ///     let tls = ctx.tls().ok_or_else(|| Status::unauthenticated("TLS required"))?;
+    ///     tls.peer_certificates().first().map(|der| &der[..])
+    ///         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))
+    /// }
+    /// ```
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_deref()
     }
 
     /// The caller's socket address, when it called over TCP.

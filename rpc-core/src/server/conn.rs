@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Context as TaskContext;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::task::AbortHandle;
@@ -20,7 +21,7 @@ use crate::conn::{
 use crate::interceptor::Context;
 use crate::method::MethodKind;
 use crate::status::Status;
-use crate::transport::{Io, PeerAddr};
+use crate::transport::{Io, PeerAddr, TlsInfo};
 use crate::wire::{CallMap, Frame, FrameKind, MAX_TIMEOUT, WireError};
 
 /// Past this many unwritten bytes the connection stops reading requests until the client
@@ -32,11 +33,21 @@ pub(crate) const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// read the `GOAWAY`, so no request of its can still be on the way.
 pub(crate) const DRAIN_PING: [u8; 8] = *b"draining";
 
+/// What is known of an accepted connection when the connection core takes it over.
+pub(crate) struct Accepted {
+    pub(crate) peer: PeerAddr,
+    /// What the TLS handshake established, on a TLS connection.
+    pub(crate) tls: Option<Arc<TlsInfo>>,
+    /// How long the client still has to send its preface (the preface timeout, less what a
+    /// TLS handshake took of it).
+    pub(crate) preface_timeout: Duration,
+}
+
 /// Serves one accepted connection until the peer leaves, it breaks a rule, or shutdown
 /// drains it.
 pub(crate) async fn serve_connection<T: Io>(
     io: T,
-    peer: PeerAddr,
+    Accepted { peer, tls, preface_timeout }: Accepted,
     routes: Arc<Routes>,
     config: Arc<ServerConfig>,
     input: Arc<InputBudget>,
@@ -48,7 +59,7 @@ pub(crate) async fn serve_connection<T: Io>(
         max_concurrent_calls: Some(config.max_concurrent_calls),
         stream_window: config.stream_window,
         connection_window: config.connection_window,
-        handshake_timeout: config.preface_timeout,
+        handshake_timeout: preface_timeout,
         keepalive: config.keepalive_interval.map(|interval| (interval, config.keepalive_timeout)),
         timeouts: Timeouts {
             idle: config.idle_timeout,
@@ -59,6 +70,7 @@ pub(crate) async fn serve_connection<T: Io>(
     let shared = Shared::new(config.stream_window, config.connection_window, Some(input));
     let server = ServerPeer {
         peer: peer.clone(),
+        tls,
         routes,
         max_concurrent_calls: config.max_concurrent_calls,
         request_timeout: config.request_timeout,
@@ -101,6 +113,8 @@ struct CallEntry {
 /// The server's side of the connection protocol, run by the connection's driver.
 struct ServerPeer {
     peer: PeerAddr,
+    /// What the TLS handshake established, on a TLS connection: shared by every call's context.
+    tls: Option<Arc<TlsInfo>>,
     routes: Arc<Routes>,
     max_concurrent_calls: usize,
     request_timeout: std::time::Duration,
@@ -170,8 +184,14 @@ impl ServerPeer {
             .timeout
             .filter(|&timeout| timeout <= MAX_TIMEOUT)
             .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
-        let context =
-            Context::new(route.path, route.kind, self.peer.clone(), frame.header.metadata, deadline);
+        let context = Context::new(
+            route.path,
+            route.kind,
+            self.peer.clone(),
+            self.tls.clone(),
+            frame.header.metadata,
+            deadline,
+        );
         let payload = if streaming {
             let core = StreamCore::new(id, Arc::clone(&state.shared));
             state.streams.open(Arc::clone(&core));

@@ -31,6 +31,8 @@ mod conn;
 mod limits;
 mod registration;
 mod routes;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::future::Future;
 use std::io;
@@ -195,6 +197,8 @@ impl Server {
             serve_health: true,
             registration: None,
             on_serve: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -211,6 +215,9 @@ pub struct ServerBuilder {
     registration: Option<(AnyRegistry, Registration)>,
     /// Told the mounted services once serving starts (the reflection service learns them so).
     on_serve: Vec<OnServe>,
+    /// TLS on every accepted connection, when set.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::transport::tls::TlsAcceptor>,
 }
 
 /// What [`ServerBuilder::on_serve`] keeps.
@@ -224,6 +231,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("interceptors", &self.chain.len())
             .field("health", &self.serve_health)
             .field("registration", &self.registration.as_ref().map(|(_, r)| r))
+            .field("tls", &self.tls_enabled())
             .finish()
     }
 }
@@ -406,6 +414,42 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (feature `tls`): every accepted connection starts with a TLS handshake, and
+    /// with [`client_ca_root`](crate::transport::tls::ServerTlsConfig::client_ca_root),
+    /// mutual TLS: clients without a valid certificate are turned away in the handshake.
+    /// Handlers see what the handshake established in [`Context::tls`]. Fails if the
+    /// configuration does (a key that does not match its certificate, say).
+    ///
+    /// Handshakes run in each connection's task, so a slow one holds up no other client;
+    /// the handshake and the preface together get the
+    /// [preface timeout](Self::preface_timeout).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(
+        self,
+        config: crate::transport::tls::ServerTlsConfig,
+    ) -> Result<ServerBuilder, crate::transport::tls::TlsError> {
+        Ok(self.tls(config.build()?))
+    }
+
+    /// Serves TLS with an acceptor made beforehand (with
+    /// [`ServerTlsConfig::build`](crate::transport::tls::ServerTlsConfig::build), or from a
+    /// `rustls` configuration of your own); see [`tls_config`](Self::tls_config). Keep a
+    /// clone of the acceptor to rotate the server's certificates without a restart
+    /// ([`TlsAcceptor::reload`](crate::transport::tls::TlsAcceptor::reload),
+    /// [`watch_files`](crate::transport::tls::TlsAcceptor::watch_files)).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, acceptor: crate::transport::tls::TlsAcceptor) -> ServerBuilder {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// Sets `TCP_NODELAY` on accepted sockets (default on: no 40 ms delayed-ACK stalls).
     pub fn tcp_nodelay(mut self, enabled: bool) -> ServerBuilder {
         self.config.tcp_nodelay = enabled;
@@ -485,6 +529,7 @@ impl ServerBuilder {
         mut listener: L,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        let tls = self.tls_enabled();
         let mut routes = self.routes;
         let health_name = HealthServer::<HealthService>::SERVICE_NAME;
         let mut mounted: Vec<&str> = routes.service_names().to_vec();
@@ -514,7 +559,7 @@ impl ServerBuilder {
                 let local = local
                     .as_ref()
                     .map_err(|err| io::Error::new(err.kind(), format!("cannot register: {err}")))?;
-                registration.register(registry, local, registered).await?
+                registration.register(registry, local, registered, tls).await?
             }
             None => Vec::new(),
         };
@@ -527,7 +572,7 @@ impl ServerBuilder {
         let per_peer = config.max_connections_per_peer.map(PeerCounts::new);
         let mut at_limit = false;
         let mut connections = JoinSet::new();
-        tracing::info!(%local, services = ?routes.service_names(), "serving");
+        tracing::info!(%local, tls, services = ?routes.service_names(), "serving");
 
         let mut signal = std::pin::pin!(signal);
         loop {
@@ -550,17 +595,25 @@ impl ServerBuilder {
                                 continue;
                             }
                         };
-                        let conn = conn::serve_connection(
-                            io, peer, Arc::clone(&routes), Arc::clone(&config), Arc::clone(&input), shutdown.clone(),
-                        );
+                        let (routes, config, input, shutdown) =
+                            (Arc::clone(&routes), Arc::clone(&config), Arc::clone(&input), shutdown.clone());
+                        let limit = config.max_connections;
+                        #[cfg(feature = "tls")]
+                        let acceptor = self.tls.clone();
                         connections.spawn(async move {
                             let _admitted = admitted;
-                            conn.await;
+                            #[cfg(feature = "tls")]
+                            if let Some(acceptor) = acceptor {
+                                tls::serve_tls_connection(acceptor, io, peer, routes, config, input, shutdown).await;
+                                return;
+                            }
+                            let accepted = conn::Accepted { peer, tls: None, preface_timeout: config.preface_timeout };
+                            conn::serve_connection(io, accepted, routes, config, input, shutdown).await;
                         });
-                        if connections.len() >= config.max_connections && !at_limit {
+                        if connections.len() >= limit && !at_limit {
                             at_limit = true;
                             tracing::warn!(
-                                limit = config.max_connections,
+                                limit,
                                 "connection limit reached: accepting no more until one closes"
                             );
                         }

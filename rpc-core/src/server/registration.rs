@@ -76,12 +76,14 @@ impl Registration {
         }
     }
 
-    /// Registers `services` for a server listening on `local`.
+    /// Registers `services` for a server listening on `local`; a server that serves TLS says
+    /// so in a tag ([`Instance::TLS_TAG`]), unless the registration sets that tag itself.
     pub(crate) async fn register(
         &self,
         registry: &AnyRegistry,
         local: &Address,
         services: Vec<String>,
+        tls: bool,
     ) -> io::Result<Vec<Lease>> {
         let unspecified = match local {
             Address::Tcp(address) => address.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified()),
@@ -105,6 +107,9 @@ impl Registration {
             let mut instance = Instance::new(service, address.clone()).with_version(self.version.clone());
             if let Some(weight) = self.weight {
                 instance = instance.with_weight(weight);
+            }
+            if tls {
+                instance = instance.with_tag(Instance::TLS_TAG, "true");
             }
             for (key, value) in &self.tags {
                 instance = instance.with_tag(key.clone(), value.clone());

@@ -4,7 +4,8 @@
 //! this module is the thin layer that makes them. A client reaches a server through a
 //! [`Connector`] (by default [`DefaultConnector`], which dials an [`Address`]); a server
 //! accepts from a [`Listener`] (`tokio`'s `TcpListener` and `UnixListener`, or a
-//! [`MemoryListener`](memory::MemoryListener)).
+//! [`MemoryListener`](memory::MemoryListener)). With the `tls` feature, [`tls`] runs TLS and
+//! mutual TLS over any of them.
 //!
 //! ```
 //! use rpc_core::transport::Address;
@@ -15,6 +16,8 @@
 //! ```
 
 pub mod memory;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -123,6 +126,64 @@ impl fmt::Display for PeerAddr {
             PeerAddr::Unix(None) => f.write_str("unix:(unnamed)"),
             PeerAddr::Memory(n) => write!(f, "memory:{n}"),
         }
+    }
+}
+
+/// What a TLS handshake established about the peer: a server's handlers see it in
+/// [`Context::tls`](crate::Context::tls) when the server serves TLS (feature `tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub(crate) peer_certificates: Vec<bytes::Bytes>,
+    pub(crate) peer_dns_names: Vec<String>,
+    pub(crate) peer_uri_names: Vec<String>,
+    pub(crate) peer_subject: Option<String>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) alpn_protocol: Option<bytes::Bytes>,
+    pub(crate) protocol_version: Option<&'static str>,
+}
+
+impl TlsInfo {
+    /// The certificate chain the peer presented, DER-encoded, its own certificate first;
+    /// verified against the trusted CAs. Empty if it presented none (a server that does not
+    /// ask for client certificates, or lets clients without one in).
+    pub fn peer_certificates(&self) -> &[bytes::Bytes] {
+        &self.peer_certificates
+    }
+
+    /// The DNS names of the peer's own certificate (its subject alternative names; wildcard
+    /// names as written, `*.example.com`): who a client is, under mutual TLS. Empty without
+    /// a certificate.
+    pub fn peer_dns_names(&self) -> &[String] {
+        &self.peer_dns_names
+    }
+
+    /// The URIs of the peer's own certificate (its subject alternative names), such as a
+    /// SPIFFE ID `spiffe://example.org/ns/prod/sa/billing`. Empty without a certificate.
+    pub fn peer_uri_names(&self) -> &[String] {
+        &self.peer_uri_names
+    }
+
+    /// The subject of the peer's own certificate, as text in the RFC 4514 style
+    /// (`CN=alice,OU=payments,O=Acme`; the common attributes only: CN, O, OU, C, ST, L,
+    /// STREET, SERIALNUMBER, DC). `None` without a certificate, or for an empty subject (a
+    /// SPIFFE certificate's identity is in its URI names).
+    pub fn peer_subject(&self) -> Option<&str> {
+        self.peer_subject.as_deref()
+    }
+
+    /// The server name the client asked for (SNI), if it sent one.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    /// The application protocol agreed by ALPN (`rpc/1`), if the client offered it.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.alpn_protocol.as_deref()
+    }
+
+    /// The TLS version agreed, as `TLSv1_3` or `TLSv1_2`.
+    pub fn protocol_version(&self) -> Option<&'static str> {
+        self.protocol_version
     }
 }
 

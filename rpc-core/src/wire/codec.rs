@@ -594,6 +594,9 @@ mod tests {
         let mut buf = BytesMut::from(&b"GET"[..]);
         let err = codec.decode(&mut buf).expect_err("bad preface");
         assert!(matches!(err, WireError::BadPreface { ref found } if found == b"GET"));
+        assert!(err.to_string().contains("does not speak this protocol"), "{err}");
+        let hello = WireError::BadPreface { found: vec![0x16, 0x03, 0x01, 0x02, 0x00] };
+        assert!(hello.to_string().contains("the peer speaks TLS"), "{hello}");
     }
 
     #[test]

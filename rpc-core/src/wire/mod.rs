@@ -72,12 +72,23 @@ pub const MIN_STREAM_WINDOW: u64 = 64 * 1024;
 /// A receiver grants more with a `WINDOW_UPDATE` on call id 0.
 pub const MIN_CONNECTION_WINDOW: u64 = 1024 * 1024;
 
+/// What the first bytes of a connection that are not the preface say about the peer.
+fn why_not_the_preface(found: &[u8]) -> &'static str {
+    // A TLS record: content type 22 (handshake), then a major version of 3.
+    if let [0x16, 0x03, ..] | [0x16] = found {
+        "the peer speaks TLS (this is a TLS ClientHello), and this side plaintext"
+    } else {
+        "the peer does not speak this protocol"
+    }
+}
+
 /// Everything that can go wrong reading or writing frames. Each is fatal to the
 /// connection it happened on, and to nothing else.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    /// The peer's first bytes are not the preface: it does not speak this protocol.
-    #[error("bad connection preface {found:02x?}: the peer does not speak this protocol")]
+    /// The peer's first bytes are not the preface: it does not speak this protocol (or
+    /// speaks it inside TLS, which the message says when the bytes start a TLS handshake).
+    #[error("bad connection preface {found:02x?}: {}", why_not_the_preface(found))]
     BadPreface {
         /// Up to eight bytes the peer sent.
         found: Vec<u8>,

@@ -31,5 +31,7 @@ mod reflection;
 mod rules;
 mod shutdown;
 mod streams;
+#[cfg(feature = "tls")]
+mod tls;
 mod transports;
 mod unary;

@@ -1,4 +1,4 @@
-//! A counting global allocator: the system allocator, plus two atomic counters.
+//! A counting global allocator: the system allocator, plus three atomic counters.
 //!
 //! Installed in the `compare` binary, which is both the client (the harness) and, re-executed
 //! as `compare serve`, each server; so each side counts its own process's allocations. The
@@ -8,24 +8,32 @@
 //! part of what a call costs). The harness's own bookkeeping inside a window is a handful of
 //! allocations per window, not per call.
 //!
-//! Every allocation pays for two relaxed atomic increments, the same for all stacks.
+//! It also keeps the bytes allocated and not yet freed (live), from which the harness takes
+//! what an open connection holds.
+//!
+//! Every allocation pays for three relaxed atomic updates, the same for all stacks.
 
 // Implementing `GlobalAlloc` takes `unsafe`; each function only forwards to `System` with the
 // caller's own arguments, so the caller's guarantees are exactly what `System` requires.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// The system allocator, counting allocations and the bytes they asked for.
 pub(crate) struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicI64 = AtomicI64::new(0);
 
 fn count(bytes: usize) {
     ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+fn live(change: i64) {
+    LIVE.fetch_add(change, Ordering::Relaxed);
 }
 
 // SAFETY: every method forwards to `System` with its own arguments unchanged, so it upholds
@@ -33,12 +41,14 @@ fn count(bytes: usize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
+        live(layout.size() as i64);
         // SAFETY: the caller's `layout` obligations are passed on unchanged.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
+        live(layout.size() as i64);
         // SAFETY: as for `alloc`.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -47,11 +57,13 @@ unsafe impl GlobalAlloc for Counting {
         // A reallocation is counted as an allocation of the new size: it is a call into the
         // allocator, and usually a copy.
         count(new_size);
+        live(new_size as i64 - layout.size() as i64);
         // SAFETY: `ptr` was allocated by this allocator, i.e. by `System`, with `layout`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        live(-(layout.size() as i64));
         // SAFETY: `ptr` was allocated by this allocator, i.e. by `System`, with `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -64,6 +76,8 @@ pub(crate) struct AllocSnapshot {
     pub(crate) allocations: u64,
     /// Bytes requested by them.
     pub(crate) bytes: u64,
+    /// Bytes allocated and not freed, now (in [`since`](Self::since)'s result: the change).
+    pub(crate) live: i64,
 }
 
 impl AllocSnapshot {
@@ -72,13 +86,18 @@ impl AllocSnapshot {
         AllocSnapshot {
             allocations: self.allocations.saturating_sub(earlier.allocations),
             bytes: self.bytes.saturating_sub(earlier.bytes),
+            live: self.live - earlier.live,
         }
     }
 }
 
 /// Reads this process's counters. Allocates nothing.
 pub(crate) fn snapshot() -> AllocSnapshot {
-    AllocSnapshot { allocations: ALLOCATIONS.load(Ordering::Relaxed), bytes: BYTES.load(Ordering::Relaxed) }
+    AllocSnapshot {
+        allocations: ALLOCATIONS.load(Ordering::Relaxed),
+        bytes: BYTES.load(Ordering::Relaxed),
+        live: LIVE.load(Ordering::Relaxed),
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ fn colour(stack: Stack) -> RGBColor {
         Stack::Tonic => RGBColor(31, 119, 180),
         Stack::Tarpc => RGBColor(44, 160, 44),
         Stack::Raw => RGBColor(90, 90, 90),
+        Stack::RpcTls => RGBColor(255, 127, 14),
+        Stack::TonicTls => RGBColor(23, 190, 207),
     }
 }
 

@@ -17,8 +17,12 @@
 //! order rotated each round: W1 latency (one 64-byte call at a time), W3 large (64 KiB one at
 //! a time), the latency-under-load curve (1, 8, 64 and 256 calls in flight; W2 throughput is
 //! its 64 point), W4 streaming (one server stream of 64-byte messages) and W5 CPU-heavy
-//! handler (64 calls in flight, each keeping the server's CPU busy some 20 µs). The children
-//! are killed at the end of their round, and on any error or panic.
+//! handler (64 calls in flight, each keeping the server's CPU busy some 20 µs), and the cost
+//! of a connection (rpc-core and tonic: the time from starting to connect to a first answer,
+//! and the memory an open connection holds in client and server). rpc-core and tonic also
+//! run over TLS 1.3 (`rpc-core+tls`, `tonic+tls`: each with its own rustls support, ring
+//! provider, a certificate the harness makes at startup) for W1, W2, W3 and the connection
+//! costs. The children are killed at the end of their round, and on any error or panic.
 //!
 //! rpc-core's `echo`, which W1 to W3 and the curve call, is marked `#[rpc(inline)]`: a handler
 //! that never waits is answered on the connection's task. W2 is also measured through its
@@ -135,9 +139,11 @@ OPTIONS:
                        between sharing a CPU and not, which on a VM can change latencies
                        severalfold in the middle of a run. With one CPU, split falls back to
                        one; if pinning fails, the run goes on unpinned.
-    --stacks LIST      Comma-separated subset of rpc-core,tonic,tarpc,raw (default: all).
-    --only LIST        Comma-separated subset of the workloads w1,w2,w3,w4,w5,curve (default:
-                       all; w2 is the curve's 64 point, run alone), for profiling one of them.
+    --stacks LIST      Comma-separated subset of rpc-core,tonic,tarpc,raw,rpc-core+tls,tonic+tls
+                       (default: all).
+    --only LIST        Comma-separated subset of the workloads w1,w2,w3,w4,w5,curve,conn
+                       (default: all; w2 is the curve's 64 point, run alone), for profiling one
+                       of them.
     --out DIR          Write the report and the chart to DIR. Default: benches/results/ for a
                        full run of every stack and workload, nowhere otherwise.
     -h, --help         This text.
@@ -151,7 +157,9 @@ WORKLOADS:
     not inline, echo handler); w3 one 64 KiB call at a time; w4 one server stream of 64-byte
     messages; w5 a CPU-heavy handler (~20 us of hashing per call, calibrated at startup and
     printed) with 64 calls in flight, rpc-core also on a one-worker server; curve 1, 8, 64 and
-    256 calls in flight.
+    256 calls in flight; conn what a new connection costs (time to its first answer, memory
+    held per open connection) for rpc-core and tonic. rpc-core+tls and tonic+tls (each over
+    its own rustls, TLS 1.3) run w1, w2, w3 and conn.
 
 The report is always printed on stdout; progress goes to stderr.
 ";
@@ -384,13 +392,15 @@ struct Parts {
     w4: bool,
     w5: bool,
     curve: bool,
+    conn: bool,
 }
 
 impl Parts {
-    const ALL: Parts = Parts { w1: true, w2: true, w3: true, w4: true, w5: true, curve: true };
+    const ALL: Parts = Parts { w1: true, w2: true, w3: true, w4: true, w5: true, curve: true, conn: true };
 
     fn parse(list: &str) -> Result<Parts, String> {
-        let mut parts = Parts { w1: false, w2: false, w3: false, w4: false, w5: false, curve: false };
+        let mut parts =
+            Parts { w1: false, w2: false, w3: false, w4: false, w5: false, curve: false, conn: false };
         for name in list.split(',').map(str::trim) {
             match name {
                 "w1" => parts.w1 = true,
@@ -399,7 +409,10 @@ impl Parts {
                 "w4" => parts.w4 = true,
                 "w5" => parts.w5 = true,
                 "curve" => parts.curve = true,
-                other => return Err(format!("unknown workload {other:?}: w1, w2, w3, w4, w5 or curve")),
+                "conn" => parts.conn = true,
+                other => {
+                    return Err(format!("unknown workload {other:?}: w1, w2, w3, w4, w5, curve or conn"));
+                }
             }
         }
         Ok(parts)
@@ -658,7 +671,8 @@ fn compare(options: &Options, args: &[String]) -> Result<(), BoxError> {
                 setup.pinning,
                 options.rounds
             );
-            chart::write(&chart, &results, &options.stacks, &subtitle)?;
+            let plain: Vec<Stack> = options.stacks.iter().copied().filter(|stack| !stack.is_tls()).collect();
+            chart::write(&chart, &results, &plain, &subtitle)?;
             eprintln!("wrote {}", chart.display());
         }
     }
@@ -699,11 +713,27 @@ fn run_round(
         results.record(Workload::Large, peer.stack, vec![calls.micros(0.50), calls.micros(0.99), mb_per_s]);
     }
 
+    // Connection costs.
+    for peer in peers.iter_mut().filter(|peer| parts.conn && peer.stack.measures_connections()) {
+        let figures = connection_costs(harness, peer, sizes.connections)?;
+        progress(
+            "new connection to first answer",
+            peer.stack,
+            &format!(
+                "p50 {:.0} µs; {:.1} KiB client, {:.1} KiB server per connection",
+                figures[0], figures[2], figures[3]
+            ),
+        );
+        results.record(Workload::Connection, peer.stack, figures);
+    }
+
     // The latency-under-load curve; its 64 point is W2, with its allocations, and for
     // rpc-core also through `echo_spawned`.
     let (warmup, count) = sizes.load;
     for in_flight in parts.in_flight() {
-        for peer in peers.iter_mut() {
+        // The TLS stacks run W2, the 64 point, only.
+        for peer in peers.iter_mut().filter(|peer| !peer.stack.is_tls() || in_flight == THROUGHPUT_IN_FLIGHT)
+        {
             harness.run(workload::calls(peer.client.clone(), small.clone(), in_flight, warmup))?;
             let client = peer.client.clone();
             let measure = || harness.run(workload::calls(client, small.clone(), in_flight, count));
@@ -730,7 +760,8 @@ fn run_round(
 
     // W4.
     let (warmup, count) = sizes.stream;
-    for peer in peers.iter_mut().filter(|_| parts.w4) {
+    // The TLS stacks run W1, W2, W3 and the connection costs only.
+    for peer in peers.iter_mut().filter(|peer| parts.w4 && !peer.stack.is_tls()) {
         if !peer.stack.streams() {
             progress("W4 streaming", peer.stack, "n/a (no streams)");
             continue;
@@ -745,7 +776,7 @@ fn run_round(
 
     // W5, and for rpc-core also on an extra server with one worker.
     let Some(order) = &plan.work else { return Ok(()) };
-    for peer in peers.iter() {
+    for peer in peers.iter().filter(|peer| !peer.stack.is_tls()) {
         if !peer.stack.works() {
             progress("W5 cpu-heavy", peer.stack, "n/a (no handlers)");
             continue;
@@ -782,6 +813,30 @@ fn work(
     let calls = |count| workload::work_calls(client.clone(), order.clone(), CPU_IN_FLIGHT, count);
     harness.run(calls(warmup))?;
     Ok(harness.run(calls(count))?.map(|calls| rate_figures(label, stack, &calls)))
+}
+
+/// Opens `count` new connections to `peer`'s server and holds them open together: the time
+/// from starting to connect to the first answer (p50 and p99, µs), and the memory each
+/// open connection holds, in KiB, in the client and in the server (the live heap's growth
+/// while they are open, divided by `count`).
+fn connection_costs(harness: &Harness, peer: &mut Peer, count: u64) -> Result<Vec<f64>, BoxError> {
+    let (stack, addr) = (peer.stack, peer.server.addr());
+    // One connection first, so that whatever is made once (a cached configuration) is not
+    // counted per connection.
+    let warm = harness.run(workload::connections(stack, addr, payload(SMALL), 1))?;
+    let server_before = peer.server.allocs()?;
+    let client_before = alloc::snapshot();
+    let opened = harness.run(workload::connections(stack, addr, payload(SMALL), count))?;
+    let client = alloc::snapshot().since(client_before);
+    let server = peer.server.allocs()?.since(server_before);
+    let micros = |quantile| opened.latencies.value_at_quantile(quantile) as f64 / 1_000.0;
+    let kib_each = |live: i64| live as f64 / count as f64 / 1024.0;
+    let figures = vec![micros(0.5), micros(0.99), kib_each(client.live), kib_each(server.live)];
+    {
+        let _context = harness.runtime.enter();
+        drop((warm.clients, opened.clients));
+    }
+    Ok(figures)
 }
 
 /// Prints a progress line for a run of calls; its figures: calls/s, p50 and p99.
@@ -828,7 +883,7 @@ fn payload(size: usize) -> Bytes {
 }
 
 fn progress(workload: &str, stack: Stack, figures: &str) {
-    eprintln!("  {workload:<38} {:<9} {figures}", stack.name());
+    eprintln!("  {workload:<38} {:<12} {figures}", stack.name());
 }
 
 #[cfg(test)]

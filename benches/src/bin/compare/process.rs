@@ -3,7 +3,7 @@
 //!
 //! The child binds the address it is given (port 0: the kernel picks one), prints
 //! `listening <addr>` on stdout, and serves. On stdin it takes commands, one per line:
-//! `allocs` answers `allocs <allocations> <bytes>` (its allocation counters, see
+//! `allocs` answers `allocs <allocations> <bytes> <live bytes>` (its allocation counters, see
 //! [`crate::alloc`]); end of input, which is also what it sees when the harness dies
 //! however it dies, makes it exit. The harness kills and reaps it when done with it, on
 //! errors and panics too (in [`ServerProcess`]'s `Drop`).
@@ -59,8 +59,8 @@ fn control() {
         let mut stdout = std::io::stdout().lock();
         let answered = match line.trim() {
             "allocs" => {
-                let AllocSnapshot { allocations, bytes } = alloc::snapshot();
-                writeln!(stdout, "allocs {allocations} {bytes}")
+                let AllocSnapshot { allocations, bytes, live } = alloc::snapshot();
+                writeln!(stdout, "allocs {allocations} {bytes} {live}")
             }
             other => writeln!(stdout, "error unknown command {other:?}"),
         };
@@ -89,7 +89,11 @@ impl ServerProcess {
         cpu: Option<usize>,
     ) -> Result<ServerProcess, BoxError> {
         let cpu = cpu.map(|cpu| ["--cpu".to_owned(), cpu.to_string()]);
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        if stack.is_tls() {
+            command.envs(stacks::tls::material().env());
+        }
+        let mut child = command
             .args(["serve", "--stack", stack.name(), "--addr", "127.0.0.1:0"])
             .args(flavour.args())
             .args(cpu.iter().flatten())
@@ -128,9 +132,14 @@ impl ServerProcess {
         writeln!(self.stdin, "allocs")?;
         self.stdin.flush()?;
         let line = self.read_line()?;
-        let mut fields = line.strip_prefix("allocs ").unwrap_or_default().split(' ').map(str::parse);
-        match (fields.next(), fields.next()) {
-            (Some(Ok(allocations)), Some(Ok(bytes))) => Ok(AllocSnapshot { allocations, bytes }),
+        let mut fields = line.strip_prefix("allocs ").unwrap_or_default().split(' ');
+        let mut count = || fields.next().map(str::parse::<u64>);
+        let (allocations, bytes) = (count(), count());
+        let live = fields.next().map(str::parse::<i64>);
+        match (allocations, bytes, live) {
+            (Some(Ok(allocations)), Some(Ok(bytes)), Some(Ok(live))) => {
+                Ok(AllocSnapshot { allocations, bytes, live })
+            }
             _ => Err(format!("{} server answered {line:?} to allocs", self.stack).into()),
         }
     }

@@ -29,6 +29,12 @@ pub(crate) fn metrics(workload: Workload) -> &'static [Metric] {
     const LOAD: &[Metric] = &[metric("calls/s", 0), metric("p50 µs", 1), metric("p99 µs", 1)];
     const LARGE: &[Metric] = &[metric("p50 µs", 1), metric("p99 µs", 1), metric("MB/s", 0)];
     const STREAMING: &[Metric] = &[metric("messages/s", 0)];
+    const CONNECTION: &[Metric] = &[
+        metric("first answer p50 µs", 0),
+        metric("first answer p99 µs", 0),
+        metric("client KiB/conn", 1),
+        metric("server KiB/conn", 1),
+    ];
     const ALLOCS: &[Metric] = &[
         metric("client allocs/call", 2),
         metric("client bytes/call", 0),
@@ -41,6 +47,7 @@ pub(crate) fn metrics(workload: Workload) -> &'static [Metric] {
         Workload::Large => LARGE,
         Workload::Streaming => STREAMING,
         Workload::AllocsSequential | Workload::AllocsLoaded => ALLOCS,
+        Workload::Connection => CONNECTION,
     }
 }
 
@@ -146,7 +153,8 @@ pub(crate) fn markdown(results: &Results, setup: &Setup, machine: &Machine) -> S
     );
     preamble(&mut out, setup, machine);
 
-    let stacks = &setup.stacks;
+    // The TLS stacks have a section of their own.
+    let stacks: &Vec<Stack> = &setup.stacks.iter().copied().filter(|stack| !stack.is_tls()).collect();
     let (warmup, calls) = setup.sizes.latency;
     section(
         &mut out,
@@ -208,6 +216,8 @@ pub(crate) fn markdown(results: &Results, setup: &Setup, machine: &Machine) -> S
 
     cpu_section(&mut out, results, setup);
 
+    tls_section(&mut out, results, setup);
+
     let (warmup, calls) = setup.sizes.load;
     section(
         &mut out,
@@ -249,7 +259,7 @@ fn preamble(out: &mut String, setup: &Setup, machine: &Machine) {
     }
     let _ = writeln!(
         out,
-        "| stacks | rpc-core (this workspace), tonic {} (prost), tarpc {} (TCP, bincode), raw tokio TCP |",
+        "| stacks | rpc-core (this workspace), tonic {} (prost), tarpc {} (TCP, bincode), raw tokio TCP; rpc-core and tonic also over TLS 1.3 (rustls, ring) |",
         env!("COMPARE_TONIC_VERSION"),
         env!("COMPARE_TARPC_VERSION")
     );
@@ -327,6 +337,136 @@ fn cpu_section(out: &mut String, results: &Results, setup: &Setup) {
             setup.server_runtime,
             ratio_cell(rpc, results.spread(Workload::CpuOneWorker, Stack::Rpc, 0)),
             ratio_cell(rpc, results.spread(Workload::Cpu, Stack::Tonic, 0)),
+        );
+    }
+}
+
+/// TLS: W1, W2 and W3 of rpc-core and tonic over TLS beside their plaintext figures, what a
+/// connection costs in each, and the targets, met or not.
+fn tls_section(out: &mut String, results: &Results, setup: &Setup) {
+    let stacks: Vec<Stack> = [Stack::Rpc, Stack::RpcTls, Stack::Tonic, Stack::TonicTls]
+        .into_iter()
+        .filter(|stack| setup.stacks.contains(stack))
+        .collect();
+    if !stacks.iter().any(|stack| stack.is_tls()) {
+        return;
+    }
+    let w2 = Workload::Load(THROUGHPUT_IN_FLIGHT);
+    section(
+        out,
+        "TLS: W1, W2 and W3 over TLS 1.3, and what a connection costs",
+        &format!(
+            "`rpc-core+tls` and `tonic+tls` are the same servers and clients over TLS 1.3, \
+            each with its own rustls support (ring provider; an ECDSA P-256 certificate the \
+            harness makes at startup; one connection, so one handshake, per client), \
+            measured in the same rounds as the rows in clear. *New connection to first \
+            answer* is the time from starting to connect (TCP, the TLS handshake, the \
+            protocol's own setup) to the answer of a first {SMALL}-byte call, over {} \
+            connections opened one after the other and then held open together; the KiB per \
+            connection are the growth of each process's live heap while they are open, \
+            divided by their number.",
+            thousands(setup.sizes.connections as f64)
+        ),
+    );
+    let header: Vec<String> = [
+        "stack",
+        "W1 p50 µs",
+        "W1 p99 µs",
+        "W2 calls/s",
+        "W2 p50 µs",
+        "W3 p50 µs",
+        "W3 MB/s",
+        "new connection to first answer p50 µs",
+        "client KiB/conn",
+        "server KiB/conn",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let figures = [
+        (Workload::Latency, 0),
+        (Workload::Latency, 1),
+        (w2, 0),
+        (w2, 1),
+        (Workload::Large, 0),
+        (Workload::Large, 2),
+        (Workload::Connection, 0),
+        (Workload::Connection, 2),
+        (Workload::Connection, 3),
+    ];
+    let rows = stacks
+        .iter()
+        .map(|&stack| {
+            let mut cells = vec![stack.to_string()];
+            for (workload, index) in figures {
+                let decimals = metrics(workload)[index].decimals;
+                cells.push(match results.spread(workload, stack, index) {
+                    Some(spread) => spread_cell(spread, decimals),
+                    None => "n/a".to_owned(),
+                });
+            }
+            cells
+        })
+        .collect();
+    table(out, &header, rows);
+
+    let median = |workload, stack, index| results.spread(workload, stack, index).map(|spread| spread.median);
+    let verdict = |met: Option<bool>| match met {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    let _ = writeln!(
+        out,
+        "
+Targets:
+"
+    );
+    let (rpc_w2, tonic_w2) = (median(w2, Stack::RpcTls, 0), median(w2, Stack::TonicTls, 0));
+    let ratio = rpc_w2.zip(tonic_w2).map(|(rpc, tonic)| rpc / tonic);
+    let _ = writeln!(
+        out,
+        "- W2 over TLS, rpc-core / tonic ≥ 4: {} ({}).",
+        ratio.map_or("n/a".to_owned(), |ratio| format!("{ratio:.2}×")),
+        verdict(ratio.map(|ratio| ratio >= 4.0))
+    );
+    let (rpc_w1, tonic_w1) =
+        (median(Workload::Latency, Stack::RpcTls, 0), median(Workload::Latency, Stack::TonicTls, 0));
+    let _ = writeln!(
+        out,
+        "- W1 p50 over TLS below tonic's: {} µs against {} µs ({}).",
+        rpc_w1.map_or("n/a".to_owned(), |v| format!("{v:.1}")),
+        tonic_w1.map_or("n/a".to_owned(), |v| format!("{v:.1}")),
+        verdict(rpc_w1.zip(tonic_w1).map(|(rpc, tonic)| rpc < tonic))
+    );
+    let cost = rpc_w2.zip(median(w2, Stack::Rpc, 0)).map(|(tls, plain)| 1.0 - tls / plain);
+    let _ = writeln!(
+        out,
+        "- TLS costs rpc-core ≤ 20% of its W2 calls/s in clear: {} ({}).",
+        cost.map_or("n/a".to_owned(), |cost| format!("{:.0}%", cost * 100.0)),
+        verdict(cost.map(|cost| cost <= 0.20))
+    );
+    let _ = writeln!(
+        out,
+        "
+What TLS adds to a connection (the TLS row less the row in clear):
+"
+    );
+    for (name, tls, plain) in
+        [("rpc-core", Stack::RpcTls, Stack::Rpc), ("tonic", Stack::TonicTls, Stack::Tonic)]
+    {
+        let added = |index| {
+            median(Workload::Connection, tls, index)
+                .zip(median(Workload::Connection, plain, index))
+                .map(|(tls, plain)| tls - plain)
+        };
+        let show =
+            |value: Option<f64>, unit: &str| value.map_or("n/a".to_owned(), |v| format!("{v:.1} {unit}"));
+        let _ = writeln!(
+            out,
+            "- {name}: handshake {} to the first answer; {} per connection in the client, {} in the server.",
+            show(added(0), "µs"),
+            show(added(2), "KiB"),
+            show(added(3), "KiB"),
         );
     }
 }

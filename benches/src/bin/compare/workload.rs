@@ -48,6 +48,9 @@ pub(crate) enum Workload {
     Cpu,
     /// W5 on an extra rpc-core server whose runtime has one worker.
     CpuOneWorker,
+    /// What a new connection costs: the time from starting to connect to the first call's
+    /// answer, and the memory each open connection holds on either side.
+    Connection,
 }
 
 /// How many calls (or messages) each workload makes.
@@ -63,6 +66,8 @@ pub(crate) struct Sizes {
     pub(crate) stream: (u64, u64),
     /// W5: warm-up calls, then measured calls.
     pub(crate) cpu: (u64, u64),
+    /// Connection costs: connections opened (and held open together).
+    pub(crate) connections: u64,
 }
 
 impl Sizes {
@@ -73,6 +78,7 @@ impl Sizes {
         large: (200, 5_000),
         stream: (10_000, 1_000_000),
         cpu: (1_000, 20_000),
+        connections: 200,
     };
 
     /// `--quick`: enough to exercise every stack and workload, fast even in a debug build.
@@ -82,6 +88,7 @@ impl Sizes {
         large: (10, 50),
         stream: (1_000, 10_000),
         cpu: (10, 200),
+        connections: 20,
     };
 }
 
@@ -276,6 +283,35 @@ pub(crate) fn iterations_for(target: Duration, nanos_per_iteration: f64) -> u64 
     (rounds as u64).clamp(1, benches::MAX_WORK_ITERATIONS)
 }
 
+/// What opening connections measured.
+pub(crate) struct Connections {
+    /// Each connection's time from starting to connect to its first call's answer.
+    pub(crate) latencies: Histogram<u64>,
+    /// The clients, each on a connection of its own, still open.
+    pub(crate) clients: Vec<Client>,
+}
+
+/// Opens `count` connections to `stack`'s server at `addr`, one after the other, each with
+/// one echo call of `payload` (so that both sides have finished setting it up), and keeps
+/// them open.
+pub(crate) async fn connections(
+    stack: Stack,
+    addr: std::net::SocketAddr,
+    payload: Bytes,
+    count: u64,
+) -> Result<Connections, BoxError> {
+    let mut clients = Vec::with_capacity(count as usize);
+    let mut nanos = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let start = Instant::now();
+        let client = Client::connect(stack, addr).await?;
+        calls(client.clone(), payload.clone(), 1, 1).await?;
+        nanos.push(start.elapsed().as_nanos() as u64);
+        clients.push(client);
+    }
+    Ok(Connections { latencies: histogram(nanos.into_iter())?, clients })
+}
+
 /// Reads one server stream of `count` messages of `size` bytes; how long it took, from
 /// opening the call to its end. `None` for a stack without streams.
 pub(crate) async fn stream(mut client: Client, count: u64, size: u64) -> Result<Option<Duration>, BoxError> {
@@ -312,7 +348,7 @@ mod tests {
         let all = Stack::ALL;
         assert_eq!(rotated(&all, 0), all.to_vec());
         assert_eq!(rotated(&all, 1)[0], Stack::Tonic);
-        assert_eq!(rotated(&all, 4), all.to_vec());
+        assert_eq!(rotated(&all, all.len()), all.to_vec());
         assert!(rotated(&[], 3).is_empty());
     }
 

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
+use super::tls;
 use crate::BoxError;
 
 /// The generated messages, client and server.
@@ -73,6 +74,21 @@ pub(super) async fn serve(listener: TcpListener) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Serves the echo over TLS with tonic's own rustls support (`tls-ring`), otherwise as
+/// [`serve`].
+pub(super) async fn serve_tls(listener: TcpListener) -> Result<(), BoxError> {
+    let material = tls::material();
+    let identity = Identity::from_pem(&material.cert_pem, &material.key_pem);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))?
+        .tcp_nodelay(true)
+        .add_service(EchoServer::new(TonicEcho))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}
+
 /// The generated client over one `Channel` (one HTTP/2 connection).
 #[derive(Clone)]
 pub(crate) struct Client(EchoClient<Channel>);
@@ -80,6 +96,20 @@ pub(crate) struct Client(EchoClient<Channel>);
 impl Client {
     pub(super) async fn connect(addr: SocketAddr) -> Result<Client, BoxError> {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?;
+        Ok(Client(EchoClient::new(channel)))
+    }
+
+    /// A client over TLS, trusting the run's CA and checking the server's name.
+    pub(super) async fn connect_tls(addr: SocketAddr) -> Result<Client, BoxError> {
+        let material = tls::material();
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&material.ca_pem))
+            .domain_name(tls::SERVER_NAME);
+        let channel = Endpoint::from_shared(format!("https://{addr}"))?
+            .tls_config(config)?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
         Ok(Client(EchoClient::new(channel)))
     }
 

@@ -1,11 +1,13 @@
-//! The four stacks compared, each as a server (run in a child process) and a client (run in
+//! The stacks compared, each as a server (run in a child process) and a client (run in
 //! the harness): the same protobuf-shaped echo (`bytes payload = 1`) over one TCP
-//! connection to 127.0.0.1, with `TCP_NODELAY` set explicitly on both ends.
+//! connection to 127.0.0.1, with `TCP_NODELAY` set explicitly on both ends. rpc-core and
+//! tonic also run over TLS, each with its own rustls support, for W1 to W3.
 
 mod grpc;
 mod raw;
 mod rpc;
 mod tarpc_tcp;
+pub(crate) mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -26,11 +28,16 @@ pub(crate) enum Stack {
     Tarpc,
     /// A raw tokio TCP echo with a 4-byte length prefix: the floor.
     Raw,
+    /// This framework over TLS 1.3 (feature `tls`: rustls with ring).
+    RpcTls,
+    /// tonic over TLS 1.3 with its own rustls support (`tls-ring`).
+    TonicTls,
 }
 
 impl Stack {
     /// Every stack, in the order tables list them.
-    pub(crate) const ALL: [Stack; 4] = [Stack::Rpc, Stack::Tonic, Stack::Tarpc, Stack::Raw];
+    pub(crate) const ALL: [Stack; 6] =
+        [Stack::Rpc, Stack::Tonic, Stack::Tarpc, Stack::Raw, Stack::RpcTls, Stack::TonicTls];
 
     /// The name used on the command line and in the tables.
     pub(crate) fn name(self) -> &'static str {
@@ -39,7 +46,21 @@ impl Stack {
             Stack::Tonic => "tonic",
             Stack::Tarpc => "tarpc",
             Stack::Raw => "raw",
+            Stack::RpcTls => "rpc-core+tls",
+            Stack::TonicTls => "tonic+tls",
         }
+    }
+
+    /// Whether the stack runs over TLS: those run W1, W2 and W3 and the connection costs,
+    /// and have a section of their own in the report.
+    pub(crate) fn is_tls(self) -> bool {
+        matches!(self, Stack::RpcTls | Stack::TonicTls)
+    }
+
+    /// Whether the connection costs (time to a first answer, memory held) are measured for
+    /// it: rpc-core and tonic, in clear and over TLS.
+    pub(crate) fn measures_connections(self) -> bool {
+        matches!(self, Stack::Rpc | Stack::Tonic | Stack::RpcTls | Stack::TonicTls)
     }
 
     /// The stack called `name`.
@@ -47,15 +68,16 @@ impl Stack {
         Stack::ALL.into_iter().find(|stack| stack.name() == name)
     }
 
-    /// Whether the stack has server streams (tarpc has none).
+    /// Whether the stack's server streams are measured (tarpc has none; the TLS stacks run
+    /// W1 to W3 only).
     pub(crate) fn streams(self) -> bool {
-        !matches!(self, Stack::Tarpc)
+        !matches!(self, Stack::Tarpc) && !self.is_tls()
     }
 
     /// Whether the stack serves W5's `work` (raw has no handlers to speak of: it answers on
     /// the connection's task, one frame after the other).
     pub(crate) fn works(self) -> bool {
-        !matches!(self, Stack::Raw)
+        !matches!(self, Stack::Raw) && !self.is_tls()
     }
 }
 
@@ -72,6 +94,8 @@ pub(crate) async fn serve(stack: Stack, listener: TcpListener) -> Result<(), Box
         Stack::Tonic => grpc::serve(listener).await,
         Stack::Tarpc => tarpc_tcp::serve(listener).await,
         Stack::Raw => raw::serve(listener).await,
+        Stack::RpcTls => rpc::serve_tls(listener).await,
+        Stack::TonicTls => grpc::serve_tls(listener).await,
     }
 }
 
@@ -157,9 +181,9 @@ impl Echo for raw::Client {
 /// each stack's own client handles do; the harness gives each concurrent caller its own clone.
 #[derive(Clone)]
 pub(crate) enum Client {
-    /// This framework.
+    /// This framework, in clear or over TLS.
     Rpc(rpc::Client),
-    /// tonic.
+    /// tonic, in clear or over TLS.
     Tonic(grpc::Client),
     /// tarpc.
     Tarpc(tarpc_tcp::Client),
@@ -175,6 +199,8 @@ impl Client {
             Stack::Tonic => Client::Tonic(grpc::Client::connect(addr).await?),
             Stack::Tarpc => Client::Tarpc(tarpc_tcp::Client::connect(addr).await?),
             Stack::Raw => Client::Raw(raw::Client::connect(addr).await?),
+            Stack::RpcTls => Client::Rpc(rpc::Client::connect_tls(addr).await?),
+            Stack::TonicTls => Client::Tonic(grpc::Client::connect_tls(addr).await?),
         })
     }
 

@@ -5,14 +5,28 @@ use std::net::SocketAddr;
 
 use benches::{EchoClient, EchoMessage, EchoServer, EchoService, StreamRequest, Work};
 use bytes::Bytes;
+use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use rpc_core::{Channel, Server};
 use tokio::net::TcpListener;
 
+use super::tls;
 use crate::BoxError;
 
 /// Serves the echo: `Server` with default settings, `TCP_NODELAY` set explicitly.
 pub(super) async fn serve(listener: TcpListener) -> Result<(), BoxError> {
     let server = Server::builder().tcp_nodelay(true).add_service(EchoServer::new(EchoService));
+    server.serve_with_listener(listener, std::future::pending()).await?;
+    Ok(())
+}
+
+/// Serves the echo over TLS 1.3 (rustls, ring), otherwise as [`serve`].
+pub(super) async fn serve_tls(listener: TcpListener) -> Result<(), BoxError> {
+    let material = tls::material();
+    let identity = Identity::from_pem(&material.cert_pem, &material.key_pem)?;
+    let server = Server::builder()
+        .tcp_nodelay(true)
+        .tls_config(ServerTlsConfig::new(identity))?
+        .add_service(EchoServer::new(EchoService));
     server.serve_with_listener(listener, std::future::pending()).await?;
     Ok(())
 }
@@ -25,6 +39,16 @@ pub(crate) struct Client(EchoClient);
 impl Client {
     pub(super) async fn connect(addr: SocketAddr) -> Result<Client, BoxError> {
         let channel = Channel::builder(addr).tcp_nodelay(true).connect().await?;
+        Ok(Client(EchoClient::new(channel)))
+    }
+
+    /// A client over TLS, trusting the run's CA and checking the server's name.
+    pub(super) async fn connect_tls(addr: SocketAddr) -> Result<Client, BoxError> {
+        let material = tls::material();
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&material.ca_pem)?)
+            .domain_name(tls::SERVER_NAME);
+        let channel = Channel::builder(addr).tcp_nodelay(true).tls_config(config)?.connect().await?;
         Ok(Client(EchoClient::new(channel)))
     }
 
