@@ -5,6 +5,10 @@
 //! client, makes a few calls over one connection (one of them failing with a status on
 //! purpose), prints what came back, shuts the server down gracefully (deregistering it) and
 //! exits 0.
+//!
+//! With `-- --serve 127.0.0.1:50051` it only serves the greeter, with reflection, until
+//! Ctrl-C: for `rpcurl` to talk to (the greeter is declared as a Rust trait, so tools get
+//! its schema from `proto/helloworld.proto`, which declares the same messages and names).
 
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -59,6 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+
+    if let Some(addr) = examples::serve_flag("quickstart")? {
+        let server = Server::builder().add_service(GreeterServer::new(FriendlyGreeter));
+        return Ok(examples::serve_until_ctrl_c(server, &addr, "greeter").await?);
+    }
 
     // The registry where services find each other; here, the embedded in-process one.
     let registry = MemoryRegistry::new();

@@ -155,10 +155,12 @@ cargo run --locked --quiet --example proto_greeter
 cargo run --locked --quiet --example interceptors
 cargo run --locked --quiet --example discovery
 cargo run --locked --quiet --example tls
+cargo run --locked --quiet --example gateway
 run_discovery_on_etcd
 
-step "benchmark harness (a --quick run of the comparison with tonic, tarpc and raw TCP)"
+step "benchmark harnesses (--quick runs: the comparison with tonic, tarpc and raw TCP; the gateway's added latency)"
 cargo run --locked --quiet -p benches --bin compare -- --quick >/dev/null
+cargo run --locked --quiet -p benches --bin gateway -- --quick >/dev/null
 step "stress benchmark (a --quick run: slow, silent and hostile peers against a server, a canary client beside them)"
 cargo run --locked --quiet -p benches --bin stress -- --quick | tail -n 14
 echo "ok"

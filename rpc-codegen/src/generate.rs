@@ -162,6 +162,13 @@ fn generate_server(service: &Service) -> TokenStream {
     let imp = implementation_param(service);
     let doc = format!(" Serves the `{full_name}` service with an implementation of [`{service_trait}`].");
     let service_docs = service_docs(service);
+    let file_descriptor_set = service.file_descriptor_set.as_ref().map(|set| {
+        quote! {
+            fn file_descriptor_set(&self) -> ::core::option::Option<&'static [u8]> {
+                ::core::option::Option::Some(#set)
+            }
+        }
+    });
     let descriptors = service.methods.iter().map(|method| {
         let wire_name = &method.wire_name;
         let path = service.method_path(method);
@@ -244,6 +251,8 @@ fn generate_server(service: &Service) -> TokenStream {
                 };
                 &DESCRIPTOR
             }
+
+            #file_descriptor_set
 
             #[allow(clippy::match_single_binding)]
             fn call(

@@ -28,6 +28,11 @@ pub struct Service {
     pub emit_client: bool,
     /// Whether to emit the server dispatch.
     pub emit_server: bool,
+    /// An expression of type `&'static [u8]`: the encoded `google.protobuf.FileDescriptorSet`
+    /// holding the service's file and its imports, which the generated server hands to the
+    /// reflection service. `None` (the default) for a service with no protobuf schema, such
+    /// as one declared as a Rust trait.
+    pub file_descriptor_set: Option<TokenStream>,
 }
 
 /// One method of a service.
@@ -68,6 +73,7 @@ impl Service {
             codec: quote!(::rpc_core::codec::ProstCodec),
             emit_client: true,
             emit_server: true,
+            file_descriptor_set: None,
         }
     }
 

@@ -26,6 +26,11 @@ use crate::{Method, Service, generate};
 /// The file, named in `OUT_DIR`, that declares every compiled package as nested modules.
 pub const INCLUDE_FILE: &str = "_rpc_protos.rs";
 
+/// How the file written beside the generated code, holding the encoded `FileDescriptorSet`
+/// that generated servers hand to the reflection service, begins: the rest of its name is a
+/// hash of its contents, so that several compilations into one directory keep their own.
+pub const FILE_DESCRIPTOR_SET_PREFIX: &str = "_rpc_file_descriptor_set_";
+
 /// Compiles `protos`, searching imports in `includes`, into `OUT_DIR`: messages, and a client
 /// and server for every service. See [`Builder`] for options.
 ///
@@ -217,11 +222,21 @@ impl Builder {
         }
         let descriptors = compiler.file_descriptor_set();
         check_names(&descriptors)?;
+        // Encoded by protox itself, which keeps custom options (`google.api.http`) that the
+        // `prost_types` form drops.
+        let encoded = compiler.encode_file_descriptor_set();
         if let Some(path) = &self.file_descriptor_set_path {
-            let bytes = prost::Message::encode_to_vec(&descriptors);
-            std::fs::write(path, bytes)
-                .map_err(|err| Error::new(format!("cannot write {}: {err}", path.display())))?;
+            write(path, &encoded)?;
         }
+        // Generated servers embed the set (for reflection) from a file beside their code.
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or_else(|| Error::new("OUT_DIR is not set: run from a build script, or set out_dir"))?,
+        };
+        let set_file = format!("{FILE_DESCRIPTOR_SET_PREFIX}{:016x}.bin", fnv1a(&encoded));
+        write(&out_dir.join(&set_file), &encoded)?;
 
         let mut config = prost_build::Config::new();
         // The messages derive with the runtime's own prost: they and the generated services
@@ -248,9 +263,22 @@ impl Builder {
             build_server: self.build_server,
             runtime,
             inline: self.inline.clone(),
+            set_file,
         }));
         config.compile_fds(descriptors).map_err(|err| Error::new(format!("generating code failed: {err}")))
     }
+}
+
+/// The 64-bit FNV-1a hash: a name for a file's contents that stays the same from build to
+/// build and compiler to compiler (std's hasher promises neither).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    std::fs::write(path, bytes).map_err(|err| Error::new(format!("cannot write {}: {err}", path.display())))
 }
 
 /// Refuses, with a clear message, a service whose generated client or server would clash with
@@ -307,6 +335,8 @@ struct ServiceGenerator {
     runtime: TokenStream,
     /// The full names of the methods answered inline.
     inline: Vec<String>,
+    /// The name of the file holding the encoded descriptors, beside the generated code.
+    set_file: String,
 }
 
 impl prost_build::ServiceGenerator for ServiceGenerator {
@@ -335,6 +365,9 @@ impl ServiceGenerator {
         };
         model.emit_client = self.build_client;
         model.emit_server = self.build_server;
+        // Relative to the generated file, which is written beside it.
+        let set_file = &self.set_file;
+        model.file_descriptor_set = Some(quote!(::core::include_bytes!(#set_file)));
         model.methods = service
             .methods
             .iter()

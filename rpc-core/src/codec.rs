@@ -1,9 +1,11 @@
 //! The message codec seam: how a call's messages become frame bodies and back.
 //!
 //! Generated code names the codec by path (`::rpc_core::codec::ProstCodec`), so the
-//! transport never knows the message format. [`ProstCodec`] is the one shipped: protobuf
-//! through prost. A codec only says how a message is encoded; where it goes is the
-//! connection's business (straight into the bytes that go to the socket).
+//! transport never knows the message format. [`ProstCodec`] is the one generated code uses:
+//! protobuf through prost. [`BytesCodec`] passes bodies through as they are, for callers
+//! that encode messages themselves (from JSON, with a schema known only at run time). A
+//! codec only says how a message is encoded; where it goes is the connection's business
+//! (straight into the bytes that go to the socket).
 
 use bytes::{Bytes, BytesMut};
 
@@ -80,6 +82,39 @@ impl<T: RpcMessage> Codec<T> for ProstCodec {
     }
 }
 
+/// Bodies as they are: the message is the encoded bytes, sent and received unchanged. For
+/// callers that encode and decode messages themselves, such as a command-line client or a
+/// gateway working from a schema loaded at run time.
+///
+/// A received body is a slice of the connection's read buffer (no copy); keeping it long
+/// keeps that buffer alive, as for any `bytes` field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesCodec;
+
+impl Codec<Bytes> for BytesCodec {
+    type Error = std::convert::Infallible;
+
+    #[inline]
+    fn encoded_len(item: &Bytes) -> usize {
+        item.len()
+    }
+
+    #[inline]
+    fn encode(item: &Bytes, dst: &mut BytesMut) {
+        dst.extend_from_slice(item);
+    }
+
+    #[inline]
+    fn decode(src: Bytes) -> Result<Bytes, std::convert::Infallible> {
+        Ok(src)
+    }
+
+    #[inline]
+    fn encode_to_bytes(item: &Bytes) -> Bytes {
+        item.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +140,18 @@ mod tests {
     fn empty_messages_allocate_nothing() {
         let body = <ProstCodec as Codec<Echo>>::encode_to_bytes(&Echo::default());
         assert!(body.is_empty());
+    }
+
+    #[test]
+    fn bytes_pass_through_without_a_copy() {
+        let body = Bytes::from_static(b"\x08\x01");
+        let kept = <BytesCodec as Codec<Bytes>>::encode_to_bytes(&body);
+        assert_eq!(kept.as_ptr(), body.as_ptr());
+        let mut buf = BytesMut::new();
+        <BytesCodec as Codec<Bytes>>::encode(&body, &mut buf);
+        assert_eq!(&buf[..], &body[..]);
+        let back = <BytesCodec as Codec<Bytes>>::decode(body.clone()).expect("infallible");
+        assert_eq!(back.as_ptr(), body.as_ptr());
     }
 
     #[test]

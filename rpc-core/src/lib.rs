@@ -84,9 +84,11 @@ pub mod health;
 // Layer 7: the server.
 pub mod server;
 
-// Layer 8: ordinary users of the layers below: balanced channels, the built-in interceptors.
+// Layer 8: ordinary users of the layers below: balanced channels, the built-in interceptors,
+// the reflection service.
 pub mod balance;
 pub mod middleware;
+pub mod reflection;
 
 /// Includes the code generated from `.proto` files for one package: its messages, and the
 /// trait, client and server of each of its services.

@@ -23,7 +23,7 @@ use crate::codec::Codec;
 use crate::conn::{Answer, Note};
 use crate::interceptor::{AnyMessage, ClientContext, ClientEndpoint, ClientNext, DynClientInterceptor};
 use crate::metadata::Metadata;
-use crate::method::MethodKind;
+use crate::method::{MethodKind, MethodName};
 use crate::status::Status;
 use crate::wire::{Frame, FrameKind, Header, WireError};
 
@@ -92,7 +92,7 @@ impl<T> Response<T> {
 #[must_use = "a call does nothing until it is awaited"]
 pub struct UnaryCall<'a, Req, Resp, C> {
     channel: &'a Channel,
-    method: &'static str,
+    method: MethodName,
     request: Req,
     options: CallOptions,
     _marker: PhantomData<fn() -> (Resp, C)>,
@@ -102,7 +102,7 @@ impl<'a, Req, Resp, C> UnaryCall<'a, Req, Resp, C>
 where
     C: Codec<Req> + Codec<Resp>,
 {
-    pub(super) fn new(channel: &'a Channel, method: &'static str, request: Req) -> Self {
+    pub(super) fn new(channel: &'a Channel, method: MethodName, request: Req) -> Self {
         UnaryCall { channel, method, request, options: CallOptions::default(), _marker: PhantomData }
     }
 
@@ -168,7 +168,7 @@ where
 async fn intercepted<Req, Resp, C>(
     channel: &Channel,
     chain: Arc<[Arc<dyn DynClientInterceptor>]>,
-    method: &'static str,
+    method: MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
     request: Req,
@@ -210,7 +210,7 @@ where
     fn call<'b>(&'b mut self, ctx: &'b mut ClientContext) -> BoxFuture<'b, Result<(), Status>> {
         Box::pin(async move {
             self.response = None;
-            let method = ctx.method();
+            let method = ctx.method_name().clone();
             let deadline = ctx.deadline_instant();
             let metadata = ctx.metadata().clone();
             let result = match &self.channel.shared.route {
@@ -291,7 +291,7 @@ pin_project_lite::pin_project! {
     /// completes cancels the call.
     struct RawCall<'a> {
         via: Option<Via<'a>>,
-        method: &'static str,
+        method: MethodName,
         deadline: Option<Instant>,
         state: State,
         #[pin]
@@ -334,7 +334,7 @@ enum NotSent {
 /// receiver.
 fn send_on(
     conn: &ClientConn,
-    method: &'static str,
+    method: &MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
     body_len: usize,
@@ -351,12 +351,7 @@ fn send_on(
             Some(left)
         }
     };
-    let header = Header {
-        method: Some(Bytes::from_static(method.as_bytes())),
-        timeout,
-        metadata,
-        ..Header::default()
-    };
+    let header = Header { method: Some(method.to_bytes()), timeout, metadata, ..Header::default() };
     let (reply, answer) = oneshot::channel();
     conn.shared
         .with_outbox(|outbox| {
@@ -406,7 +401,7 @@ impl<'a> RawCall<'a> {
     /// connection is up with a slot free, else once there is one.
     fn start(
         via: Via<'a>,
-        method: &'static str,
+        method: MethodName,
         metadata: Metadata,
         deadline: Option<Instant>,
         mut body: Body<'_>,
@@ -418,11 +413,11 @@ impl<'a> RawCall<'a> {
         {
             let sent = match &mut body {
                 Body::Message { len, write, .. } => {
-                    send_on(&conn, method, metadata, deadline, *len, &mut **write)
+                    send_on(&conn, &method, metadata, deadline, *len, &mut **write)
                 }
                 Body::Bytes(bytes) => {
                     let bytes = bytes.clone();
-                    send_on(&conn, method, metadata, deadline, bytes.len(), &mut |buf| buf.put_slice(&bytes))
+                    send_on(&conn, &method, metadata, deadline, bytes.len(), &mut |buf| buf.put_slice(&bytes))
                 }
             };
             let sleep = deadline.map(tokio::time::sleep_until);
@@ -455,7 +450,7 @@ impl<'a> RawCall<'a> {
     }
 
     /// A call that failed before it could be sent anywhere.
-    fn failed(status: Status, method: &'static str) -> RawCall<'a> {
+    fn failed(status: Status, method: MethodName) -> RawCall<'a> {
         RawCall { via: None, method, deadline: None, state: State::Failed(status), sleep: None }
     }
 
@@ -609,7 +604,7 @@ pin_project_lite::pin_project! {
     /// another one after a failure when that is safe (see [`crate::balance`]).
     struct BalancedCall<'a> {
         router: &'a Arc<dyn Router>,
-        method: &'static str,
+        method: MethodName,
         // Kept to send the call again.
         metadata: Metadata,
         body: Bytes,
@@ -625,16 +620,20 @@ pin_project_lite::pin_project! {
 impl<'a> BalancedCall<'a> {
     fn new(
         router: &'a Arc<dyn Router>,
-        method: &'static str,
+        method: MethodName,
         metadata: Metadata,
         body: Bytes,
         deadline: Option<Instant>,
     ) -> BalancedCall<'a> {
         let raw = match router.pick(&metadata, &[]) {
-            Ok(call) => {
-                RawCall::start(Via::Node(call), method, metadata.clone(), deadline, Body::Bytes(body.clone()))
-            }
-            Err(status) => RawCall::failed(status, method),
+            Ok(call) => RawCall::start(
+                Via::Node(call),
+                method.clone(),
+                metadata.clone(),
+                deadline,
+                Body::Bytes(body.clone()),
+            ),
+            Err(status) => RawCall::failed(status, method.clone()),
         };
         BalancedCall { router, method, metadata, body, deadline, tried: Vec::new(), attempts: 1, raw }
     }
@@ -658,19 +657,19 @@ impl Future for BalancedCall<'_> {
             };
             let Some(status) = status else { return Poll::Ready(result) };
             let time_left = this.deadline.is_none_or(|deadline| Instant::now() < deadline);
-            if !time_left || !this.router.may_fail_over(this.method, &status, *this.attempts) {
+            if !time_left || !this.router.may_fail_over(this.method.as_str(), &status, *this.attempts) {
                 return Poll::Ready(result);
             }
             this.tried.push(address);
             let Ok(next) = this.router.pick(this.metadata, this.tried) else {
                 return Poll::Ready(result);
             };
-            tracing::debug!(method = *this.method, failed = %status, next = %next.node().address(), "sending the call to another instance");
+            tracing::debug!(method = this.method.as_str(), failed = %status, next = %next.node().address(), "sending the call to another instance");
             *this.attempts += 1;
             let body = Body::Bytes(this.body.clone());
             this.raw.set(RawCall::start(
                 Via::Node(next),
-                this.method,
+                this.method.clone(),
                 this.metadata.clone(),
                 *this.deadline,
                 body,

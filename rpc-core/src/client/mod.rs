@@ -239,6 +239,7 @@ use crate::codec::Codec;
 use crate::conn::Timeouts;
 use crate::interceptor::{ClientChain, ClientInterceptor, DynClientInterceptor};
 use crate::metadata::Metadata;
+use crate::method::MethodName;
 use crate::status::Status;
 use crate::stream::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
 use crate::transport::{Connector, DefaultConnector};
@@ -490,46 +491,64 @@ impl Channel {
     }
 
     /// Starts a unary call to `method` (a full name, `/package.Service/Method`). Generated
-    /// clients call this; it is public for hand-written ones.
-    pub fn unary<Req, Resp, C>(&self, method: &'static str, request: Req) -> UnaryCall<'_, Req, Resp, C>
+    /// clients call this with a `&'static str`; it is public for hand-written ones, which may
+    /// also name a method at run time (see [`MethodName`]) and, with
+    /// [`BytesCodec`](crate::codec::BytesCodec), send bodies encoded elsewhere:
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use rpc_core::codec::BytesCodec;
+    /// use rpc_core::method::MethodName;
+    ///
+    /// # async fn run(channel: rpc_core::Channel, service: &str) -> Result<(), rpc_core::Status> {
+    /// let method = MethodName::from(format!("/{service}/GetFeature"));
+    /// let body = Bytes::from_static(&[0x08, 0x01]); // a protobuf-encoded request
+    /// let answer: Bytes = channel.unary::<_, _, BytesCodec>(&method, body).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn unary<Req, Resp, C>(
+        &self,
+        method: impl Into<MethodName>,
+        request: Req,
+    ) -> UnaryCall<'_, Req, Resp, C>
     where
         C: Codec<Req> + Codec<Resp>,
     {
-        UnaryCall::new(self, method, request)
+        UnaryCall::new(self, method.into(), request)
     }
 
     /// Starts a server-streaming call to `method`. Generated clients call this.
     pub fn server_streaming<Req, Resp, C>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
         request: Req,
     ) -> StreamingCall<'_, Req, Resp, C, ServerStreaming>
     where
         C: Codec<Req> + Codec<Resp>,
     {
-        StreamingCall::new(self, method, Some(request))
+        StreamingCall::new(self, method.into(), Some(request))
     }
 
     /// Starts a client-streaming call to `method`. Generated clients call this.
     pub fn client_streaming<Req, Resp, C>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
     ) -> StreamingCall<'_, Req, Resp, C, ClientStreaming>
     where
         C: Codec<Req> + Codec<Resp>,
     {
-        StreamingCall::new(self, method, None)
+        StreamingCall::new(self, method.into(), None)
     }
 
     /// Starts a bidirectional-streaming call to `method`. Generated clients call this.
     pub fn bidi_streaming<Req, Resp, C>(
         &self,
-        method: &'static str,
+        method: impl Into<MethodName>,
     ) -> StreamingCall<'_, Req, Resp, C, BidiStreaming>
     where
         C: Codec<Req> + Codec<Resp>,
     {
-        StreamingCall::new(self, method, None)
+        StreamingCall::new(self, method.into(), None)
     }
 
     /// A channel with no interceptors over `endpoint` (a balanced channel's instance).

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, ready};
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -18,7 +17,7 @@ use crate::codec::Codec;
 use crate::conn::{Note, StreamCore};
 use crate::interceptor::{AnyMessage, ClientContext, ClientEndpoint, ClientNext};
 use crate::metadata::Metadata;
-use crate::method::MethodKind;
+use crate::method::{MethodKind, MethodName};
 use crate::status::Status;
 use crate::stream::{Side, StreamOutcome, StreamResponse, StreamSender, Streaming};
 use crate::wire::{FrameKind, Header};
@@ -69,7 +68,7 @@ pub enum BidiStreaming {}
 #[must_use = "a call does nothing until it is awaited"]
 pub struct StreamingCall<'a, Req, Resp, C, K> {
     channel: &'a Channel,
-    method: &'static str,
+    method: MethodName,
     request: Option<Req>,
     options: CallOptions,
     _marker: Marker<Resp, C, K>,
@@ -82,7 +81,7 @@ impl<'a, Req, Resp, C, K> StreamingCall<'a, Req, Resp, C, K>
 where
     C: Codec<Req> + Codec<Resp>,
 {
-    pub(super) fn new(channel: &'a Channel, method: &'static str, request: Option<Req>) -> Self {
+    pub(super) fn new(channel: &'a Channel, method: MethodName, request: Option<Req>) -> Self {
         StreamingCall { channel, method, request, options: CallOptions::default(), _marker: PhantomData }
     }
 
@@ -157,7 +156,7 @@ enum Opening<Req, Resp> {
 /// instance a balanced channel picks.
 fn open_now<Req, Resp, C>(
     channel: &Channel,
-    method: &'static str,
+    method: MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
 ) -> Opening<Req, Resp>
@@ -187,7 +186,7 @@ where
     if let Some(conn) = endpoint.ready()
         && conn.slots.try_acquire()
     {
-        match open_on(&conn, method, metadata, deadline) {
+        match open_on(&conn, &method, metadata, deadline) {
             Ok(core) => return Opening::Opened(Ok(ends(core, record))),
             Err((status, None)) => {
                 conn.slots.release();
@@ -205,7 +204,7 @@ where
 /// Opens the stream once a connection with a free call slot is there.
 fn later<Req, Resp>(
     endpoint: Endpoint,
-    method: &'static str,
+    method: MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
     record: Option<RecordOnEnd>,
@@ -223,7 +222,7 @@ where
                 if !conn.slots.acquire().await {
                     continue;
                 }
-                match open_on(&conn, method, metadata, deadline) {
+                match open_on(&conn, &method, metadata, deadline) {
                     Ok(core) => return Ok(core),
                     Err((status, None)) => {
                         conn.slots.release();
@@ -262,7 +261,7 @@ where
 /// another connection.
 fn open_on(
     conn: &ClientConn,
-    method: &'static str,
+    method: &MethodName,
     metadata: Metadata,
     deadline: Option<Instant>,
 ) -> Result<Arc<StreamCore>, (Status, Option<Metadata>)> {
@@ -279,12 +278,7 @@ fn open_on(
             Some(left)
         }
     };
-    let header = Header {
-        method: Some(Bytes::from_static(method.as_bytes())),
-        timeout,
-        metadata,
-        ..Header::default()
-    };
+    let header = Header { method: Some(method.to_bytes()), timeout, metadata, ..Header::default() };
     conn.shared.with_outbox(|outbox| {
         if let Some(status) = &outbox.closed {
             return Err((status.clone().refused(), None));
@@ -325,12 +319,15 @@ where
                 return Err(Status::failed_precondition("a streaming call cannot be sent twice"));
             };
             let metadata = ctx.metadata().clone();
-            let opened =
-                match open_now::<Req, Resp, C>(&self.channel, ctx.method(), metadata, ctx.deadline_instant())
-                {
-                    Opening::Opened(opened) => opened,
-                    Opening::Later(opening) => opening.await,
-                };
+            let opened = match open_now::<Req, Resp, C>(
+                &self.channel,
+                ctx.method_name().clone(),
+                metadata,
+                ctx.deadline_instant(),
+            ) {
+                Opening::Opened(opened) => opened,
+                Opening::Later(opening) => opening.await,
+            };
             let (core, sender, receiver) = match opened {
                 Ok(ends) => ends,
                 Err(status) => {

@@ -47,6 +47,14 @@ pub trait Service: Send + Sync + 'static {
 
     /// Starts serving `call` to the method at index `method` of the descriptor.
     fn call(&self, method: usize, call: ServerCall) -> Spawned;
+
+    /// The schema of the service, for the [reflection service](crate::reflection): an
+    /// encoded `google.protobuf.FileDescriptorSet` holding the file that declares it and
+    /// every file that file imports. Services generated from `.proto` files have one;
+    /// services declared with `#[service]` have none (`None`, the default).
+    fn file_descriptor_set(&self) -> Option<&'static [u8]> {
+        None
+    }
 }
 
 /// What became of a call handed to its handler: for the connection, which keeps what it

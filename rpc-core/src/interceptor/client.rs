@@ -9,13 +9,13 @@ use futures_util::future::BoxFuture;
 use super::{AnyMessage, Run};
 use crate::extensions::Extensions;
 use crate::metadata::Metadata;
-use crate::method::MethodKind;
+use crate::method::{MethodKind, MethodName};
 use crate::status::Status;
 
 /// What a client interceptor knows about a call, and may change before it is sent.
 #[derive(Debug)]
 pub struct ClientContext {
-    method: &'static str,
+    method: MethodName,
     kind: MethodKind,
     target: Arc<str>,
     metadata: Metadata,
@@ -27,7 +27,7 @@ pub struct ClientContext {
 
 impl ClientContext {
     pub(crate) fn new(
-        method: &'static str,
+        method: MethodName,
         kind: MethodKind,
         target: Arc<str>,
         metadata: Metadata,
@@ -46,8 +46,13 @@ impl ClientContext {
     }
 
     /// The full method name, e.g. `/helloworld.Greeter/SayHello`.
-    pub fn method(&self) -> &'static str {
-        self.method
+    pub fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    /// The full method name, to keep (a clone shares the text).
+    pub fn method_name(&self) -> &MethodName {
+        &self.method
     }
 
     /// The call's shape: unary, or which way it streams.

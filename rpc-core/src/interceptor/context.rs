@@ -61,6 +61,20 @@ impl ServerContext {
         }
     }
 
+    /// A context for a call that reaches a [`ServerChain`](super::ServerChain) other than
+    /// through a server of this crate (an HTTP request at a gateway, say), to run the chain
+    /// around it with [`ServerChain::run`](super::ServerChain::run). `method` is the full
+    /// name, `/package.Service/Method`. Such a context has no [TLS information](ServerContext::tls).
+    pub fn from_parts(
+        method: &'static str,
+        kind: MethodKind,
+        peer: PeerAddr,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+    ) -> ServerContext {
+        ServerContext::new(method, kind, peer, None, metadata, deadline.map(tokio::time::Instant::from_std))
+    }
+
     /// Moves the context out for the handler, leaving a shell with the call's identity
     /// (method, kind, peer, deadline) for the interceptors to see if the handler never gives
     /// it back (it panicked, or its deadline passed).
@@ -106,8 +120,8 @@ impl ServerContext {
     /// mutual TLS), when the server serves TLS; `None` on a plaintext connection.
     ///
     /// ```
-    /// # use rpc_core::{Context, Status};
-    /// fn caller_certificate(ctx: &Context) -> Result<&[u8], Status> {
+    /// # use rpc_core::{ServerContext, Status};
+    /// fn caller_certificate(ctx: &ServerContext) -> Result<&[u8], Status> {
     ///     let tls = ctx.tls().ok_or_else(|| Status::unauthenticated("TLS required"))?;
     ///     tls.peer_certificates().first().map(|der| &der[..])
     ///         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))

@@ -60,11 +60,12 @@ impl<'n> Run<'n> {
     ///
     /// impl ClientInterceptor for Latency {
     ///     async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
-    ///         let (method, started) = (ctx.method(), Instant::now());
+    ///         // The method's name, shared (not copied) with the call.
+    ///         let (method, started) = (ctx.method_name().clone(), Instant::now());
     ///         next.run(ctx)
     ///             .on_end(move |outcome| {
     ///                 let code = outcome.as_ref().err().map(Status::code);
-    ///                 tracing::info!(method, ?code, took = ?started.elapsed(), "call ended");
+    ///                 tracing::info!(method = method.as_str(), ?code, took = ?started.elapsed(), "call ended");
     ///             })
     ///             .await
     ///     }

@@ -166,6 +166,14 @@ impl<H> HandlerEndpoint<(), H, ()> {
     }
 }
 
+impl<H, T> HandlerEndpoint<(), H, T> {
+    /// The end of a chain run around a call that arrived another way
+    /// ([`ServerChain::run`]): its messages are not shown to the interceptors.
+    fn outside(handler: H, cancel: Arc<CancelSignal>) -> Self {
+        HandlerEndpoint { request: Some(()), handler: Some(handler), output: None, cancel, unary: false }
+    }
+}
+
 impl<Req, H, Fut, T> Endpoint for HandlerEndpoint<Req, H, T>
 where
     Req: AnyMessage,
@@ -272,6 +280,48 @@ impl ServerChain {
     /// Whether the chain is empty.
     pub fn is_empty(&self) -> bool {
         self.interceptors.is_empty()
+    }
+
+    /// Runs `handler` behind the chain, as a server runs a handler behind its interceptors:
+    /// for calls that arrive other than through a server of this crate, such as a gateway's
+    /// HTTP requests (see [`Context::from_parts`]). `handler` gets the context (after the
+    /// interceptors have seen it) and gives it back with its result; the outcome is the
+    /// chain's, and the context comes back with the response metadata set along the way.
+    ///
+    /// ```
+    /// use rpc_core::interceptor::{ServerChain, ServerInterceptor, ServerNext};
+    /// use rpc_core::method::MethodKind;
+    /// use rpc_core::transport::PeerAddr;
+    /// use rpc_core::{Metadata, ServerContext, Status};
+    ///
+    /// struct NeedsCaller;
+    /// impl ServerInterceptor for NeedsCaller {
+    ///     async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
+    ///         if !ctx.metadata().contains_key("x-caller") {
+    ///             return Err(Status::unauthenticated("who are you?"));
+    ///         }
+    ///         next.run(ctx).await
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let chain = ServerChain::new().with(NeedsCaller);
+    /// let ctx = ServerContext::from_parts("/a.B/C", MethodKind::Unary, PeerAddr::Memory(1), Metadata::new(), None);
+    /// let (_ctx, result) = chain.run(ctx, |ctx| async move { (ctx, Ok::<_, Status>("forwarded")) }).await;
+    /// assert_eq!(result.unwrap_err().code(), rpc_core::Code::Unauthenticated);
+    /// # }
+    /// ```
+    ///
+    /// The handler runs as a server's would: under the context's deadline, with its panic
+    /// caught. Interceptors see no request or response message (they are the caller's own).
+    pub async fn run<G, Fut, T>(&self, ctx: ServerContext, handler: G) -> (ServerContext, Result<T, Status>)
+    where
+        G: FnOnce(ServerContext) -> Fut + Send + 'static,
+        Fut: Future<Output = (ServerContext, Result<T, Status>)> + Send,
+        T: AnyMessage,
+    {
+        let end = HandlerEndpoint::outside(move |ctx, ()| handler(ctx), Arc::new(CancelSignal::default()));
+        run_chain(&self.interceptors, ctx, end).await
     }
 
     /// `outer` then this chain, as the list a call runs through; `None` when empty, so calls

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,6 +13,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::interceptor::ServerContext;
 use crate::interceptor::{ClientContext, ClientInterceptor, ClientNext, Run, ServerInterceptor, ServerNext};
+use crate::method::MethodName;
 use crate::status::{Code, Status};
 
 /// Per-method counts, errors, calls in flight and latencies, in the Prometheus text format
@@ -127,28 +128,39 @@ impl Metrics {
 impl ServerInterceptor for Metrics {
     /// Counts the call in the `rpc_server_*` series.
     async fn intercept(&self, ctx: &mut ServerContext, mut next: ServerNext<'_>) -> Result<(), Status> {
-        self.inner.server.observe(ctx.method(), next.run(ctx)).await
+        self.inner.server.observe(MethodName::from_static(ctx.method()), next.run(ctx)).await
     }
 }
 
 impl ClientInterceptor for Metrics {
     /// Counts the call in the `rpc_client_*` series.
     async fn intercept(&self, ctx: &mut ClientContext, mut next: ClientNext<'_>) -> Result<(), Status> {
-        self.inner.client.observe(ctx.method(), next.run(ctx)).await
+        self.inner.client.observe(ctx.method_name().clone(), next.run(ctx)).await
     }
 }
 
 /// A method's label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MethodLabels {
-    method: &'static str,
+    method: MethodLabel,
 }
 
 /// A method's and an error code's labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ErrorLabels {
-    method: &'static str,
+    method: MethodLabel,
     code: &'static str,
+}
+
+/// A method name as a label value: copied (or, for a name made at run time, shared) per call,
+/// never formatted until the metrics are rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MethodLabel(MethodName);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.as_str().encode(encoder)
+    }
 }
 
 /// The four series of one side.
@@ -197,8 +209,9 @@ impl Series {
     }
 
     /// Runs `call`, counting it in flight until it ends, then counting its end.
-    async fn observe(&self, method: &'static str, call: Run<'_>) -> Result<(), Status> {
-        let labels = MethodLabels { method };
+    async fn observe(&self, method: MethodName, call: Run<'_>) -> Result<(), Status> {
+        let method = MethodLabel(method);
+        let labels = MethodLabels { method: method.clone() };
         let started = Instant::now();
         self.in_flight.get_or_create(&labels).inc();
         call.on_end(move |outcome| {

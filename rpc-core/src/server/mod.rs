@@ -210,6 +210,7 @@ impl Server {
             health: HealthReporter::new(),
             serve_health: true,
             registration: None,
+            on_serve: Vec::new(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -226,10 +227,15 @@ pub struct ServerBuilder {
     /// Whether the built-in health service is mounted.
     serve_health: bool,
     registration: Option<(AnyRegistry, Registration)>,
+    /// Told the mounted services once serving starts (the reflection service learns them so).
+    on_serve: Vec<OnServe>,
     /// TLS on every accepted connection, when set.
     #[cfg(feature = "tls")]
     tls: Option<crate::transport::tls::TlsAcceptor>,
 }
+
+/// What [`ServerBuilder::on_serve`] keeps.
+type OnServe = Box<dyn FnOnce(&[Arc<dyn Service>]) + Send>;
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -292,6 +298,16 @@ impl ServerBuilder {
     /// ```
     pub fn register(mut self, registry: impl Registry, registration: Registration) -> ServerBuilder {
         self.registration = Some((AnyRegistry::new(registry), registration));
+        self
+    }
+
+    /// Calls `hook` with every mounted service (the built-in health service included) when
+    /// serving starts, before the first connection is accepted.
+    pub(crate) fn on_serve(
+        mut self,
+        hook: impl FnOnce(&[Arc<dyn Service>]) + Send + 'static,
+    ) -> ServerBuilder {
+        self.on_serve.push(Box::new(hook));
         self
     }
 
@@ -548,6 +564,9 @@ impl ServerBuilder {
             }
         }
         routes.set_server_chain(&self.chain);
+        for hook in self.on_serve {
+            hook(routes.services());
+        }
         let local = listener.local_addr();
         let leases = match &self.registration {
             Some((registry, registration)) => {

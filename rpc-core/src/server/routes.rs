@@ -29,6 +29,7 @@ pub(crate) struct Route {
 pub(crate) struct Routes {
     by_path: HashMap<Box<[u8]>, Route>,
     services: Vec<&'static str>,
+    mounted: Vec<Arc<dyn Service>>,
 }
 
 impl Routes {
@@ -54,6 +55,7 @@ impl Routes {
             descriptor.name
         );
         self.services.push(descriptor.name);
+        self.mounted.push(Arc::clone(&service));
         for (index, method) in descriptor.methods.iter().enumerate() {
             let route = Route {
                 service: Arc::clone(&service),
@@ -100,6 +102,11 @@ impl Routes {
     /// The names of the mounted services.
     pub(crate) fn service_names(&self) -> &[&'static str] {
         &self.services
+    }
+
+    /// The mounted services, in the order they were mounted.
+    pub(crate) fn services(&self) -> &[Arc<dyn Service>] {
+        &self.mounted
     }
 
     /// Whether a service of this name is mounted.

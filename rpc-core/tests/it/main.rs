@@ -27,6 +27,7 @@ mod interceptors;
 mod limits;
 mod raw;
 mod reconnect;
+mod reflection;
 mod rules;
 mod shutdown;
 mod streams;

@@ -255,6 +255,30 @@ impl Directory for Accounts {
 }
 
 #[tokio::test]
+async fn reflection_serves_the_files_of_proto_services_with_their_imports() {
+    use rpc_core::prost::Message;
+    use rpc_core::reflection::{FileDescriptorsRequest, ListServicesRequest, ReflectionClient};
+
+    let addr = serve(|b| b.add_service(BillingServer::new(Biller)).reflection()).await;
+    let reflection = ReflectionClient::new(channel(addr).await);
+    let services = reflection.list_services(ListServicesRequest {}).await.expect("list").services;
+    let billing = services.iter().find(|s| s.name == "acme.billing.v1.Billing").expect("listed");
+    assert!(billing.has_descriptor, "a service from a .proto file has its schema");
+    let asked = FileDescriptorsRequest { symbols: vec!["acme.billing.v1.Billing".into()] };
+    let files = reflection.file_descriptors(asked).await.expect("files");
+    // The body is a FileDescriptorSet: each file after the files it imports.
+    let set = prost_types::FileDescriptorSet::decode(files.encode_to_vec().as_slice()).expect("a set");
+    let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+    assert_eq!(names.last(), Some(&"acme/billing/v1/billing.proto"), "{names:?}");
+    for import in ["acme/common/v1/money.proto", "google/protobuf/timestamp.proto"] {
+        assert!(names.contains(&import), "{import} in {names:?}");
+    }
+    let service = &set.file.last().expect("billing.proto").service[0];
+    assert_eq!(service.name(), "Billing");
+    assert!(!service.method.is_empty());
+}
+
+#[tokio::test]
 async fn proto2_messages_keep_their_defaults() {
     let addr = serve(|b| b.add_service(DirectoryServer::new(Accounts))).await;
     let client = DirectoryClient::new(channel(addr).await);
