@@ -284,7 +284,7 @@ impl ServerChain {
 
     /// Runs `handler` behind the chain, as a server runs a handler behind its interceptors:
     /// for calls that arrive other than through a server of this crate, such as a gateway's
-    /// HTTP requests (see [`Context::from_parts`]). `handler` gets the context (after the
+    /// HTTP requests (see [`ServerContext::from_parts`]). `handler` gets the context (after the
     /// interceptors have seen it) and gives it back with its result; the outcome is the
     /// chain's, and the context comes back with the response metadata set along the way.
     ///

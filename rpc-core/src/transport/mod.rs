@@ -130,7 +130,7 @@ impl fmt::Display for PeerAddr {
 }
 
 /// What a TLS handshake established about the peer: a server's handlers see it in
-/// [`Context::tls`](crate::Context::tls) when the server serves TLS (feature `tls`).
+/// [`Context::tls`](crate::ServerContext::tls) when the server serves TLS (feature `tls`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsInfo {
     pub(crate) peer_certificates: Vec<bytes::Bytes>,

@@ -4,7 +4,7 @@
 //! A server gets a certificate and its key as an [`Identity`]; with
 //! [`ServerTlsConfig::client_ca_root`] it also requires each client to present a certificate
 //! signed by that CA (mutual TLS), and handlers see who it is in
-//! [`Context::tls`](crate::Context::tls). A client trusts the CAs it is given with
+//! [`Context::tls`](crate::ServerContext::tls). A client trusts the CAs it is given with
 //! [`ClientTlsConfig::ca_certificate`], checks the server's name (the host of the address it
 //! dials, or [`ClientTlsConfig::domain_name`]), and presents an identity of its own with
 //! [`ClientTlsConfig::identity`].
