@@ -12,6 +12,12 @@
 //! service = "routeguide.RouteGuide"
 //! target = "static://127.0.0.1:50051,127.0.0.1:50052"   # or host:port, or etcd://host:2379
 //!
+//! [upstream.tls]                       # TLS to this upstream's instances (default: plaintext)
+//! ca = "ca.pem"                        # the CAs their certificates must chain to
+//! cert = "gateway.pem"                 # mutual TLS: the gateway's certificate chain...
+//! key = "gateway.key"                  # ...and its key
+//! server_name = "guide.internal"       # default: the host of each instance's address
+//!
 //! [auth]                               # JWT (HS256) at the edge; roles per method
 //! hs256_secret = "change me"
 //! public = ["/routeguide.RouteGuide/GetFeature"]
@@ -81,6 +87,60 @@ pub struct Upstream {
     /// A target as [`rpc_dynamic::Target`] reads it: `host:port`, `static://a,b`,
     /// `etcd://host:port[/prefix]`.
     pub target: String,
+    /// TLS (or mutual TLS) to the instances; plaintext without it.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream's instances (`[upstream.tls]`): the CAs that verify them and, for
+/// mutual TLS, the gateway's own certificate. Relative paths are taken from the
+/// configuration file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// A PEM file of the CA certificates the instances' certificates must chain to.
+    pub ca: PathBuf,
+    /// Mutual TLS: a PEM file of the certificate chain the gateway presents (with `key`).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`, in a PEM file.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The name the instances' certificates must be valid for (and the SNI sent); by default
+    /// the host of each instance's address. Set it when instances are registered by IP
+    /// address but share a service certificate.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl UpstreamTls {
+    /// The client configuration, its files read.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file that cannot be read or holds no usable PEM, or
+    /// `cert` without `key` (or the other way round).
+    pub fn client_config(&self) -> Result<rpc_core::transport::tls::ClientTlsConfig, Error> {
+        use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity};
+
+        let failed = |what: &str, path: &std::path::Path, err: rpc_core::transport::tls::TlsError| {
+            Error::Config(format!("upstream.tls.{what} ({}): {err}", path.display()))
+        };
+        let ca = Certificate::from_pem_file(&self.ca).map_err(|err| failed("ca", &self.ca, err))?;
+        let mut config = ClientTlsConfig::new().ca_certificate(ca);
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let identity =
+                    Identity::from_pem_files(cert, key).map_err(|err| failed("cert/key", cert, err))?;
+                config = config.identity(identity);
+            }
+            (None, None) => {}
+            _ => return Err(Error::Config("upstream.tls: cert and key go together".into())),
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name);
+        }
+        Ok(config)
+    }
 }
 
 /// JWT authentication (HS256) and access rules: [`JwtAuth`](rpc_core::middleware::JwtAuth)
@@ -153,8 +213,8 @@ impl Config {
         toml::from_str(text).map_err(|err| Error::Config(err.to_string()))
     }
 
-    /// Reads a configuration file; relative import paths are taken from the file's
-    /// directory, which is the import path when none is given.
+    /// Reads a configuration file; relative import paths (and upstreams' TLS files) are
+    /// taken from the file's directory, which is the import path when none is given.
     ///
     /// # Errors
     /// [`Error::Config`] when the file cannot be read or does not parse.
@@ -170,6 +230,11 @@ impl Config {
         }
         if config.import_paths.is_empty() {
             config.import_paths.push(base.to_path_buf());
+        }
+        for tls in config.upstreams.iter_mut().filter_map(|upstream| upstream.tls.as_mut()) {
+            for file in [Some(&mut tls.ca), tls.cert.as_mut(), tls.key.as_mut()].into_iter().flatten() {
+                *file = base.join(&*file);
+            }
         }
         Ok(config)
     }

@@ -226,11 +226,12 @@ impl Gateway {
     /// [`Error::Config`] for a configuration that does not hold together;
     /// [`Error::Upstream`] when an upstream cannot be reached or its schema had.
     pub async fn from_config(config: &crate::Config) -> Result<Gateway, Error> {
-        let options = rpc_dynamic::ChannelOptions { timeout: None, ..Default::default() };
         let mut channels = Vec::new();
         for upstream in &config.upstreams {
             let target: rpc_dynamic::Target =
                 upstream.target.parse().map_err(|err: rpc_dynamic::Error| Error::Config(err.to_string()))?;
+            let tls = upstream.tls.as_ref().map(crate::UpstreamTls::client_config).transpose()?;
+            let options = rpc_dynamic::ChannelOptions { timeout: None, tls, ..Default::default() };
             let channel = target
                 .connect(&upstream.service, &options)
                 .await

@@ -40,7 +40,7 @@ mod route;
 mod status;
 mod transcode;
 
-pub use config::{AllowRule, AuthConfig, Config, RateLimitConfig, Upstream};
+pub use config::{AllowRule, AuthConfig, Config, RateLimitConfig, Upstream, UpstreamTls};
 pub use gateway::{DEFAULT_MAX_BODY_BYTES, Gateway, GatewayBuilder};
 pub use route::TemplateError;
 pub use status::{error_json, http_status};

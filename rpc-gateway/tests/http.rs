@@ -597,3 +597,82 @@ async fn a_chunked_body_over_the_limit_is_refused_without_a_declared_length() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("larger than the limit of 1024 bytes"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_behind_mutual_tls_are_reached_with_the_files_of_upstream_tls() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    use rpc_core::transport::tls::{Certificate, Identity, ServerTlsConfig};
+
+    // A CA, a certificate for the upstream and one for the gateway, made on the spot.
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    let issue = |names: &[&str], usage| {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = issue(&["guide.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert, client_key) = issue(&["gateway.internal"], ExtendedKeyUsagePurpose::ClientAuth);
+    let ca = Certificate::from_pem(issuer.pem()).expect("CA certificate");
+    let tls = ServerTlsConfig::new(Identity::from_pem(server_cert, server_key).expect("identity"))
+        .client_ca_root(ca);
+    let upstream = Upstream::start(move |s| s.tls_config(tls).expect("server TLS")).await;
+
+    let dir = std::env::temp_dir().join(format!("rpc-gateway-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    for (name, pem) in [("ca.pem", issuer.pem()), ("gateway.pem", client_cert), ("gateway.key", client_key)] {
+        std::fs::write(dir.join(name), pem).expect("write PEM");
+    }
+    // Relative paths, from the configuration file's directory; the instances are registered
+    // by IP address but their certificate names the service.
+    let config = |tls: &str| {
+        let file = dir.join("gateway.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "protos = [\"route_guide.proto\"]\nimport_paths = [{protos:?}]\n[[upstream]]\nservice = \"routeguide.RouteGuide\"\ntarget = \"static://{}\"\n[upstream.tls]\n{tls}",
+                upstream.addr,
+                protos = proto_dir().display().to_string(),
+            ),
+        )
+        .expect("write the configuration");
+        Config::from_file(&file).expect("the configuration parses")
+    };
+    let mutual = config(
+        "ca = \"ca.pem\"\ncert = \"gateway.pem\"\nkey = \"gateway.key\"\nserver_name = \"guide.internal\"\n",
+    );
+    let gateway = serve(Gateway::from_config(&mutual).await.expect("a gateway over mutual TLS")).await;
+    for _ in 0..2 {
+        let answer = get(gateway, "/v1/features/407000000/-744000000").await;
+        assert_eq!((answer.status, answer.body.as_str()), (200, LANDMARK), "{answer:?}");
+    }
+
+    // Without its certificate the gateway is turned away in the handshake: 503, naming why.
+    let anonymous = config("ca = \"ca.pem\"\nserver_name = \"guide.internal\"\n");
+    let refused = match Gateway::from_config(&anonymous).await {
+        Err(err) => err.to_string(),
+        Ok(gateway) => {
+            let answer = get(serve(gateway).await, "/v1/features/407000000/-744000000").await;
+            assert_eq!(answer.status, 503, "{answer:?}");
+            answer.body
+        }
+    };
+    assert!(refused.contains("CertificateRequired"), "{refused}");
+
+    // Files that are missing, or a cert without its key: a configuration error naming them.
+    let missing = Gateway::from_config(&config("ca = \"nowhere.pem\"\n")).await.expect_err("no CA file");
+    assert!(
+        missing.to_string().contains("upstream.tls.ca") && missing.to_string().contains("nowhere.pem"),
+        "{missing}"
+    );
+    let half =
+        Gateway::from_config(&config("ca = \"ca.pem\"\ncert = \"gateway.pem\"\n")).await.expect_err("no key");
+    assert!(half.to_string().contains("cert and key go together"), "{half}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,6 +8,7 @@
 //! rpcurl call 127.0.0.1:50051 routeguide.RouteGuide/GetFeature -d '{"latitude": 407000000, "longitude": -744000000}'
 //! rpcurl --proto proto/route_guide.proto call ...              # the schema from a file instead
 //! rpcurl health 127.0.0.1:50051 routeguide.RouteGuide
+//! rpcurl --cacert ca.pem --cert client.pem --key client.key list greeter.internal:50051   # mutual TLS
 //! ```
 //!
 //! Exit status: 0 on success; 1 when something is wrong before or around the call (the
@@ -27,6 +28,7 @@ use clap::{Args, Parser, Subcommand};
 use rpc_core::health::{HealthCheckRequest, HealthClient, ServingStatus};
 use rpc_core::metadata::MetadataKey;
 use rpc_core::reflection::{ListServicesRequest, ReflectionClient, ServiceInfo};
+use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity, TlsError};
 use rpc_core::{Channel, Metadata, Status};
 use rpc_dynamic::{ChannelOptions, JsonOptions, Schema, Target};
 
@@ -117,6 +119,85 @@ struct Options {
     /// Also writes the response metadata (and a stream's trailers) to stderr.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Speaks TLS to the server, trusting the operating system's CAs (or those of --cacert).
+    /// Implied by --cacert, --cert and --server-name.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Trusts the CA certificates in this PEM file (instead of the system's) to verify the
+    /// server's certificate; implies --tls.
+    #[arg(long, global = true, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Mutual TLS: presents the certificate chain in this PEM file (with --key); implies --tls.
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert, in a PEM file.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (and the SNI sent), instead of the
+    /// host of the target; implies --tls.
+    #[arg(long, global = true, value_name = "NAME")]
+    server_name: Option<String>,
+}
+
+impl Options {
+    /// The TLS configuration the flags ask for, its files read: `None` for plaintext.
+    fn tls_config(&self) -> Result<Option<ClientTlsConfig>, Failure> {
+        let wanted = self.tls || self.cacert.is_some() || self.cert.is_some() || self.server_name.is_some();
+        if !wanted {
+            return Ok(None);
+        }
+        let mut config = ClientTlsConfig::new();
+        match &self.cacert {
+            Some(path) => {
+                let ca =
+                    Certificate::from_pem_file(path).map_err(|err| tls_failure("--cacert", path, err))?;
+                config = config.ca_certificate(ca);
+            }
+            None => config = system_roots(config)?,
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let identity = Identity::from_pem_files(cert, key).map_err(|err| {
+                let which = match &err {
+                    TlsError::NoPrivateKey => ("--key", key),
+                    TlsError::File { path, .. } if std::path::Path::new(path) == key.as_path() => {
+                        ("--key", key)
+                    }
+                    _ => ("--cert", cert),
+                };
+                tls_failure(which.0, which.1, err)
+            })?;
+            config = config.identity(identity);
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name);
+        }
+        Ok(Some(config))
+    }
+}
+
+/// `--tls` without `--cacert`: the operating system's CAs.
+#[cfg(feature = "native-roots")]
+fn system_roots(config: ClientTlsConfig) -> Result<ClientTlsConfig, Failure> {
+    Ok(config.with_system_roots())
+}
+
+/// `--tls` without `--cacert`, in a build that cannot read the system's CAs.
+#[cfg(not(feature = "native-roots"))]
+fn system_roots(_config: ClientTlsConfig) -> Result<ClientTlsConfig, Failure> {
+    Err(Failure::Local(
+        "TLS needs --cacert FILE: this build does not read the system's CA store (feature native-roots)"
+            .into(),
+    ))
+}
+
+/// A TLS file that could not be used, named with its flag.
+fn tls_failure(flag: &str, path: &std::path::Path, err: TlsError) -> Failure {
+    match err {
+        TlsError::File { source, .. } => {
+            Failure::Local(format!("{flag} {}: cannot read it: {source}", path.display()))
+        }
+        err => Failure::Local(format!("{flag} {}: {err}", path.display())),
+    }
 }
 
 /// Why the program stops short of success; each has its exit status.
@@ -186,6 +267,8 @@ fn exit_status(status: &Status) -> u8 {
 struct Session {
     options: Options,
     metadata: Metadata,
+    /// TLS to the target, if asked for.
+    tls: Option<ClientTlsConfig>,
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -220,7 +303,8 @@ impl Session {
                 .map_err(|err| Failure::Local(format!("header {header:?}: {err}")))?;
             metadata.append(key, value.trim().to_owned());
         }
-        Ok(Session { options, metadata })
+        let tls = options.tls_config()?;
+        Ok(Session { options, metadata, tls })
     }
 
     fn json_options(&self) -> JsonOptions {
@@ -233,6 +317,7 @@ impl Session {
         let options = ChannelOptions {
             connect_timeout: self.options.connect_timeout,
             timeout: self.options.timeout,
+            tls: self.tls.clone(),
             ..ChannelOptions::default()
         };
         Ok(target.connect(service, &options).await?)

@@ -297,3 +297,137 @@ async fn registry_targets_resolve_the_service_from_a_static_list_or_etcd() {
     assert_eq!(gone.code, 64 + 14, "{gone:?}");
     assert!(gone.stderr.contains("no instances of routeguide.RouteGuide"), "{gone:?}");
 }
+
+/// Certificates for a test, made on the spot (rcgen) and written as PEM files to a directory
+/// of its own: a CA, a server certificate for `localhost` and `127.0.0.1`, a client one.
+struct Pki {
+    dir: PathBuf,
+    ca: rpc_core::transport::tls::Certificate,
+    server: rpc_core::transport::tls::Identity,
+}
+
+impl Pki {
+    fn new(test: &str) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        use rpc_core::transport::tls::{Certificate, Identity};
+
+        let dir = std::env::temp_dir().join(format!("rpcurl-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+        let issue = |names: &[&str], usage| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = CertificateParams::new(names).expect("params");
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &issuer).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) =
+            issue(&["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) = issue(&["rpcurl.clients.test"], ExtendedKeyUsagePurpose::ClientAuth);
+        for (name, pem) in [
+            ("ca.pem", issuer.pem()),
+            ("client.pem", client_cert),
+            ("client.key", client_key),
+            ("not-pem.txt", "hello".to_owned()),
+        ] {
+            std::fs::write(dir.join(name), pem).expect("write PEM");
+        }
+        Pki {
+            dir,
+            ca: Certificate::from_pem(issuer.pem()).expect("CA certificate"),
+            server: Identity::from_pem(server_cert, server_key).expect("server identity"),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_with_cacert_cert_and_key_and_clear_failures_without_them() {
+    use rpc_core::transport::tls::ServerTlsConfig;
+
+    let pki = Pki::new("mtls");
+    let tls = ServerTlsConfig::new(pki.server.clone()).client_ca_root(pki.ca.clone());
+    let addr = serve(move |b| b.tls_config(tls).expect("server TLS").reflection()).await;
+    let (ca, cert, key) = (pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key"));
+    let mtls = ["--cacert", ca.as_str(), "--cert", cert.as_str(), "--key", key.as_str()];
+    let with = |rest: &[&str]| -> Vec<String> { mtls.iter().chain(rest).map(|s| s.to_string()).collect() };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rpcurl(&args, "").await
+    };
+
+    // Every subcommand, over mutual TLS.
+    let listed = run(with(&["list", &addr])).await.ok();
+    assert!(listed.lines().contains(&"routeguide.RouteGuide"), "{listed:?}");
+    let point = run(with(&["describe", &addr, "routeguide.Point"])).await.ok();
+    assert!(point.stdout.contains("message routeguide.Point"), "{point:?}");
+    let get = r#"{"latitude": 407000000, "longitude": -744000000}"#;
+    let answer = run(with(&["call", &addr, GET, "-d", get])).await.ok();
+    assert_eq!(answer.lines(), [LANDMARK_0_0]);
+    let health = run(with(&["health", &addr])).await.ok();
+    assert_eq!(health.lines(), ["SERVING"]);
+    // The server's name checked against another name than the address's host.
+    let named = run(with(&["--server-name", "localhost", "call", &addr, GET, "-d", get])).await.ok();
+    assert_eq!(named.lines(), [LANDMARK_0_0]);
+    // A balanced target: every instance spoken to over TLS.
+    let balanced = format!("static://{addr}");
+    let answer = run(with(&["call", &balanced, GET, "-d", get])).await.ok();
+    assert_eq!(answer.lines(), [LANDMARK_0_0]);
+
+    // Without the client certificate: the server refuses the handshake.
+    let anonymous = rpcurl(&["--cacert", &ca, "call", &addr, GET, "-d", get], "").await;
+    assert_eq!(anonymous.code, 64 + 14, "{anonymous:?}");
+    assert!(
+        anonymous.stderr.starts_with("rpcurl: UNAVAILABLE: ")
+            && anonymous.stderr.contains("CertificateRequired"),
+        "{anonymous:?}"
+    );
+    // In plaintext: the server says it requires TLS.
+    let plaintext = rpcurl(&["call", &addr, GET, "-d", get], "").await;
+    assert_eq!(plaintext.code, 64 + 14, "{plaintext:?}");
+    assert!(plaintext.stderr.contains("requires TLS"), "{plaintext:?}");
+    // The server's name is not what its certificate says.
+    let misnamed = run(with(&["--server-name", "elsewhere.test", "health", &addr])).await;
+    assert_eq!(misnamed.code, 64 + 14, "{misnamed:?}");
+    assert!(misnamed.stderr.contains("not valid for name"), "{misnamed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_files_that_are_missing_or_not_pem_exit_1_naming_the_flag_and_the_file() {
+    let pki = Pki::new("files");
+    // Nothing is dialed: the files are read first.
+    let addr = "127.0.0.1:1";
+    let (ca, cert, junk) = (pki.path("ca.pem"), pki.path("client.pem"), pki.path("not-pem.txt"));
+    let missing = pki.path("missing.pem");
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["--cacert", &missing], "--cacert", "cannot read it"),
+        (&["--cacert", &junk], "--cacert", "no certificate found"),
+        (&["--cacert", &ca, "--cert", &cert, "--key", &missing], "--key", "cannot read it"),
+        (&["--cacert", &ca, "--cert", &cert, "--key", &junk], "--key", "no private key found"),
+    ];
+    for (flags, flag, cause) in cases {
+        let run = rpcurl(&[flags, &["health", addr]].concat(), "").await;
+        assert_eq!(run.code, 1, "{flags:?}: {run:?}");
+        assert!(
+            run.stderr.starts_with(&format!("rpcurl: error: {flag} ")) && run.stderr.contains(cause),
+            "{flags:?}: {run:?}"
+        );
+    }
+    // --cert without --key is a usage error.
+    let usage = rpcurl(&["--cacert", &ca, "--cert", &cert, "health", addr], "").await;
+    assert_eq!(usage.code, 2, "{usage:?}");
+}
