@@ -63,6 +63,9 @@ pub(crate) struct StreamCore {
 struct SendHalf {
     /// Encoded `STREAM_MESSAGE` frames the driver has not taken yet.
     buf: BytesMut,
+    /// Their credit cost: the sum of their payload lengths (the frames without their length
+    /// prefixes), which is what the peer counts against the connection's window.
+    buf_cost: u64,
     /// Credit the peer granted this stream beyond its `INITIAL_WINDOW`, minus bytes encoded:
     /// the stream's credit is the window plus this.
     balance: i64,
@@ -118,6 +121,7 @@ impl StreamCore {
             shared,
             send: Mutex::new(SendHalf {
                 buf: BytesMut::new(),
+                buf_cost: 0,
                 balance: 0,
                 scheduled: false,
                 waiter: None,
@@ -179,6 +183,7 @@ impl StreamCore {
                 }
                 Frame::encode_message_with(self.id, body_len, &mut send.buf, |buf| messages.encode_next(buf));
                 send.balance -= cost as i64;
+                send.buf_cost += cost as u64;
                 encoded += 1;
                 if encoded == MESSAGES_PER_LOCK {
                     // Others (the driver) get the lock now and then.
@@ -210,6 +215,7 @@ impl StreamCore {
         }
         if jump {
             send.buf.clear();
+            send.buf_cost = 0;
         }
         send.closed = Some(why);
         send.end = Some(end);
@@ -230,6 +236,7 @@ impl StreamCore {
     pub(crate) fn close_send(&self, status: Status) {
         let mut send = lock(&self.send);
         send.buf.clear();
+        send.buf_cost = 0;
         send.end = None;
         if send.closed.is_none() {
             send.closed = Some(status);
@@ -268,24 +275,27 @@ impl StreamCore {
 
     /// Moves buffered messages into `out`: all of them while `conn_credit` covers them, else
     /// whole messages while it lasts (the last may overdraw it); then the stream's end, if
-    /// everything went and it has one. `conn_credit` is charged what was moved.
+    /// everything went and it has one. `conn_credit` is charged what was moved, counted as
+    /// the peer counts it: in frame payload bytes, length prefixes not included.
     pub(crate) fn take(&self, out: &mut BytesMut, conn_credit: &mut i64) -> Taken {
         let mut send = lock(&self.send);
-        let len = send.buf.len();
-        if len > 0 {
-            if (len as i64) <= *conn_credit {
+        if !send.buf.is_empty() {
+            let cost = send.buf_cost as i64;
+            if cost <= *conn_credit {
                 if out.is_empty() {
                     std::mem::swap(out, &mut send.buf);
                 } else {
                     out.extend_from_slice(&send.buf);
                     send.buf.clear();
                 }
-                *conn_credit -= len as i64;
+                send.buf_cost = 0;
+                *conn_credit -= cost;
             } else {
-                let cut = frames_within(&send.buf, *conn_credit);
+                let (cut, cost) = frames_within(&send.buf, *conn_credit);
                 out.extend_from_slice(&send.buf[..cut]);
                 send.buf.advance(cut);
-                *conn_credit -= cut as i64;
+                send.buf_cost -= cost;
+                *conn_credit -= cost as i64;
             }
             if let Some(waker) = send.waiter.take() {
                 waker.wake();
@@ -449,17 +459,16 @@ impl Drop for StreamCore {
 }
 
 /// How many bytes of whole frames at the front of `buf` fit within `credit`, the last one
-/// allowed to overdraw it (at least one frame, when `credit` is above zero).
-fn frames_within(buf: &[u8], credit: i64) -> usize {
-    let mut at = 0;
-    let mut left = credit;
-    while left > 0 && at < buf.len() {
+/// allowed to overdraw it (at least one frame, when `credit` is above zero), and their cost
+/// (their payload lengths).
+fn frames_within(buf: &[u8], credit: i64) -> (usize, u64) {
+    let (mut at, mut cost) = (0, 0);
+    while (cost as i64) < credit && at < buf.len() {
         let Ok((len, prefix)) = varint::decode(&buf[at..]) else { break };
-        let frame = prefix + len as usize;
-        at += frame;
-        left -= len as i64;
+        at += prefix + len as usize;
+        cost += len;
     }
-    at.min(buf.len())
+    (at.min(buf.len()), cost)
 }
 
 #[cfg(test)]
@@ -473,11 +482,12 @@ mod tests {
             Frame::encode_message_with(1, 10, &mut buf, |b| b.extend_from_slice(&[0; 10]));
         }
         let frame = buf.len() / 3;
-        let payload = (frame - 1) as i64;
-        assert_eq!(frames_within(&buf, 0), 0);
-        assert_eq!(frames_within(&buf, 1), frame, "one frame overdraws");
-        assert_eq!(frames_within(&buf, payload), frame);
-        assert_eq!(frames_within(&buf, payload + 1), 2 * frame);
-        assert_eq!(frames_within(&buf, 1000), 3 * frame);
+        let payload = (frame - 1) as u64;
+        let credit = payload as i64;
+        assert_eq!(frames_within(&buf, 0), (0, 0));
+        assert_eq!(frames_within(&buf, 1), (frame, payload), "one frame overdraws");
+        assert_eq!(frames_within(&buf, credit), (frame, payload));
+        assert_eq!(frames_within(&buf, credit + 1), (2 * frame, 2 * payload));
+        assert_eq!(frames_within(&buf, 1000), (3 * frame, 3 * payload), "a frame's cost is its payload");
     }
 }
