@@ -30,6 +30,15 @@ pub trait Codec<T>: Send + Sync + 'static {
     /// Decodes a body. Byte fields may borrow `src` rather than copy it.
     fn decode(src: Bytes) -> Result<T, Self::Error>;
 
+    /// Decodes the body of `len` bytes at the front of `src` (a run of received stream
+    /// frames), taking those bytes off it whether or not it decodes. The default is
+    /// `decode(src.split_to(len))`; a codec that can read the body in place saves making it a
+    /// `Bytes` of its own.
+    #[inline]
+    fn decode_front(src: &mut Bytes, len: usize) -> Result<T, Self::Error> {
+        Self::decode(src.split_to(len))
+    }
+
     /// Encodes `item` into a body of its own, of exactly its size (an empty one allocates
     /// nothing). The runtime encodes messages straight into the connection's buffers; this
     /// is for a body that must be kept, to be sent again.
@@ -79,6 +88,17 @@ impl<T: RpcMessage> Codec<T> for ProstCodec {
     #[inline]
     fn decode(src: Bytes) -> Result<T, prost::DecodeError> {
         T::decode(src)
+    }
+
+    #[inline]
+    fn decode_front(src: &mut Bytes, len: usize) -> Result<T, prost::DecodeError> {
+        use bytes::Buf;
+        let end = src.len() - len;
+        // Byte fields are still slices of `src`; the body itself is never a `Bytes` of its own.
+        let decoded = T::decode((&mut *src).take(len));
+        // A body that failed to decode may have been left partly unread.
+        src.advance(src.len() - end);
+        decoded
     }
 }
 

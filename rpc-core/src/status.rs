@@ -117,7 +117,13 @@ impl fmt::Display for Code {
 /// assert_eq!(status.to_string(), "NOT_FOUND: no user 42");
 /// ```
 #[derive(Clone)]
-pub struct Status {
+pub struct Status(Box<Inner>);
+
+/// What a [`Status`] says, behind one pointer: a `Result<T, Status>` is then barely larger
+/// than `T`, and every successful result passed up through the layers of a call moves that
+/// much less.
+#[derive(Clone)]
+struct Inner {
     code: Code,
     message: String,
     metadata: Metadata,
@@ -130,10 +136,10 @@ pub struct Status {
 /// local cause is not compared).
 impl PartialEq for Status {
     fn eq(&self, other: &Status) -> bool {
-        self.code == other.code
-            && self.message == other.message
-            && self.metadata == other.metadata
-            && self.refused == other.refused
+        self.0.code == other.0.code
+            && self.0.message == other.0.message
+            && self.0.metadata == other.0.metadata
+            && self.0.refused == other.0.refused
     }
 }
 
@@ -153,7 +159,13 @@ macro_rules! constructors {
 impl Status {
     /// A status with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into(), metadata: Metadata::new(), refused: false, source: None }
+        Status(Box::new(Inner {
+            code,
+            message: message.into(),
+            metadata: Metadata::new(),
+            refused: false,
+            source: None,
+        }))
     }
 
     constructors! {
@@ -193,21 +205,21 @@ impl Status {
 
     /// Adds metadata, sent with the status as the response's metadata.
     pub fn with_metadata(mut self, metadata: Metadata) -> Status {
-        self.metadata = metadata;
+        self.0.metadata = metadata;
         self
     }
 
     /// The same status with another message: its code, metadata, refusal mark and source
     /// kept.
     pub(crate) fn with_message(mut self, message: impl Into<String>) -> Status {
-        self.message = message.into();
+        self.0.message = message.into();
         self
     }
 
     /// Keeps `source` as the error that caused this status: what
     /// [`Error::source`](std::error::Error::source) returns (it stays local, never sent).
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Status {
-        self.source = Some(Arc::new(source));
+        self.0.source = Some(Arc::new(source));
         self
     }
 
@@ -215,7 +227,7 @@ impl Status {
     /// at its concurrency limit): such a call may be sent again, elsewhere or later, even if
     /// it is not idempotent.
     pub fn is_refused(&self) -> bool {
-        self.refused
+        self.0.refused
     }
 
     /// Marks the status as a refusal: the call was not processed at all (for example shed
@@ -227,50 +239,51 @@ impl Status {
     /// sent as refused: the handler ran. That also keeps a refusal the handler received from a
     /// call of its own, and returned with `?`, from passing for this call's.
     pub fn refused(mut self) -> Status {
-        self.refused = true;
+        self.0.refused = true;
         self
     }
 
     /// The status without the refusal mark: for what a handler returns, since it ran.
     pub(crate) fn processed(mut self) -> Status {
-        self.refused = false;
+        self.0.refused = false;
         self
     }
 
     /// The code.
     pub fn code(&self) -> Code {
-        self.code
+        self.0.code
     }
 
     /// The message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The metadata that came with the status.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.0.metadata
     }
 
     /// The metadata, to change.
     pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.metadata
+        &mut self.0.metadata
     }
 
     pub(crate) fn into_parts(self) -> (Code, String, Metadata) {
-        (self.code, self.message, self.metadata)
+        let Inner { code, message, metadata, .. } = *self.0;
+        (code, message, metadata)
     }
 }
 
 impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Status");
-        s.field("code", &self.code).field("message", &self.message);
-        if self.refused {
+        s.field("code", &self.0.code).field("message", &self.0.message);
+        if self.0.refused {
             s.field("refused", &true);
         }
-        if !self.metadata.is_empty() {
-            s.field("metadata", &self.metadata);
+        if !self.0.metadata.is_empty() {
+            s.field("metadata", &self.0.metadata);
         }
         s.finish()
     }
@@ -278,17 +291,17 @@ impl fmt::Debug for Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.message.is_empty() {
-            write!(f, "{}", self.code)
+        if self.0.message.is_empty() {
+            write!(f, "{}", self.0.code)
         } else {
-            write!(f, "{}: {}", self.code, self.message)
+            write!(f, "{}: {}", self.0.code, self.0.message)
         }
     }
 }
 
 impl std::error::Error for Status {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+        self.0.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -303,5 +316,11 @@ mod tests {
         }
         assert_eq!(Code::from_u32(17), Code::Unknown);
         assert_eq!(Code::from_u32(u32::MAX), Code::Unknown);
+    }
+
+    #[test]
+    fn a_status_is_one_pointer_so_results_stay_small() {
+        assert_eq!(std::mem::size_of::<Status>(), std::mem::size_of::<usize>());
+        assert_eq!(std::mem::size_of::<Result<(), Status>>(), std::mem::size_of::<usize>());
     }
 }

@@ -319,7 +319,7 @@ pub struct Streaming<T> {
     core: Arc<StreamCore>,
     /// Messages taken from the connection, not yet read.
     local: VecDeque<Received>,
-    decode: fn(Bytes) -> Result<T, Status>,
+    decode: fn(&mut Bytes, usize) -> Result<T, Status>,
     /// Credit of messages read and not yet granted back.
     unreleased: u64,
     release_threshold: u64,
@@ -406,7 +406,7 @@ impl<T> Streaming<T> {
         }
         loop {
             if let Some(run) = self.local.front_mut() {
-                let Some((body, cost)) = run.next_message() else {
+                let Some((decoded, cost)) = run.next_message_with(self.decode) else {
                     self.local.pop_front();
                     continue;
                 };
@@ -417,7 +417,7 @@ impl<T> Streaming<T> {
                 if self.unreleased >= self.release_threshold {
                     self.core.grant(std::mem::take(&mut self.unreleased));
                 }
-                return Poll::Ready((self.decode)(body).map(Some));
+                return Poll::Ready(decoded.map(Some));
             }
             match self.core.poll_recv(cx, &mut self.local) {
                 Poll::Ready(Recv::Messages) => {}
@@ -548,11 +548,11 @@ impl<T> Future for StreamResponse<T> {
 impl<T> Unpin for StreamResponse<T> {}
 
 /// A client's message to a server that does not decode: the caller sent bad data.
-fn decode_request<T, C: Codec<T>>(body: Bytes) -> Result<T, Status> {
-    C::decode(body).map_err(|err| Status::invalid_argument(format!("request does not decode: {err}")))
+fn decode_request<T, C: Codec<T>>(frames: &mut Bytes, len: usize) -> Result<T, Status> {
+    C::decode_front(frames, len).map_err(|err| Status::invalid_argument(format!("request does not decode: {err}")))
 }
 
 /// A server's message to a client that does not decode.
-fn decode_response<T, C: Codec<T>>(body: Bytes) -> Result<T, Status> {
-    C::decode(body).map_err(|err| Status::internal(format!("stream message does not decode: {err}")))
+fn decode_response<T, C: Codec<T>>(frames: &mut Bytes, len: usize) -> Result<T, Status> {
+    C::decode_front(frames, len).map_err(|err| Status::internal(format!("stream message does not decode: {err}")))
 }

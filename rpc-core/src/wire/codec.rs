@@ -305,6 +305,13 @@ pub(crate) struct StreamMessages {
 impl StreamMessages {
     /// The next message's body and the credit its frame used, taken out.
     pub(crate) fn next_message(&mut self) -> Option<(Bytes, u64)> {
+        self.next_message_with(|frames, len| frames.split_to(len))
+    }
+
+    /// The next message, taken out and read by `read` (from the front of the frames, whose
+    /// body length it is given and must take off them), and the credit its frame used.
+    #[inline]
+    pub(crate) fn next_message_with<R>(&mut self, read: impl FnOnce(&mut Bytes, usize) -> R) -> Option<(R, u64)> {
         let (len, prefix) = varint::decode(&self.frames).ok()?;
         let (_, id_len) = varint::decode(self.frames.get(prefix + 2..)?).ok()?;
         // Prefix, kind, flags, call id, and the header length of zero.
@@ -314,11 +321,14 @@ impl StreamMessages {
             return None;
         }
         self.frames.advance(head);
-        let body = self.frames.split_to(end - head);
+        let body_len = end - head;
+        let rest = self.frames.len() - body_len;
+        let read = read(&mut self.frames, body_len);
+        debug_assert_eq!(self.frames.len(), rest, "the reader took its body, no more, no less");
         self.count = self.count.saturating_sub(1);
         let cost = len + std::mem::take(&mut self.extra);
         self.cost = self.cost.saturating_sub(cost);
-        Some((body, cost))
+        Some((read, cost))
     }
 
     /// Whether every message has been taken.
