@@ -212,6 +212,11 @@ impl Peer for ClientPeer {
                 }
                 Ok(())
             }
+            FrameKind::StreamAccept => {
+                // For a call no longer here: nobody waits.
+                state.streams.accept(frame.call_id);
+                Ok(())
+            }
             FrameKind::Request | FrameKind::StreamOpen => {
                 Err(WireError::Protocol("a server sent a frame that only clients send"))
             }

@@ -166,6 +166,7 @@ impl EndpointInner {
             max_frame_size: config.max_frame_size,
             max_header_size: config.max_header_size,
             max_concurrent_calls: None,
+            stream_accepts: false,
             stream_window: config.stream_window,
             connection_window: config.connection_window,
             handshake_timeout: limit,

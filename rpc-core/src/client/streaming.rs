@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, ready};
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -36,6 +36,10 @@ pub enum BidiStreaming {}
 
 /// A streaming call being prepared: set a timeout (covering the whole stream) or metadata,
 /// then `.await` it to get the stream's ends.
+///
+/// The `.await` completes once the server has started the call's handler: a method the
+/// server lacks (`Unimplemented`), a refusal, or an interceptor's verdict fails it there,
+/// with the server's status. (A server-streaming call's request is sent before that wait.)
 ///
 /// ```no_run
 /// # use rpc_core::{ServerContext, Status, StreamSender, Streaming, client::Channel};
@@ -102,16 +106,18 @@ where
         let StreamingCall { channel, method, request, options, .. } = self;
         let deadline = channel.deadline_for(options.timeout);
         let Some(chain) = channel.chain_for(options.interceptors) else {
-            return match open_now::<Req, Resp, C>(channel, method, options.metadata, deadline) {
-                Opening::Opened(opened) => {
-                    OpenFuture::ready(opened.and_then(|(_, s, r)| finish(request, s, r)))
-                }
-                Opening::Later(opening) => OpenFuture {
-                    state: OpenState::Opening(Box::pin(async move {
-                        let (_, sender, receiver) = opening.await?;
-                        finish(request, sender, receiver)
-                    })),
-                },
+            let opening = match open_now::<Req, Resp, C>(channel, method, options.metadata, deadline) {
+                Opening::Opened(Err(status)) => return OpenFuture::ready(Err(status)),
+                Opening::Opened(Ok(opened)) => Either::Left(std::future::ready(Ok(opened))),
+                Opening::Later(opening) => Either::Right(opening),
+            };
+            return OpenFuture {
+                state: OpenState::Opening(Box::pin(async move {
+                    let (core, sender, receiver) = opening.await?;
+                    let ends = finish(request, sender, receiver)?;
+                    accepted(&core, deadline).await?;
+                    Ok(ends)
+                })),
             };
         };
         let target = Arc::clone(&channel.shared.target);
@@ -256,6 +262,19 @@ where
     }))
 }
 
+/// Waits, within the call's deadline, until the server has started the stream's handler
+/// (docs/PROTOCOL.md §8.1): a call to a method the server lacks, or one an interceptor
+/// turned away, fails here, with the server's status, rather than at its first message.
+async fn accepted(core: &StreamCore, deadline: Option<Instant>) -> Result<(), Status> {
+    let wait = std::future::poll_fn(|cx| core.poll_accepted(cx));
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, wait).await.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded("the deadline passed before the server started the stream"))
+        }),
+        None => wait.await,
+    }
+}
+
 /// Queues a `STREAM_OPEN` on `conn` (whose call slot the caller holds). Fails with the
 /// status, or, when the connection stopped taking calls, gives the metadata back for
 /// another connection.
@@ -335,7 +354,12 @@ where
                     return Err(status);
                 }
             };
-            let ends = (self.finish)(self.request.take(), sender, receiver);
+            let mut ends = (self.finish)(self.request.take(), sender, receiver);
+            if ends.is_ok()
+                && let Err(status) = accepted(&core, ctx.deadline_instant()).await
+            {
+                ends = Err(status);
+            }
             let failed = ends.as_ref().err().cloned();
             let _ = deliver.send(ends);
             match failed {

@@ -247,6 +247,13 @@ impl ServerCall {
         };
         let requests = Streaming::new::<C>(Arc::clone(&core), Side::Server, None);
         let responses = StreamSender::new::<C>(Arc::clone(&core), Side::Server);
+        // The client learns that its call reached a handler (the method exists, and no
+        // interceptor turned it away) before anything the handler sends.
+        let accepted = Arc::clone(&core);
+        let handler = move |ctx, requests, responses| {
+            send_accept(&accepted);
+            handler(ctx, requests, responses)
+        };
         let method = context.method();
         let deadline = context.deadline_instant();
         let cancel = interceptors.as_ref().map(|_| Arc::new(CancelSignal::default()));
@@ -288,6 +295,17 @@ impl ServerCall {
             }
         }
     }
+}
+
+/// Tells the client that its stream's handler starts (`STREAM_ACCEPT`, docs/PROTOCOL.md
+/// §8.1), ahead of the messages the handler sends.
+fn send_accept(core: &StreamCore) {
+    core.shared.with_outbox(|outbox| {
+        if outbox.closed.is_none() {
+            // A frame of a few bytes: below any limit.
+            let _ = outbox.queue(&crate::wire::Frame::new(FrameKind::StreamAccept, core.id));
+        }
+    });
 }
 
 /// A unary call's task: the request decoded, the handler behind its interceptors, under

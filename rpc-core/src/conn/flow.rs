@@ -84,8 +84,26 @@ impl Streams {
 
     /// Routes stream `core.id` here from now on.
     pub(crate) fn open(&mut self, core: Arc<StreamCore>) {
+        if core.shared.peer_accepts() == Some(false) {
+            // Its opener would wait for a STREAM_ACCEPT that never comes.
+            core.accept();
+        }
         let entry = Entry { core, received: 0, pending: Vec::new(), pending_cost: 0 };
         self.entries.insert(entry.core.id, entry);
+    }
+
+    /// The peer started stream `id`'s handler (`STREAM_ACCEPT`).
+    pub(crate) fn accept(&mut self, id: u64) {
+        if let Some(entry) = self.entries.get(&id) {
+            entry.core.accept();
+        }
+    }
+
+    /// The peer sends no `STREAM_ACCEPT`s: every stream counts as accepted.
+    pub(crate) fn accept_all(&mut self) {
+        for entry in self.entries.values() {
+            entry.core.accept();
+        }
     }
 
     /// Stops routing stream `id` (its call is over): what it still has pending goes to its

@@ -68,6 +68,9 @@ pub(crate) struct ConnConfig {
     pub(crate) max_header_size: usize,
     /// Announced by servers only.
     pub(crate) max_concurrent_calls: Option<usize>,
+    /// Announced by servers only: every stream whose handler starts is answered with a
+    /// `STREAM_ACCEPT`.
+    pub(crate) stream_accepts: bool,
     pub(crate) stream_window: u64,
     pub(crate) connection_window: u64,
     /// How long the peer has to send its preface.
@@ -212,6 +215,7 @@ where
         settings.header.max_header_size = Some(config.max_header_size as u64);
         settings.header.max_concurrent_calls = config.max_concurrent_calls.map(|n| n as u64);
         settings.header.initial_window = Some(config.stream_window);
+        settings.header.stream_accepts = config.stream_accepts.then_some(1);
         {
             let mut outbox = shared.lock();
             // Settings and window updates are a few bytes: below any limit a peer could set.
@@ -264,6 +268,11 @@ where
                 "a connection-level frame (SETTINGS, PING, PONG, GOAWAY) on a call id",
             ));
         }
+        if frame.kind != FrameKind::Settings {
+            // A peer whose first frame is not its SETTINGS announced nothing, no
+            // STREAM_ACCEPTS included.
+            self.learn_stream_accepts(false);
+        }
         match frame.kind {
             FrameKind::StreamMessage => self.state.streams.on_message(frame.into(), &self.state.shared),
             FrameKind::Settings => self.on_settings(&frame.header),
@@ -296,6 +305,7 @@ where
             | FrameKind::Response
             | FrameKind::StreamOpen
             | FrameKind::StreamEnd
+            | FrameKind::StreamAccept
             | FrameKind::Cancel => {
                 self.call_activity += 1;
                 self.peer.on_call_frame(&mut self.state, frame)
@@ -330,7 +340,16 @@ where
         if let Some(max) = header.max_concurrent_calls {
             self.peer.on_max_concurrent_calls(max);
         }
+        self.learn_stream_accepts(header.stream_accepts == Some(1));
         Ok(())
+    }
+
+    /// The peer's first `SETTINGS` (or, without one, its first frame) says whether it sends
+    /// `STREAM_ACCEPT`s; streams waiting to hear are told it does not.
+    fn learn_stream_accepts(&mut self, accepts: bool) {
+        if self.state.shared.learn_peer_accepts(accepts) && !accepts {
+            self.state.streams.accept_all();
+        }
     }
 
     /// Reads and handles frames while the budget lasts, the socket has some, and the peer

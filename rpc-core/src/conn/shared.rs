@@ -8,7 +8,7 @@
 //! whole outbox at once (swapping buffers, not copying) and writes it. The lock is held only
 //! to encode one frame, or to swap.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
@@ -191,7 +191,14 @@ pub(crate) struct Shared {
     queued: AtomicUsize,
     /// Received bytes held for the tasks that use the connection (docs/PROTOCOL.md §8.5).
     pub(crate) input: ConnInput,
+    /// Whether the peer sends `STREAM_ACCEPT`s: not known yet, yes, or no.
+    peer_accepts: AtomicU8,
 }
+
+/// [`Shared::peer_accepts`] before the peer's `SETTINGS`.
+const ACCEPTS_UNKNOWN: u8 = 0;
+const ACCEPTS_YES: u8 = 1;
+const ACCEPTS_NO: u8 = 2;
 
 impl Shared {
     /// The state of a connection granting `stream_window` and `connection_window`, within
@@ -216,7 +223,25 @@ impl Shared {
             peer_max_frame: AtomicUsize::new(DEFAULT_MAX_FRAME_SIZE),
             queued: AtomicUsize::new(0),
             input: ConnInput::new(input_limit, server),
+            peer_accepts: AtomicU8::new(ACCEPTS_UNKNOWN),
         })
+    }
+
+    /// Whether the peer sends `STREAM_ACCEPT`s: `None` until its `SETTINGS` say.
+    pub(crate) fn peer_accepts(&self) -> Option<bool> {
+        match self.peer_accepts.load(Ordering::Acquire) {
+            ACCEPTS_UNKNOWN => None,
+            value => Some(value == ACCEPTS_YES),
+        }
+    }
+
+    /// For the driver: the peer's `SETTINGS` say whether it sends `STREAM_ACCEPT`s. Only the
+    /// first word counts; returns whether this was it.
+    pub(crate) fn learn_peer_accepts(&self, accepts: bool) -> bool {
+        let value = if accepts { ACCEPTS_YES } else { ACCEPTS_NO };
+        self.peer_accepts
+            .compare_exchange(ACCEPTS_UNKNOWN, value, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// `bytes` of received input are no longer held; wakes the driver if it stopped reading

@@ -88,6 +88,10 @@ struct RecvHalf {
     waiter: Option<Waker>,
     /// The consumer is gone: what arrives is consumed at once.
     detached: bool,
+    /// The peer started the call's handler (or sent something of it, or never says).
+    accepted: bool,
+    /// The opener waiting to hear whether the call was accepted.
+    accept_waiter: Option<Waker>,
 }
 
 /// What [`StreamCore::take`] moved.
@@ -134,6 +138,8 @@ impl StreamCore {
                 end: None,
                 waiter: None,
                 detached: false,
+                accepted: false,
+                accept_waiter: None,
             }),
             granted: AtomicU64::new(0),
             finished: AtomicBool::new(false),
@@ -333,7 +339,44 @@ impl StreamCore {
         if let Some(waker) = recv.waiter.take() {
             waker.wake();
         }
+        if !recv.accepted {
+            // A message from the handler: it has started.
+            recv.accepted = true;
+            if let Some(waker) = recv.accept_waiter.take() {
+                waker.wake();
+            }
+        }
         Ok(())
+    }
+
+    /// For the driver: the peer has started the call's handler, or it never says so.
+    pub(crate) fn accept(&self) {
+        let mut recv = lock(&self.recv);
+        recv.accepted = true;
+        if let Some(waker) = recv.accept_waiter.take() {
+            waker.wake();
+        }
+    }
+
+    /// For the opener of a client's stream: `Ok` once the server has started the call's
+    /// handler (or is known never to say so), the call's status if it ended first with an
+    /// error (an unknown method, a refusal, a lost connection).
+    pub(crate) fn poll_accepted(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        let mut recv = lock(&self.recv);
+        match &recv.end {
+            _ if recv.accepted => return Poll::Ready(Ok(())),
+            Some(Err(status)) => return Poll::Ready(Err(status.clone())),
+            Some(Ok(_)) => return Poll::Ready(Ok(())),
+            None => {}
+        }
+        if self.shared.peer_accepts() == Some(false) {
+            return Poll::Ready(Ok(()));
+        }
+        match &recv.accept_waiter {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => recv.accept_waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// For the driver: the inbound side's end, read after the messages already delivered.
@@ -343,6 +386,9 @@ impl StreamCore {
         if recv.end.is_none() {
             recv.end = Some(end);
             if let Some(waker) = recv.waiter.take() {
+                waker.wake();
+            }
+            if let Some(waker) = recv.accept_waiter.take() {
                 waker.wake();
             }
         }
@@ -414,6 +460,11 @@ impl StreamCore {
     }
 
     // --- The call's end. ---
+
+    /// Whether the call is over on this connection.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
 
     /// The call is over on this connection: nothing more is routed to it.
     pub(crate) fn set_finished(&self) {

@@ -57,6 +57,7 @@ pub(crate) async fn serve_connection<T: Io>(
         max_frame_size: config.max_frame_size,
         max_header_size: config.max_header_size,
         max_concurrent_calls: Some(config.max_concurrent_calls),
+        stream_accepts: true,
         stream_window: config.stream_window,
         connection_window: config.connection_window,
         handshake_timeout: preface_timeout,

@@ -297,7 +297,8 @@ impl<T, I: Iterator<Item = T>> Messages for Unsent<'_, T, I> {
 pub(crate) fn cancel(core: &Arc<StreamCore>, status: Status) {
     let id = core.id;
     core.shared.with_outbox(|outbox| {
-        if outbox.closed.is_none() {
+        // A call the server has ended already needs no cancel.
+        if outbox.closed.is_none() && !core.is_finished() {
             // A cancel frame is a few bytes: below any limit.
             let _ = outbox.queue(&Frame::new(FrameKind::Cancel, id));
             outbox.note(Note::Cancelled(id));
@@ -549,10 +550,12 @@ impl<T> Unpin for StreamResponse<T> {}
 
 /// A client's message to a server that does not decode: the caller sent bad data.
 fn decode_request<T, C: Codec<T>>(frames: &mut Bytes, len: usize) -> Result<T, Status> {
-    C::decode_front(frames, len).map_err(|err| Status::invalid_argument(format!("request does not decode: {err}")))
+    C::decode_front(frames, len)
+        .map_err(|err| Status::invalid_argument(format!("request does not decode: {err}")))
 }
 
 /// A server's message to a client that does not decode.
 fn decode_response<T, C: Codec<T>>(frames: &mut Bytes, len: usize) -> Result<T, Status> {
-    C::decode_front(frames, len).map_err(|err| Status::internal(format!("stream message does not decode: {err}")))
+    C::decode_front(frames, len)
+        .map_err(|err| Status::internal(format!("stream message does not decode: {err}")))
 }

@@ -311,7 +311,10 @@ impl StreamMessages {
     /// The next message, taken out and read by `read` (from the front of the frames, whose
     /// body length it is given and must take off them), and the credit its frame used.
     #[inline]
-    pub(crate) fn next_message_with<R>(&mut self, read: impl FnOnce(&mut Bytes, usize) -> R) -> Option<(R, u64)> {
+    pub(crate) fn next_message_with<R>(
+        &mut self,
+        read: impl FnOnce(&mut Bytes, usize) -> R,
+    ) -> Option<(R, u64)> {
         let (len, prefix) = varint::decode(&self.frames).ok()?;
         let (_, id_len) = varint::decode(self.frames.get(prefix + 2..)?).ok()?;
         // Prefix, kind, flags, call id, and the header length of zero.

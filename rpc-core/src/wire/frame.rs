@@ -37,6 +37,9 @@ pub enum FrameKind {
     StreamEnd = 0x0a,
     /// Flow-control credit for a stream, or for the whole connection (call id 0).
     WindowUpdate = 0x0b,
+    /// From a server that announced `STREAM_ACCEPTS`: the stream's handler has started, so
+    /// the method exists and nothing refused the call before it.
+    StreamAccept = 0x0c,
 }
 
 impl FrameKind {
@@ -55,6 +58,7 @@ impl FrameKind {
             0x09 => FrameKind::StreamMessage,
             0x0a => FrameKind::StreamEnd,
             0x0b => FrameKind::WindowUpdate,
+            0x0c => FrameKind::StreamAccept,
             _ => return None,
         })
     }
@@ -89,6 +93,9 @@ pub mod tag {
     pub const WINDOW_INCREMENT: u64 = 9;
     /// Settings: the largest header the sender accepts (varint).
     pub const MAX_HEADER_SIZE: u64 = 10;
+    /// Settings, from a server: 1 if it answers every stream whose handler starts with a
+    /// `STREAM_ACCEPT` (varint).
+    pub const STREAM_ACCEPTS: u64 = 11;
 }
 
 /// The header fields a frame can carry. Every field is optional on the wire.
@@ -114,6 +121,8 @@ pub struct Header {
     pub window_increment: Option<u64>,
     /// Tag 10: the sender's maximum header size.
     pub max_header_size: Option<u64>,
+    /// Tag 11: whether the sender (a server) sends `STREAM_ACCEPT`s.
+    pub stream_accepts: Option<u64>,
 }
 
 /// One frame: a fixed part (kind, flags, call id), a TLV header and a body.
@@ -290,6 +299,9 @@ impl Header {
         if let Some(max) = self.max_header_size {
             len += varint_field_len(tag::MAX_HEADER_SIZE, max);
         }
+        if let Some(accepts) = self.stream_accepts {
+            len += varint_field_len(tag::STREAM_ACCEPTS, accepts);
+        }
         len
     }
 
@@ -328,6 +340,9 @@ impl Header {
         }
         if let Some(max) = self.max_header_size {
             put_varint_field(dst, tag::MAX_HEADER_SIZE, max);
+        }
+        if let Some(accepts) = self.stream_accepts {
+            put_varint_field(dst, tag::STREAM_ACCEPTS, accepts);
         }
     }
 
@@ -397,6 +412,7 @@ impl Header {
                 tag::MAX_HEADER_SIZE => {
                     header.max_header_size = Some(field_varint(&value, "max header size")?)
                 }
+                tag::STREAM_ACCEPTS => header.stream_accepts = Some(field_varint(&value, "stream accepts")?),
                 _ => {} // Unknown (or reserved) tag: skipped, for forward compatibility.
             }
         }
@@ -487,6 +503,7 @@ mod tests {
             initial_window: Some(1 << 20),
             window_increment: Some(65_536),
             max_header_size: Some(16_384),
+            stream_accepts: Some(1),
         };
         frame.body = Bytes::from_static(b"\x0a\x01x");
         assert_eq!(round_trip(&frame), frame);

@@ -43,6 +43,7 @@ fn expected_frames() -> BTreeMap<&'static str, Frame> {
     settings.header.max_concurrent_calls = Some(1024);
     settings.header.initial_window = Some(1_048_576);
     settings.header.max_header_size = Some(16_384);
+    settings.header.stream_accepts = Some(1);
 
     let mut request = frame(FrameKind::Request, 1);
     request.header.method = Some(Bytes::from_static(b"/helloworld.Greeter/SayHello"));
@@ -76,6 +77,8 @@ fn expected_frames() -> BTreeMap<&'static str, Frame> {
     stream_open.header.method = Some(Bytes::from_static(b"/routeguide.RouteGuide/RouteChat"));
     stream_open.header.timeout = Some(Duration::from_secs(10));
 
+    let stream_accept = frame(FrameKind::StreamAccept, 3);
+
     let mut stream_message = frame(FrameKind::StreamMessage, 3);
     stream_message.body = Bytes::from_static(b"\x12\x02hi");
 
@@ -93,6 +96,7 @@ fn expected_frames() -> BTreeMap<&'static str, Frame> {
     BTreeMap::from([
         ("settings", settings),
         ("stream_open", stream_open),
+        ("stream_accept", stream_accept),
         ("stream_message", stream_message),
         ("half_close", half_close),
         ("window_update", window_update),

@@ -235,6 +235,22 @@ async fn a_server_interceptor_can_reject_before_the_handler_and_sees_outcomes() 
     assert_eq!(entries(&log), ["outer in", "gate in", "outer out PERMISSION_DENIED"], "no handler ran");
 }
 
+/// A stream an interceptor turns away fails as the caller opens it, with the interceptor's
+/// status: the server says whether a stream's handler started (`STREAM_ACCEPT`).
+#[tokio::test]
+async fn a_stream_a_server_interceptor_rejects_fails_as_it_opens() {
+    let log = Log::default();
+    let mut gate = Recorder::new("gate", &log);
+    gate.reject = true;
+    let addr =
+        serve(|b| b.add_service(ProbeServer::new(ProbeService { log: log.clone() })).interceptor(gate)).await;
+    let client = ProbeClient::new(Channel::connect(addr).await.expect("connect"));
+    let status = client.count(msg("x")).await.expect_err("rejected at the open");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "gate says no");
+    assert_eq!(entries(&log), ["gate in"], "no handler ran");
+}
+
 #[tokio::test]
 async fn a_server_interceptor_sees_a_handler_error_and_the_end_of_a_stream() {
     let log = Log::default();
@@ -303,7 +319,7 @@ async fn a_client_interceptor_sees_a_stream_end_after_the_caller_read_it() {
         Channel::builder(addr).interceptor(Recorder::new("c", &log)).connect().await.expect("connect"),
     );
     let mut stream = client.count(msg("fail")).await.expect("open");
-    assert_eq!(entries(&log), ["c in"], "open: the call is under way");
+    assert_eq!(entries(&log).first().map(String::as_str), Some("c in"), "open: the call went through");
     while let Ok(Some(_)) = stream.message().await {}
     log.wait_for("c out DATA_LOSS").await;
     assert_eq!(entries(&log), ["c in", "c out DATA_LOSS"]);

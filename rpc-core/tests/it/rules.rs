@@ -190,8 +190,60 @@ async fn a_refused_stream_ends_with_the_refused_flag() {
     raw.send(&open).await;
     open.call_id = 2;
     raw.send(&open).await;
-    let end = raw.next_of(FrameKind::StreamEnd).await;
+    let mut of_call = Vec::new();
+    let end = loop {
+        let frame = raw.next().await.expect("frames").expect("open");
+        if frame.call_id == 2 {
+            of_call.push(frame.kind);
+        }
+        if frame.kind == FrameKind::StreamEnd {
+            break frame;
+        }
+    };
     assert_eq!(end.call_id, 2);
+    assert_eq!(of_call, [FrameKind::StreamEnd], "a refused stream is never accepted");
     assert_eq!(status(&end).0, Code::ResourceExhausted);
     assert_ne!(end.flags & flags::REFUSED, 0);
+}
+
+#[tokio::test]
+async fn a_stream_accept_from_a_client_is_a_violation() {
+    let server = common::serve().await;
+    let (code, message) = goaway_for(&server, &[Frame::new(FrameKind::StreamAccept, 1)]).await;
+    assert_eq!(code, Code::Internal);
+    assert!(message.contains("only servers send"), "{message}");
+    canary(&server).await;
+}
+
+/// The server promises `STREAM_ACCEPT`s in its `SETTINGS`, sends one first for a stream it
+/// runs, and none for a stream it does not (§8.1).
+#[tokio::test]
+async fn a_stream_is_accepted_before_anything_else_of_it_and_only_if_it_runs() {
+    let server = common::serve_with(|b| {
+        b.add_service(crate::streams::StreamsServer::new(crate::streams::StreamService::default()))
+    })
+    .await;
+    let mut raw = RawClient::connect(server.addr).await;
+    let settings = raw.next_of(FrameKind::Settings).await;
+    assert_eq!(settings.header.stream_accepts, Some(1));
+
+    let mut open = Frame::new(FrameKind::StreamOpen, 1);
+    open.header.method = Some(Bytes::from_static(b"/test.v1.Streams/Sum"));
+    raw.send(&open).await;
+    raw.send(&Frame::new(FrameKind::StreamEnd, 1)).await;
+    let mut of_call = Vec::new();
+    while of_call.last() != Some(&FrameKind::StreamEnd) {
+        let frame = raw.next().await.expect("frames").expect("open");
+        if frame.call_id == 1 {
+            of_call.push(frame.kind);
+        }
+    }
+    assert_eq!(of_call, [FrameKind::StreamAccept, FrameKind::StreamMessage, FrameKind::StreamEnd]);
+
+    open.call_id = 2;
+    open.header.method = Some(Bytes::from_static(b"/test.v1.Streams/NoSuchMethod"));
+    raw.send(&open).await;
+    let end = raw.next().await.expect("frames").expect("open");
+    assert_eq!((end.kind, end.call_id), (FrameKind::StreamEnd, 2), "no STREAM_ACCEPT first");
+    assert_eq!(status(&end).0, Code::Unimplemented);
 }

@@ -299,29 +299,115 @@ async fn calling_a_streaming_method_as_unary_and_the_reverse_is_unimplemented() 
         .await
         .expect_err("not unary");
     assert_eq!(status.code(), Code::Unimplemented);
-    let (_tx, mut rx) = channel
+    // The server answers the open with its status: the call fails as it opens, not at its
+    // first message.
+    let status = channel
         .bidi_streaming::<Echo, Echo, rpc_core::codec::ProstCodec>("/test.v1.Test/Echo")
         .await
-        .expect("open");
-    let status = rx.message().await.expect_err("not streaming");
+        .expect_err("not streaming");
     assert_eq!(status.code(), Code::Unimplemented);
     server.shutdown().await;
+}
+
+/// Each streaming kind, called on a method the server lacks, fails as it opens, with the
+/// server's UNIMPLEMENTED (docs/PROTOCOL.md §8.1: the client waits for STREAM_ACCEPT).
+#[tokio::test]
+async fn a_streaming_call_to_a_method_the_server_lacks_fails_as_it_opens() {
+    let (server, probe, channel) = setup(|b| b).await;
+    const METHOD: &str = "/test.v1.Streams/NoSuchMethod";
+    let server_streaming =
+        channel.server_streaming::<Item, Item, ProstCodec>(METHOD, item(1)).await.expect_err("unknown");
+    let client_streaming =
+        channel.client_streaming::<Item, Item, ProstCodec>(METHOD).await.expect_err("unknown");
+    let bidi = channel.bidi_streaming::<Item, Item, ProstCodec>(METHOD).await.expect_err("unknown");
+    for status in [server_streaming, client_streaming, bidi] {
+        assert_eq!(status.code(), Code::Unimplemented, "{status}");
+        assert!(status.message().contains("NoSuchMethod"), "{status}");
+    }
+    // The connection is none the worse: a real stream opens and runs on it.
+    let mut items = StreamsClient::new(channel)
+        .count(CountRequest { count: 3, ..Default::default() })
+        .await
+        .expect("open");
+    let mut n = 0;
+    while items.message().await.expect("ok").is_some() {
+        n += 1;
+    }
+    assert_eq!((n, probe.started.load(Ordering::SeqCst)), (3, 1));
+    server.shutdown().await;
+}
+
+/// A server that announces STREAM_ACCEPTS is waited for, within the call's deadline; one
+/// that does not (an older one) is not.
+#[tokio::test]
+async fn the_open_waits_for_stream_accept_only_from_servers_that_announce_it() {
+    use rpc_core::internals::wire::PREFACE;
+
+    async fn raw_server(accepts: bool) -> (std::net::SocketAddr, tokio::task::JoinHandle<RawClient>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("accept");
+            let mut raw = RawClient::from_stream(socket);
+            raw.send_bytes(&PREFACE).await;
+            let mut settings = Frame::new(FrameKind::Settings, 0);
+            settings.header.stream_accepts = accepts.then_some(1);
+            raw.send(&settings).await;
+            raw
+        });
+        (addr, task)
+    }
+
+    // No STREAM_ACCEPTS: the open completes though the server never answers.
+    let (addr, task) = raw_server(false).await;
+    let channel = Channel::connect(addr).await.expect("connect");
+    let mut raw = task.await.expect("server");
+    let opened = channel.bidi_streaming::<Item, Item, ProstCodec>("/test.v1.Streams/Echo").await;
+    assert!(opened.is_ok(), "an older server is not waited for");
+    assert_eq!(raw.next_of(FrameKind::StreamOpen).await.call_id, 1);
+
+    // STREAM_ACCEPTS: no accept, no open, until the deadline.
+    let (addr, task) = raw_server(true).await;
+    let channel = Channel::connect(addr).await.expect("connect");
+    let mut raw = task.await.expect("server");
+    let status = channel
+        .bidi_streaming::<Item, Item, ProstCodec>("/test.v1.Streams/Echo")
+        .timeout(Duration::from_millis(200))
+        .await
+        .expect_err("never accepted");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    // With the accept, the next one opens.
+    let opening = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.bidi_streaming::<Item, Item, ProstCodec>("/test.v1.Streams/Echo").await.map(drop) }
+    });
+    let open = loop {
+        let open = raw.next_of(FrameKind::StreamOpen).await;
+        if open.call_id != 1 {
+            break open;
+        }
+    };
+    raw.send(&Frame::new(FrameKind::StreamAccept, open.call_id)).await;
+    opening.await.expect("task").expect("accepted");
 }
 
 #[tokio::test]
 async fn sending_on_a_stream_the_server_ended_fails_with_its_status() {
     let (server, _, channel) = setup(|b| b).await;
     let client = StreamsClient::new(channel);
-    // A server-streaming method opened as bidi: the server ends it at once with an error.
+    // A server-streaming method opened as bidi: its one request must be all there is, so
+    // the server ends the call at the second.
     let (mut tx, mut rx) = client
         .channel()
-        .bidi_streaming::<Item, Item, rpc_core::codec::ProstCodec>("/test.v1.Streams/NoSuchMethod")
+        .bidi_streaming::<Item, Item, rpc_core::codec::ProstCodec>("/test.v1.Streams/Count")
         .await
         .expect("open");
-    let status = rx.message().await.expect_err("unknown method");
-    assert_eq!(status.code(), Code::Unimplemented);
-    let err = tx.send(item(1)).await.expect_err("the stream is over");
-    assert_eq!(err.code(), Code::Unimplemented);
+    tx.send(item(1)).await.expect("the request");
+    tx.send(item(2)).await.expect("one too many, sent before the server said so");
+    let status = rx.message().await.expect_err("two requests");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let err = tx.send(item(3)).await.expect_err("the stream is over");
+    assert_eq!(err.code(), Code::InvalidArgument);
     server.shutdown().await;
 }
 
@@ -390,19 +476,18 @@ async fn an_upload_on_a_draining_connection_survives_a_reconnect_beside_it() {
     server.join().await;
 }
 
-/// Messages the server discards (the stream was refused) must have their connection credit
+/// Messages the server discards (it ended the call early: here a server-streaming method
+/// opened as bidi gets far more than its one request) must have their connection credit
 /// granted back, or the client's connection window leaks away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_streams_do_not_leak_connection_credit() {
+async fn discarded_stream_messages_do_not_leak_connection_credit() {
     let service = StreamService::default();
     let server = common::serve_with(|b| b.add_service(StreamsServer::new(service))).await;
     let channel = Channel::connect(server.addr).await.expect("connect");
     let chunk = Item { n: 0, payload: Bytes::from(vec![1u8; 60 * 1024]) };
     for _ in 0..40 {
-        let (mut tx, mut rx) = channel
-            .bidi_streaming::<Item, Item, ProstCodec>("/test.v1.Streams/NoSuchMethod")
-            .await
-            .expect("open");
+        let (mut tx, mut rx) =
+            channel.bidi_streaming::<Item, Item, ProstCodec>("/test.v1.Streams/Count").await.expect("open");
         for _ in 0..16 {
             if tx.send(chunk.clone()).await.is_err() {
                 break;
