@@ -268,7 +268,7 @@ where
                 "a connection-level frame (SETTINGS, PING, PONG, GOAWAY) on a call id",
             ));
         }
-        if frame.kind != FrameKind::Settings {
+        if frame.kind != FrameKind::Settings && self.state.shared.peer_accepts().is_none() {
             // A peer whose first frame is not its SETTINGS announced nothing, no
             // STREAM_ACCEPTS included.
             self.learn_stream_accepts(false);
