@@ -206,8 +206,10 @@ pub(crate) fn markdown(results: &Results, setup: &Setup, machine: &Machine) -> S
         &mut out,
         &format!("W4 streaming: one server stream of {SMALL}-byte messages"),
         &format!(
-            "{} messages, after a warm-up stream of {}. tarpc has no streams; raw's stream is a run of \
-             frames with TCP's own backpressure as the only flow control.",
+            "{} messages per stream, after a warm-up stream of {}; each round's figure is the median of \
+             5 streams in a row (one lasts about a tenth of a second, at the mercy of whatever else the \
+             machine does in that moment). tarpc has no streams; raw's stream is a run of frames with \
+             TCP's own backpressure as the only flow control.",
             thousands(messages as f64),
             thousands(warmup as f64)
         ),
