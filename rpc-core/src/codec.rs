@@ -93,12 +93,45 @@ impl<T: RpcMessage> Codec<T> for ProstCodec {
     #[inline]
     fn decode_front(src: &mut Bytes, len: usize) -> Result<T, prost::DecodeError> {
         use bytes::Buf;
-        let end = src.len() - len;
         // Byte fields are still slices of `src`; the body itself is never a `Bytes` of its own.
-        let decoded = T::decode((&mut *src).take(len));
-        // A body that failed to decode may have been left partly unread.
-        src.advance(src.len() - end);
+        let decoded = T::decode(Front { bytes: src, at: 0, end: len });
+        // Taken off whole, even if it failed to decode part way.
+        src.advance(len);
         decoded
+    }
+}
+
+/// The first `end` bytes of a `Bytes`, read in place: a cursor, so that reading moves one
+/// index rather than the `Bytes` itself, and a byte field is one slice of it.
+struct Front<'a> {
+    bytes: &'a Bytes,
+    at: usize,
+    end: usize,
+}
+
+impl bytes::Buf for Front<'_> {
+    #[inline]
+    fn remaining(&self) -> usize {
+        self.end - self.at
+    }
+
+    #[inline]
+    fn chunk(&self) -> &[u8] {
+        &self.bytes[self.at..self.end]
+    }
+
+    #[inline]
+    fn advance(&mut self, cnt: usize) {
+        assert!(cnt <= self.end - self.at, "advance past the end of the body");
+        self.at += cnt;
+    }
+
+    #[inline]
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        assert!(len <= self.end - self.at, "copy past the end of the body");
+        let slice = self.bytes.slice(self.at..self.at + len);
+        self.at += len;
+        slice
     }
 }
 
@@ -154,6 +187,31 @@ mod tests {
         assert_eq!(back, msg);
         // The decoded payload points into the body: no copy was made.
         assert_eq!(back.payload.as_ptr(), body[2..].as_ptr());
+    }
+
+    #[test]
+    fn front_bodies_decode_in_place_and_are_taken_off_whole() {
+        let first = Echo { payload: Bytes::from_static(&[1; 40]) };
+        let second = Echo { payload: Bytes::from_static(&[2; 3]) };
+        let mut run = BytesMut::new();
+        <ProstCodec as Codec<Echo>>::encode(&first, &mut run);
+        <ProstCodec as Codec<Echo>>::encode(&second, &mut run);
+        // A body that does not decode: a field whose length runs past the body's end (into
+        // what follows it, which must not be read).
+        run.extend_from_slice(&[0x0a, 0x05, 9, 9]);
+        run.extend_from_slice(&[9; 8]);
+        let mut run = run.freeze();
+        let start = run.as_ptr();
+
+        let decoded: Echo = <ProstCodec as Codec<Echo>>::decode_front(&mut run, 42).expect("decodes");
+        assert_eq!(decoded, first);
+        // The payload is a slice of the run, not a copy.
+        assert_eq!(decoded.payload.as_ptr(), start.wrapping_add(2));
+        let decoded: Echo = <ProstCodec as Codec<Echo>>::decode_front(&mut run, 5).expect("decodes");
+        assert_eq!(decoded, second);
+        let failed: Result<Echo, _> = <ProstCodec as Codec<Echo>>::decode_front(&mut run, 4);
+        assert!(failed.is_err(), "a field past the body's end is an error, not a read past it");
+        assert_eq!(&run[..], &[9; 8], "each body is taken off whole, decoded or not");
     }
 
     #[test]

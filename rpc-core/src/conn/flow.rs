@@ -219,14 +219,14 @@ impl Streams {
     }
 
     /// Moves buffered stream data into `out`, a stream's buffer per turn, round-robin, while
-    /// `out` holds less than a chunk. Streams whose end went out are added to `ended`.
-    /// Returns whether anything moved.
-    pub(crate) fn fill(&mut self, out: &mut BytesMut, ended: &mut Vec<u64>) -> bool {
+    /// `out` holds less than a chunk. Streams whose end went out are added to `ended`;
+    /// `woke` is set if a sender waiting for room was woken. Returns whether anything moved.
+    pub(crate) fn fill(&mut self, out: &mut BytesMut, ended: &mut Vec<u64>, woke: &mut bool) -> bool {
         let mut moved = false;
         while out.len() < STREAM_WRITE_CHUNK {
             let Some(core) = self.ready.pop_front() else { break };
             let before = out.len();
-            match core.take(out, &mut self.conn_send_credit) {
+            match core.take(out, &mut self.conn_send_credit, woke) {
                 Taken::Drained => {}
                 Taken::Blocked => self.blocked.push(core),
                 Taken::Ended => ended.push(core.id),

@@ -193,6 +193,8 @@ pub(crate) struct Connection<T, P: Peer> {
     frames_read: u64,
     /// Whether the last poll gave way to other tasks before writing.
     yielded: bool,
+    /// Whether the last write gave way to the stream senders it woke.
+    handed_off: bool,
     notes: Vec<Note>,
     ready: Vec<Arc<StreamCore>>,
     ended: Vec<u64>,
@@ -239,6 +241,7 @@ where
             established: false,
             frames_read: 0,
             yielded: false,
+            handed_off: false,
             notes: Vec::new(),
             ready: Vec::new(),
             ended: Vec::new(),
@@ -445,13 +448,27 @@ where
 
     /// Writes what is queued, topping the write buffer up with stream data a chunk at a time
     /// for as long as the socket takes it (then yields, to be polled again).
-    fn write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WireError>> {
+    ///
+    /// `Ready(Ok(true))`: stream senders waiting for room were woken, and the driver gives
+    /// way to them before it writes. A runtime runs a task woken by the running one next, on
+    /// the same worker, after it; so a sender would otherwise wait out the socket write
+    /// before it encodes its next batch. Given way to, it encodes while the driver, back in
+    /// its worker's queue where another worker can take it, writes this batch. Once per
+    /// batch: the next poll writes whatever it finds.
+    fn write(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, WireError>> {
         for _ in 0..WRITE_ROUNDS {
             self.take_outbox(cx);
-            let moved = self.state.streams.fill(&mut self.io.write_buf, &mut self.ended);
+            let mut woke = false;
+            let moved = self.state.streams.fill(&mut self.io.write_buf, &mut self.ended, &mut woke);
             for id in self.ended.drain(..) {
                 self.peer.on_stream_ended(&mut self.state, id);
             }
+            // Gives way once; the poll after writes, whoever it woke.
+            if woke && !self.handed_off {
+                self.handed_off = true;
+                return Poll::Ready(Ok(true));
+            }
+            self.handed_off = false;
             match self.io.poll_write(cx) {
                 Poll::Ready(Ok(())) => {
                     self.peer.on_written(self.io.written_total());
@@ -459,7 +476,7 @@ where
                     if moved || self.state.streams.has_ready() {
                         continue;
                     }
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(Ok(false));
                 }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
                 Poll::Pending => {
@@ -469,7 +486,7 @@ where
             }
         }
         cx.waker().wake_by_ref();
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(false))
     }
 
     /// Drives the connection until it ends.
@@ -548,8 +565,13 @@ where
         if let Some(ended) = self.watch(cx, paused)? {
             return Poll::Ready(Ok(Step::Ended(ended)));
         }
-        if let Poll::Ready(Err(err)) = self.write(cx) {
-            return Poll::Ready(Err(err));
+        match self.write(cx) {
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Ready(Ok(true)) => {
+                self.yielded = true;
+                return Poll::Ready(Ok(Step::Yield));
+            }
+            _ => {}
         }
         if paused && !self.peer.read_paused(self.unwritten()) {
             // The write drained below the mark without waiting: read again now.

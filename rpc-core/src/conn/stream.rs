@@ -29,15 +29,20 @@ use crate::wire::{Frame, StreamMessages, varint};
 /// the peer's credit bounds what is in flight beyond it.
 pub(crate) const SEND_BUFFER: usize = 64 * 1024;
 
+/// How many bytes a sender with more messages ready encodes before it tells the driver.
+const SCHEDULE_AT: usize = SEND_BUFFER / 2;
+
 /// How many messages a sender encodes under one hold of its stream's lock.
 const MESSAGES_PER_LOCK: usize = 64;
 
 /// The messages a sender has for [`StreamCore::poll_send`], one at a time.
 pub(crate) trait Messages {
-    /// The encoded length of the next message; `None` when there are no more.
-    fn next_len(&mut self) -> Option<usize>;
-    /// Encodes the next message (the one `next_len` measured) and moves past it.
-    fn encode_next(&mut self, buf: &mut BytesMut);
+    /// Whether there is another message to send.
+    fn has_next(&mut self) -> bool;
+    /// Appends the next message to `buf` as a `STREAM_MESSAGE` frame of stream `id` and moves
+    /// past it, returning the frame's flow-control cost; or, if that cost would be over
+    /// `max`, appends nothing and returns `Err` with it. Called only after `has_next`.
+    fn encode_next(&mut self, id: u64, max: usize, buf: &mut BytesMut) -> Result<usize, usize>;
 }
 
 /// Received messages: runs of whole frames, read out by the consumer.
@@ -158,20 +163,27 @@ impl StreamCore {
     pub(crate) fn poll_send(
         self: &Arc<Self>,
         mut cx: Option<&mut Context<'_>>,
-        messages: &mut dyn Messages,
+        messages: &mut impl Messages,
     ) -> Poll<Result<(), Status>> {
+        // Messages encoded that the driver has not been told about.
+        let mut unscheduled = false;
         loop {
             let mut send = lock(&self.send);
+            // Read once per hold of the lock: the window only grows, and a limit that
+            // changes mid-batch applies from the next.
+            let window = self.shared.peer_window.load(Ordering::Acquire);
+            let max = self.shared.peer_max_frame();
             let mut encoded = 0;
             let outcome = loop {
                 if let Some(status) = &send.closed {
                     break Some(Poll::Ready(Err(status.clone())));
                 }
-                let Some(body_len) = messages.next_len() else { break Some(Poll::Ready(Ok(()))) };
-                let credit = self.shared.peer_window.load(Ordering::Acquire).saturating_add(send.balance);
+                if !messages.has_next() {
+                    break Some(Poll::Ready(Ok(())));
+                }
                 // An empty buffer takes one message whatever its size: a message larger than
                 // the buffer still goes, alone.
-                if credit <= 0 || send.buf.len() >= SEND_BUFFER {
+                if window.saturating_add(send.balance) <= 0 || send.buf.len() >= SEND_BUFFER {
                     if let Some(cx) = cx.as_deref_mut() {
                         match &send.waiter {
                             Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -180,14 +192,14 @@ impl StreamCore {
                     }
                     break Some(Poll::Pending);
                 }
-                let cost = Frame::message_payload_len(self.id, body_len);
-                let max = self.shared.peer_max_frame();
-                if cost > max {
-                    break Some(Poll::Ready(Err(Status::resource_exhausted(format!(
-                        "a stream message of {cost} bytes exceeds the peer's limit of {max} bytes"
-                    )))));
-                }
-                Frame::encode_message_with(self.id, body_len, &mut send.buf, |buf| messages.encode_next(buf));
+                let cost = match messages.encode_next(self.id, max, &mut send.buf) {
+                    Ok(cost) => cost,
+                    Err(cost) => {
+                        break Some(Poll::Ready(Err(Status::resource_exhausted(format!(
+                            "a stream message of {cost} bytes exceeds the peer's limit of {max} bytes"
+                        )))));
+                    }
+                };
                 send.balance -= cost as i64;
                 send.buf_cost += cost as u64;
                 encoded += 1;
@@ -196,9 +208,14 @@ impl StreamCore {
                     break None;
                 }
             };
-            let schedule = encoded > 0 && !send.scheduled;
+            unscheduled = (unscheduled || encoded > 0) && !send.scheduled;
+            // While more messages follow at once, the driver is told only once a write's
+            // worth has built up: woken for the first few, it would write them on their own
+            // while this sender makes the rest, many small writes instead of a few large.
+            let schedule = unscheduled && (outcome.is_some() || send.buf.len() >= SCHEDULE_AT);
             if schedule {
                 send.scheduled = true;
+                unscheduled = false;
             }
             drop(send);
             if schedule {
@@ -282,8 +299,9 @@ impl StreamCore {
     /// Moves buffered messages into `out`: all of them while `conn_credit` covers them, else
     /// whole messages while it lasts (the last may overdraw it); then the stream's end, if
     /// everything went and it has one. `conn_credit` is charged what was moved, counted as
-    /// the peer counts it: in frame payload bytes, length prefixes not included.
-    pub(crate) fn take(&self, out: &mut BytesMut, conn_credit: &mut i64) -> Taken {
+    /// the peer counts it: in frame payload bytes, length prefixes not included. Sets `woke`
+    /// if the sender was waiting for room and is woken.
+    pub(crate) fn take(&self, out: &mut BytesMut, conn_credit: &mut i64, woke: &mut bool) -> Taken {
         let mut send = lock(&self.send);
         if !send.buf.is_empty() {
             let cost = send.buf_cost as i64;
@@ -305,6 +323,7 @@ impl StreamCore {
             }
             if let Some(waker) = send.waiter.take() {
                 waker.wake();
+                *woke = true;
             }
             if !send.buf.is_empty() {
                 return Taken::Blocked;

@@ -49,8 +49,8 @@ pub(crate) enum Side {
 /// returns, with the status it returned.
 pub struct StreamSender<T> {
     core: Arc<StreamCore>,
-    encoded_len: fn(&T) -> usize,
-    encode: fn(&T, &mut BytesMut),
+    /// The codec's frame encoder for `T` (see [`encode_frame`]).
+    encode: EncodeFrame<T>,
     side: Side,
     /// A message given to the [`Sink`](futures_sink::Sink) that waits for credit.
     pending: Option<T>,
@@ -64,7 +64,7 @@ impl<T> std::fmt::Debug for StreamSender<T> {
 
 impl<T> StreamSender<T> {
     pub(crate) fn new<C: Codec<T>>(core: Arc<StreamCore>, side: Side) -> StreamSender<T> {
-        StreamSender { core, encoded_len: C::encoded_len, encode: C::encode, side, pending: None }
+        StreamSender { core, encode: encode_frame::<T, C>, side, pending: None }
     }
 
     /// Sends a message, waiting for flow-control credit if the peer has fallen behind.
@@ -105,9 +105,9 @@ impl<T> StreamSender<T> {
     /// iterator that makes them as it goes.
     pub async fn send_all(&mut self, messages: impl IntoIterator<Item = T>) -> Result<(), Status> {
         let (mut iter, mut next) = (messages.into_iter(), None);
-        let (encoded_len, encode) = (self.encoded_len, self.encode);
+        let encode = self.encode;
         let sent = std::future::poll_fn(|cx| {
-            let mut unsent = Unsent { next: &mut next, iter: &mut iter, encoded_len, encode };
+            let mut unsent = Unsent { next: &mut next, iter: &mut iter, encode };
             self.core.poll_send(Some(cx), &mut unsent)
         })
         .await;
@@ -122,7 +122,7 @@ impl<T> StreamSender<T> {
         cx: Option<&mut Context<'_>>,
         message: &mut Option<T>,
     ) -> Poll<Result<(), Status>> {
-        let mut one = One { message, encoded_len: self.encoded_len, encode: self.encode };
+        let mut one = One { message, encode: self.encode };
         let polled = self.core.poll_send(cx, &mut one);
         if let Poll::Ready(Err(status)) = &polled {
             self.on_failed_send(status);
@@ -250,22 +250,42 @@ impl<T> Future for SendFuture<'_, T> {
     }
 }
 
+/// Appends `message` as a `STREAM_MESSAGE` frame of stream `id`, returning the frame's cost;
+/// if that is over `max`, appends nothing and returns `Err` with it.
+type EncodeFrame<T> = fn(&T, u64, usize, &mut BytesMut) -> Result<usize, usize>;
+
+/// The [`EncodeFrame`] of codec `C`: one call per message, everything in it inlined.
+fn encode_frame<T, C: Codec<T>>(
+    message: &T,
+    id: u64,
+    max: usize,
+    buf: &mut BytesMut,
+) -> Result<usize, usize> {
+    let body_len = C::encoded_len(message);
+    let cost = Frame::message_payload_len(id, body_len);
+    if cost > max {
+        return Err(cost);
+    }
+    Frame::encode_message_with(id, body_len, buf, |buf| C::encode(message, buf));
+    Ok(cost)
+}
+
 /// One message to send: taken once it is encoded.
 struct One<'a, T> {
     message: &'a mut Option<T>,
-    encoded_len: fn(&T) -> usize,
-    encode: fn(&T, &mut BytesMut),
+    encode: EncodeFrame<T>,
 }
 
 impl<T> Messages for One<'_, T> {
-    fn next_len(&mut self) -> Option<usize> {
-        self.message.as_ref().map(self.encoded_len)
+    fn has_next(&mut self) -> bool {
+        self.message.is_some()
     }
 
-    fn encode_next(&mut self, buf: &mut BytesMut) {
-        if let Some(message) = self.message.take() {
-            (self.encode)(&message, buf);
-        }
+    fn encode_next(&mut self, id: u64, max: usize, buf: &mut BytesMut) -> Result<usize, usize> {
+        let Some(message) = self.message.as_ref() else { return Ok(0) };
+        let cost = (self.encode)(message, id, max, buf)?;
+        *self.message = None;
+        Ok(cost)
     }
 }
 
@@ -273,22 +293,22 @@ impl<T> Messages for One<'_, T> {
 struct Unsent<'a, T, I> {
     next: &'a mut Option<T>,
     iter: &'a mut I,
-    encoded_len: fn(&T) -> usize,
-    encode: fn(&T, &mut BytesMut),
+    encode: EncodeFrame<T>,
 }
 
 impl<T, I: Iterator<Item = T>> Messages for Unsent<'_, T, I> {
-    fn next_len(&mut self) -> Option<usize> {
+    fn has_next(&mut self) -> bool {
         if self.next.is_none() {
             *self.next = self.iter.next();
         }
-        self.next.as_ref().map(self.encoded_len)
+        self.next.is_some()
     }
 
-    fn encode_next(&mut self, buf: &mut BytesMut) {
-        if let Some(message) = self.next.take() {
-            (self.encode)(&message, buf);
-        }
+    fn encode_next(&mut self, id: u64, max: usize, buf: &mut BytesMut) -> Result<usize, usize> {
+        let Some(message) = self.next.as_ref() else { return Ok(0) };
+        let cost = (self.encode)(message, id, max, buf)?;
+        *self.next = None;
+        Ok(cost)
     }
 }
 
