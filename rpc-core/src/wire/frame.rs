@@ -489,6 +489,23 @@ mod tests {
     }
 
     #[test]
+    fn stream_messages_encode_as_the_general_encoder_does_on_both_sides_of_one_byte_varints() {
+        // The stream message encoder writes the frame without building one: it must agree
+        // with the general encoder, where the length and the call id take one byte or two.
+        for call_id in [1, 127, 128, 300] {
+            for body_len in [0, 60, 121, 122, 123, 124, 125, 200] {
+                let mut frame = Frame::new(FrameKind::StreamMessage, call_id);
+                frame.body = Bytes::from(vec![7u8; body_len]);
+                let mut expected = BytesMut::new();
+                frame.encode_unchecked(&mut expected);
+                let mut direct = BytesMut::new();
+                Frame::encode_message_with(call_id, body_len, &mut direct, |buf| buf.put_slice(&frame.body));
+                assert_eq!(direct, expected, "call {call_id}, body of {body_len}");
+            }
+        }
+    }
+
+    #[test]
     fn every_header_field_round_trips() {
         let mut frame = Frame::new(FrameKind::Request, 300);
         frame.flags = flags::REFUSED;
