@@ -62,7 +62,9 @@ pub type ReloadOutcome = Result<(), Arc<TlsError>>;
 /// replaced), so the load reports why. Replace files by renaming a complete new file over
 /// the old one where you can: a reader can then never see half of one.
 ///
-/// The watching stops when the watcher is dropped; it needs a Tokio runtime.
+/// The files are read and the configuration loaded on the runtime's blocking threads
+/// (`spawn_blocking`), never on a worker that drives connections. The watching stops when
+/// the watcher is dropped; it needs a Tokio runtime.
 pub struct TlsWatcher {
     task: JoinHandle<()>,
     outcomes: watch::Receiver<Option<ReloadOutcome>>,
@@ -105,30 +107,42 @@ impl TlsWatcher {
         files: Vec<PathBuf>,
         interval: Duration,
         what: &'static str,
-        mut reload: impl FnMut() -> Result<(), TlsError> + Send + 'static,
+        reload: impl FnMut() -> Result<(), TlsError> + Send + 'static,
     ) -> TlsWatcher {
         let (report, outcomes) = watch::channel(None);
         // Taken before returning, so a change made right after is seen as one.
-        let mut seen = fingerprint(&files);
+        let seen = fingerprint(&files);
+        let mut state = Watched { files, seen, reload };
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                let now = fingerprint(&files);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                let outcome = match reload() {
+                // Reading the files and loading the material block: on the runtime's
+                // blocking threads, so that a slow file system (a network mount) holds up
+                // no worker and none of the connections on it.
+                let checked = tokio::task::spawn_blocking(move || {
+                    let outcome = state.check();
+                    (state, outcome)
+                });
+                let outcome;
+                (state, outcome) = match checked.await {
+                    Ok(done) => done,
+                    Err(err) => {
+                        tracing::error!(what, %err, "TLS reload panicked: the files are no longer watched");
+                        return;
+                    }
+                };
+                let Some(outcome) = outcome else { continue };
+                let outcome = match outcome {
                     Ok(()) => {
-                        tracing::info!(what, files = ?files, "TLS material reloaded: new handshakes use it");
+                        tracing::info!(what, files = ?state.files, "TLS material reloaded: new handshakes use it");
                         Ok(())
                     }
                     Err(err) => {
                         tracing::warn!(
-                            what, files = ?files, %err,
+                            what, files = ?state.files, %err,
                             "TLS reload failed: keeping the previous certificates"
                         );
                         Err(Arc::new(err))
@@ -138,6 +152,26 @@ impl TlsWatcher {
             }
         });
         TlsWatcher { task, outcomes }
+    }
+}
+
+/// What a watcher's task carries from one check to the next.
+struct Watched<F> {
+    files: Vec<PathBuf>,
+    /// The files' fingerprint when last looked at.
+    seen: Vec<Option<u64>>,
+    reload: F,
+}
+
+impl<F: FnMut() -> Result<(), TlsError>> Watched<F> {
+    /// Reloads if the files changed since the last look: `None` if they did not.
+    fn check(&mut self) -> Option<Result<(), TlsError>> {
+        let now = fingerprint(&self.files);
+        if now == self.seen {
+            return None;
+        }
+        self.seen = now;
+        Some((self.reload)())
     }
 }
 
