@@ -19,10 +19,6 @@ pub enum Error {
     /// A target is not an address or a registry this build knows.
     #[error("{0}")]
     Target(String),
-    /// A TLS configuration does not build: no trusted CA, a key that does not match its
-    /// certificate, an invalid server name.
-    #[error("TLS: {0}")]
-    Tls(String),
     /// A call (to the reflection service, or to resolve a target) failed with this status.
     #[error("{0}")]
     Status(#[from] Status),
@@ -45,9 +41,7 @@ impl Error {
             Error::Status(status) => status.clone(),
             Error::Json(err) => Status::invalid_argument(err.to_string()),
             Error::Schema(message) => Status::new(Code::NotFound, message.clone()),
-            Error::Proto(message) | Error::Target(message) | Error::Tls(message) => {
-                Status::internal(message.clone())
-            }
+            Error::Proto(message) | Error::Target(message) => Status::internal(message.clone()),
         }
     }
 }

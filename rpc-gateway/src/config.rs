@@ -17,6 +17,7 @@
 //! cert = "gateway.pem"                 # mutual TLS: the gateway's certificate chain...
 //! key = "gateway.key"                  # ...and its key
 //! server_name = "guide.internal"       # default: the host of each instance's address
+//! reload_every = "30s"                 # how often the files are checked for new ones (default 30 s)
 //!
 //! [auth]                               # JWT (HS256) at the edge; roles per method
 //! hs256_secret = "change me"
@@ -111,7 +112,15 @@ pub struct UpstreamTls {
     /// address but share a service certificate.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// How often the files are checked for a change, e.g. `"1m"` (default 30 s). When one
+    /// changes, the material is loaded again: new connections to the instances use it,
+    /// open ones keep theirs; material that does not load is logged and not used.
+    #[serde(default, with = "duration")]
+    pub reload_every: Option<Duration>,
 }
+
+/// How often an upstream's TLS files are checked for a change, by default.
+pub(crate) const DEFAULT_TLS_RELOAD_EVERY: Duration = Duration::from_secs(30);
 
 impl UpstreamTls {
     /// The client configuration, its files read.
@@ -120,24 +129,37 @@ impl UpstreamTls {
     /// [`Error::Config`] naming the file that cannot be read or holds no usable PEM, or
     /// `cert` without `key` (or the other way round).
     pub fn client_config(&self) -> Result<rpc_core::transport::tls::ClientTlsConfig, Error> {
-        use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity};
-
-        let failed = |what: &str, path: &std::path::Path, err: rpc_core::transport::tls::TlsError| {
-            Error::Config(format!("upstream.tls.{what} ({}): {err}", path.display()))
-        };
-        let ca = Certificate::from_pem_file(&self.ca).map_err(|err| failed("ca", &self.ca, err))?;
-        let mut config = ClientTlsConfig::new().ca_certificate(ca);
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let identity =
-                    Identity::from_pem_files(cert, key).map_err(|err| failed("cert/key", cert, err))?;
-                config = config.identity(identity);
-            }
-            (None, None) => {}
-            _ => return Err(Error::Config("upstream.tls: cert and key go together".into())),
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(Error::Config("upstream.tls: cert and key go together".into()));
         }
+        let mut config = self.read(|what, path, err| {
+            Error::Config(format!("upstream.tls.{what} ({}): {err}", path.display()))
+        })?;
         if let Some(name) = &self.server_name {
             config = config.domain_name(name);
+        }
+        Ok(config)
+    }
+
+    /// The files this configuration is read from.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        [Some(&self.ca), self.cert.as_ref(), self.key.as_ref()].into_iter().flatten().cloned().collect()
+    }
+
+    /// Reads the files into a client configuration (without the server name); `failed` makes
+    /// the error for the file named by its key that could not be used.
+    pub(crate) fn read<E>(
+        &self,
+        failed: impl Fn(&str, &std::path::Path, rpc_core::transport::tls::TlsError) -> E,
+    ) -> Result<rpc_core::transport::tls::ClientTlsConfig, E> {
+        use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity};
+
+        let ca = Certificate::from_pem_file(&self.ca).map_err(|err| failed("ca", &self.ca, err))?;
+        let mut config = ClientTlsConfig::new().ca_certificate(ca);
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let identity =
+                Identity::from_pem_files(cert, key).map_err(|err| failed("cert/key", cert, err))?;
+            config = config.identity(identity);
         }
         Ok(config)
     }

@@ -18,6 +18,7 @@ use rpc_core::metadata::MetadataKey;
 use rpc_core::method::MethodKind;
 use rpc_core::middleware::{Metrics, TraceContext, Tracing};
 use rpc_core::transport::PeerAddr;
+use rpc_core::transport::tls::TlsWatcher;
 use rpc_core::{Channel, Metadata, ServerContext, Status};
 use rpc_dynamic::{JsonOptions, Method, Schema, json};
 use serde_json::Value;
@@ -63,6 +64,7 @@ struct Inner {
     max_body: usize,
     timeout: Option<Duration>,
     json: JsonOptions,
+    _tls_watchers: Vec<TlsWatcher>,
 }
 
 /// An HTTP/JSON gateway in front of services. Build one with [`Gateway::builder`] (or
@@ -113,6 +115,9 @@ pub struct GatewayBuilder {
     max_body: usize,
     timeout: Option<Duration>,
     json: JsonOptions,
+    /// What reloads the upstreams' TLS files (from a configuration): they live as long as
+    /// the gateway.
+    tls_watchers: Vec<TlsWatcher>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -197,6 +202,7 @@ impl GatewayBuilder {
                 max_body: self.max_body,
                 timeout: self.timeout,
                 json: self.json,
+                _tls_watchers: self.tls_watchers,
             }),
         })
     }
@@ -215,6 +221,7 @@ impl Gateway {
             max_body: DEFAULT_MAX_BODY_BYTES,
             timeout: None,
             json: JsonOptions::default(),
+            tls_watchers: Vec::new(),
         }
     }
 
@@ -227,10 +234,27 @@ impl Gateway {
     /// [`Error::Upstream`] when an upstream cannot be reached or its schema had.
     pub async fn from_config(config: &crate::Config) -> Result<Gateway, Error> {
         let mut channels = Vec::new();
+        let mut tls_watchers = Vec::new();
         for upstream in &config.upstreams {
             let target: rpc_dynamic::Target =
                 upstream.target.parse().map_err(|err: rpc_dynamic::Error| Error::Config(err.to_string()))?;
-            let tls = upstream.tls.as_ref().map(crate::UpstreamTls::client_config).transpose()?;
+            let tls = match &upstream.tls {
+                None => None,
+                Some(files) => {
+                    let connector = files.client_config()?.build().map_err(|err| {
+                        Error::Config(format!("upstream.tls ({}): {err}", upstream.service))
+                    })?;
+                    // New connections to the instances (and reconnections) take the files as
+                    // they are now: certificates rotate without a restart.
+                    let reload = files.clone();
+                    tls_watchers.push(connector.watch_files(
+                        files.files(),
+                        files.reload_every.unwrap_or(crate::config::DEFAULT_TLS_RELOAD_EVERY),
+                        move || reload.read(|_, _, err| err),
+                    ));
+                    Some(connector)
+                }
+            };
             let options = rpc_dynamic::ChannelOptions { timeout: None, tls, ..Default::default() };
             let channel = target
                 .connect(&upstream.service, &options)
@@ -251,6 +275,7 @@ impl Gateway {
                 .map_err(|err| Error::Config(err.to_string()))?
         };
         let mut builder = Gateway::builder(schema).max_body_bytes(config.max_body_bytes);
+        builder.tls_watchers = tls_watchers;
         if let Some(timeout) = config.timeout {
             builder = builder.timeout(timeout);
         }

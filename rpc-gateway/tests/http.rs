@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use examples::route_guide::Guide;
@@ -85,7 +86,12 @@ struct Upstream {
 
 impl Upstream {
     async fn start(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Upstream::start_at("127.0.0.1:0".parse().expect("address"), configure).await
+    }
+
+    /// An upstream at `addr` (a port another upstream had: it comes back).
+    async fn start_at(addr: SocketAddr, configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Upstream {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let server = configure(Server::builder().add_service(Guide::server()));
@@ -674,5 +680,87 @@ async fn upstreams_behind_mutual_tls_are_reached_with_the_files_of_upstream_tls(
     let half =
         Gateway::from_config(&config("ca = \"ca.pem\"\ncert = \"gateway.pem\"\n")).await.expect_err("no key");
     assert!(half.to_string().contains("cert and key go together"), "{half}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_gateway_certificate_is_used_by_new_connections_without_a_restart() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    use rpc_core::transport::tls::{Certificate, Identity, ServerTlsConfig};
+
+    let ca = || {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+    };
+    let issue = |issuer: &CertifiedIssuer<'_, KeyPair>, name: &str, usage| {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    };
+    // The upstream's certificate is from `servers`; the gateway's first one from `old`, the
+    // one it rotates to from `new`.
+    let (servers, old, new) = (ca(), ca(), ca());
+    let (server_cert, server_key) = issue(&servers, "guide.internal", ExtendedKeyUsagePurpose::ServerAuth);
+    let upstream_trusting = |clients: &CertifiedIssuer<'_, KeyPair>| {
+        let identity = Identity::from_pem(server_cert.clone(), server_key.clone()).expect("identity");
+        let ca = Certificate::from_pem(clients.pem()).expect("CA certificate");
+        ServerTlsConfig::new(identity).client_ca_root(ca)
+    };
+    let first = upstream_trusting(&old);
+    let mut upstream = Upstream::start(move |s| s.tls_config(first).expect("server TLS")).await;
+
+    let dir = std::env::temp_dir().join(format!("rpc-gateway-tls-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let install = |(cert, key): (String, String)| {
+        // Each file replaced whole by a rename, as certificate tooling does.
+        for (name, pem) in [("gateway.key", key), ("gateway.pem", cert)] {
+            let staged = dir.join(format!("{name}.new"));
+            std::fs::write(&staged, pem).expect("write PEM");
+            std::fs::rename(&staged, dir.join(name)).expect("rename");
+        }
+    };
+    std::fs::write(dir.join("ca.pem"), servers.pem()).expect("write PEM");
+    install(issue(&old, "gateway.internal", ExtendedKeyUsagePurpose::ClientAuth));
+    let file = dir.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "protos = [\"route_guide.proto\"]\nimport_paths = [{protos:?}]\n[[upstream]]\nservice = \"routeguide.RouteGuide\"\ntarget = \"static://{addr}\"\n[upstream.tls]\nca = \"ca.pem\"\ncert = \"gateway.pem\"\nkey = \"gateway.key\"\nserver_name = \"guide.internal\"\nreload_every = \"20ms\"\n",
+            addr = upstream.addr,
+            protos = proto_dir().display().to_string(),
+        ),
+    )
+    .expect("write the configuration");
+    let config = Config::from_file(&file).expect("the configuration parses");
+    let gateway = serve(Gateway::from_config(&config).await.expect("a gateway over mutual TLS")).await;
+    let path = "/v1/features/407000000/-744000000";
+    let answer = get(gateway, path).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, LANDMARK), "{answer:?}");
+
+    // The gateway's certificate is rotated to one from `new`, and the upstream comes back
+    // trusting only `new`: the gateway gets through again only by presenting the new
+    // certificate, which it reads without a restart when it reconnects.
+    install(issue(&new, "gateway.internal", ExtendedKeyUsagePurpose::ClientAuth));
+    let addr = upstream.addr;
+    upstream.stop().await;
+    let second = upstream_trusting(&new);
+    let _upstream = Upstream::start_at(addr, move |s| s.tls_config(second).expect("server TLS")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = get(gateway, path).await;
+        if answer.status == 200 {
+            assert_eq!(answer.body, LANDMARK);
+            break;
+        }
+        // Until the watcher has loaded the new files and the channel has reconnected.
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert!(std::time::Instant::now() < deadline, "the rotated certificate was never used: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,7 +28,7 @@ use clap::{Args, Parser, Subcommand};
 use rpc_core::health::{HealthCheckRequest, HealthClient, ServingStatus};
 use rpc_core::metadata::MetadataKey;
 use rpc_core::reflection::{ListServicesRequest, ReflectionClient, ServiceInfo};
-use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity, TlsError};
+use rpc_core::transport::tls::{Certificate, ClientTlsConfig, Identity, TlsConnector, TlsError};
 use rpc_core::{Channel, Metadata, Status};
 use rpc_dynamic::{ChannelOptions, JsonOptions, Schema, Target};
 
@@ -268,7 +268,7 @@ struct Session {
     options: Options,
     metadata: Metadata,
     /// TLS to the target, if asked for.
-    tls: Option<ClientTlsConfig>,
+    tls: Option<TlsConnector>,
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -303,7 +303,12 @@ impl Session {
                 .map_err(|err| Failure::Local(format!("header {header:?}: {err}")))?;
             metadata.append(key, value.trim().to_owned());
         }
-        let tls = options.tls_config()?;
+        // Built here, so that a configuration that cannot work (no trusted CA, a key that
+        // does not match its certificate) is said before anything is dialed.
+        let tls = options
+            .tls_config()?
+            .map(|config| config.build().map_err(|err| Failure::Local(format!("TLS: {err}"))))
+            .transpose()?;
         Ok(Session { options, metadata, tls })
     }
 
