@@ -122,7 +122,7 @@ impl<T> StreamSender<T> {
         cx: Option<&mut Context<'_>>,
         message: &mut Option<T>,
     ) -> Poll<Result<(), Status>> {
-        let mut one = One { message, encode: self.encode };
+        let mut one = Unsent { next: message, iter: &mut std::iter::empty(), encode: self.encode };
         let polled = self.core.poll_send(cx, &mut one);
         if let Poll::Ready(Err(status)) = &polled {
             self.on_failed_send(status);
@@ -270,26 +270,8 @@ fn encode_frame<T, C: Codec<T>>(
     Ok(cost)
 }
 
-/// One message to send: taken once it is encoded.
-struct One<'a, T> {
-    message: &'a mut Option<T>,
-    encode: EncodeFrame<T>,
-}
-
-impl<T> Messages for One<'_, T> {
-    fn has_next(&mut self) -> bool {
-        self.message.is_some()
-    }
-
-    fn encode_next(&mut self, id: u64, max: usize, buf: &mut BytesMut) -> Result<usize, usize> {
-        let Some(message) = self.message.as_ref() else { return Ok(0) };
-        let cost = (self.encode)(message, id, max, buf)?;
-        *self.message = None;
-        Ok(cost)
-    }
-}
-
-/// `send_all`'s messages: the one held back, then the iterator's.
+/// Messages to send: the one held back (a single `send`'s, or the one `send_all` took out
+/// last time), then the iterator's.
 struct Unsent<'a, T, I> {
     next: &'a mut Option<T>,
     iter: &'a mut I,
