@@ -113,9 +113,7 @@ async fn a_client_tells_a_server_that_breaks_the_protocol_why_it_leaves() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let fake = tokio::spawn(async move {
-        let (socket, _) = listener.accept().await.expect("accept");
-        let mut raw = RawClient::from_stream(socket);
-        raw.send_bytes(&PREFACE).await;
+        let mut raw = RawClient::accept(&listener).await;
         let mut request = Frame::new(FrameKind::Request, 1);
         request.header.method = Some(Bytes::from_static(b"/x.Y/Z"));
         raw.send(&request).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rpc_core::internals::wire::{Frame, FrameCodec, FrameKind, PREFACE, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// How long a raw client waits for anything before failing the test.
@@ -31,6 +31,15 @@ impl RawClient {
     pub async fn connect_bare(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("connect");
         RawClient::from_stream(stream)
+    }
+
+    /// A fake server: accepts one connection on `listener` and sends the preface, nothing
+    /// else.
+    pub async fn accept(listener: &TcpListener) -> RawClient {
+        let (socket, _) = listener.accept().await.expect("accept");
+        let mut raw = RawClient::from_stream(socket);
+        raw.send_bytes(&PREFACE).await;
+        raw
     }
 
     /// Speaks the protocol over an accepted or connected socket, expecting the peer's preface.

@@ -341,15 +341,11 @@ async fn a_streaming_call_to_a_method_the_server_lacks_fails_as_it_opens() {
 /// that does not (an older one) is not.
 #[tokio::test]
 async fn the_open_waits_for_stream_accept_only_from_servers_that_announce_it() {
-    use rpc_core::internals::wire::PREFACE;
-
     async fn raw_server(accepts: bool) -> (std::net::SocketAddr, tokio::task::JoinHandle<RawClient>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
-            let (socket, _) = listener.accept().await.expect("accept");
-            let mut raw = RawClient::from_stream(socket);
-            raw.send_bytes(&PREFACE).await;
+            let mut raw = RawClient::accept(&listener).await;
             let mut settings = Frame::new(FrameKind::Settings, 0);
             settings.header.stream_accepts = accepts.then_some(1);
             raw.send(&settings).await;
