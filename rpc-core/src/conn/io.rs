@@ -14,10 +14,11 @@ use crate::wire::{FrameCodec, Incoming, PREFACE, WireError};
 /// The read buffer's first size, and the least it grows by.
 const READ_RESERVE: usize = 4 * 1024;
 
-/// Free space below which the read buffer always grows before a read. A busy connection's
-/// buffer grows sooner, with a quarter of its read step left: reading the last few KiB of a
-/// buffer would take a system call per few KiB (and per few hundred small stream messages)
-/// while the socket holds far more.
+/// Free space below which a busy connection's read buffer always grows before a read. It
+/// grows sooner, with a quarter of its read step left: reading the last few KiB of a buffer
+/// would take a system call per few KiB (and per few hundred small stream messages) while the
+/// socket holds far more. A read that fills at least this much room counts as a full one
+/// (the read step doubles).
 const READ_MIN_SPARE: usize = 1024;
 
 /// The most the read buffer grows by at a time. Frames are slices of it that live on after
@@ -119,7 +120,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
             if self.read_eof {
                 return Poll::Ready(self.codec.decode_incoming_eof(&mut self.read_buf));
             }
-            if self.read_buf.capacity() - self.read_buf.len() < (self.read_step / 4).max(READ_MIN_SPARE) {
+            if self.read_buf.capacity() - self.read_buf.len() < self.least_spare() {
                 self.read_buf.reserve(self.read_step);
             }
             let room = self.read_buf.capacity() - self.read_buf.len();
@@ -127,11 +128,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FrameIo<T> {
             if n == 0 {
                 self.read_eof = true;
             } else if n == room {
-                self.read_step = (self.read_step * 2).min(READ_CHUNK);
+                // The socket held at least as much as there was room for: read in larger gulps
+                // (unless the room was the small rest of a buffer, which says little).
+                if room >= READ_MIN_SPARE {
+                    self.read_step = (self.read_step * 2).min(READ_CHUNK);
+                }
             } else if n < self.read_step / 8 {
                 self.read_step = (self.read_step / 2).max(READ_RESERVE);
             }
         }
+    }
+
+    /// The free space below which the read buffer grows before a read. A busy connection's
+    /// grows with a quarter of its step left (see [`READ_MIN_SPARE`]). A lightly used one reads
+    /// into what is left, however little, and grows only once it is full: growing right after
+    /// a frame was taken, while that frame is still alive, would always be a new allocation;
+    /// by the time the buffer is full its frames are usually gone, and the buffer is reused in
+    /// place.
+    fn least_spare(&self) -> usize {
+        if self.read_step > READ_RESERVE { (self.read_step / 4).max(READ_MIN_SPARE) } else { 1 }
     }
 
     /// Writes everything in the write buffer. `Ready(Ok)` means it is empty.
@@ -227,6 +242,37 @@ mod tests {
         let start = first.body.as_ptr() as usize;
         let small_at = second.body.as_ptr() as usize;
         assert!(!(start..start + 600 * 1024).contains(&small_at), "the small frame shares the large buffer");
+    }
+
+    #[tokio::test]
+    async fn a_lightly_used_connection_reuses_its_read_buffer_once_its_frames_are_gone() {
+        // One call at a time: each frame arrives alone and is dropped only after the driver
+        // has gone back to the socket and found nothing (as a caller drops its answer while
+        // the connection waits for the next). Frames must keep landing in the first buffer,
+        // reused in place, not in a new one per few KiB.
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let mut io = FrameIo::new(b, FrameCodec::new());
+        a.write_all(&PREFACE).await.expect("write");
+        let base = io.read_buf.as_ptr() as usize;
+        let mut frame = Frame::new(FrameKind::Ping, 0);
+        frame.body = Bytes::from_static(&[7; 90]);
+        let mut wire = BytesMut::new();
+        frame.encode_unchecked(&mut wire);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for n in 0..500 {
+            tokio::task::yield_now().await; // a fresh cooperative budget for the pipe
+            a.write_all(&wire).await.expect("write");
+            let polled = io.poll_next(&mut cx);
+            let Poll::Ready(Ok(Some(Incoming::Frame(taken)))) = polled else {
+                panic!("frame {n} not read: {polled:?}")
+            };
+            assert!(io.poll_next(&mut cx).is_pending(), "nothing more to read");
+            let at = taken.body.as_ptr() as usize;
+            // The buffer may grow once in place (a frame split across its end), no more.
+            assert!((base..base + 4 * READ_RESERVE).contains(&at), "frame {n} in a new buffer");
+            drop(taken);
+        }
     }
 
     #[tokio::test]
