@@ -834,6 +834,7 @@ fn connection_costs(harness: &Harness, peer: &mut Peer, count: u64) -> Result<Ve
     // One connection first, so that whatever is made once (a cached configuration) is not
     // counted per connection.
     let warm = harness.run(workload::connections(stack, addr, payload(SMALL), 1))?;
+    settle(harness);
     let server_before = peer.server.allocs()?;
     let client_before = alloc::snapshot();
     let opened = harness.run(workload::connections(stack, addr, payload(SMALL), count))?;
@@ -846,7 +847,28 @@ fn connection_costs(harness: &Harness, peer: &mut Peer, count: u64) -> Result<Ve
         let _context = harness.runtime.enter();
         drop((warm.clients, opened.clients));
     }
+    // The connections close (and free what they hold) now, not in the next measurement.
+    settle(harness);
     Ok(figures)
+}
+
+/// Runs the client's runtime until its live heap holds still for 10 ms (up to a second), so
+/// that what earlier work left to finish (tasks not yet polled, connections closing, buffers
+/// released) is not counted against what comes next. A current-thread runtime runs only
+/// while the harness blocks on it, so such work would otherwise wait for the next
+/// measurement.
+fn settle(harness: &Harness) {
+    harness.runtime.block_on(async {
+        let mut last = alloc::snapshot().live;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = alloc::snapshot().live;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+    });
 }
 
 /// Prints a progress line for a run of calls; its figures: calls/s, p50 and p99.
