@@ -245,37 +245,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lightly_used_connection_reuses_its_read_buffer_once_its_frames_are_gone() {
-        // One call at a time: each frame arrives alone and is dropped only after the driver
-        // has gone back to the socket and found nothing (as a caller drops its answer while
-        // the connection waits for the next). Frames must keep landing in the first buffer,
-        // reused in place, not in a new one per few KiB.
-        let (mut a, b) = tokio::io::duplex(1 << 16);
-        let mut io = FrameIo::new(b, FrameCodec::new());
-        a.write_all(&PREFACE).await.expect("write");
-        let base = io.read_buf.as_ptr() as usize;
-        let mut frame = Frame::new(FrameKind::Ping, 0);
-        frame.body = Bytes::from_static(&[7; 90]);
-        let mut wire = BytesMut::new();
-        frame.encode_unchecked(&mut wire);
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        for n in 0..500 {
-            tokio::task::yield_now().await; // a fresh cooperative budget for the pipe
-            a.write_all(&wire).await.expect("write");
-            let polled = io.poll_next(&mut cx);
-            let Poll::Ready(Ok(Some(Incoming::Frame(taken)))) = polled else {
-                panic!("frame {n} not read: {polled:?}")
-            };
-            assert!(io.poll_next(&mut cx).is_pending(), "nothing more to read");
-            let at = taken.body.as_ptr() as usize;
-            // The buffer may grow once in place (a frame split across its end), no more.
-            assert!((base..base + 4 * READ_RESERVE).contains(&at), "frame {n} in a new buffer");
-            drop(taken);
-        }
-    }
-
-    #[tokio::test]
     async fn oversized_length_prefix_does_not_grow_the_read_buffer() {
         let (mut a, b) = tokio::io::duplex(1024);
         let mut io = FrameIo::new(b, FrameCodec::new().with_max_frame_size(1024));
