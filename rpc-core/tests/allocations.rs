@@ -164,7 +164,6 @@ fn calls_in_flight_together_allocate_once_per_call() {
         // What running 64 loops together costs by itself, whatever they do.
         let ((), overhead) = counted(run(0)).await;
         let ((), allocations) = counted(run(CALLS)).await;
-        eprintln!("overhead {overhead}");
         assert_one_per_call(allocations - overhead);
     });
 }
